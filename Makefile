@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with Python 3.11: `make run` and `make test`.
+# Both create .venv, install what they need, and use the database configured in the environment
+# or .env (DB_HOST / DATABASE_URL), else an embedded PostgreSQL kept in .pgdata/.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEVDB := $(BIN)/python scripts/devdb.py run --
+
+.PHONY: install run test lint bench-read db-stop clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(DEVDB) sh -c '$(BIN)/python database_setup.py && exec $(BIN)/python app.py'
+
+test: $(STAMP)
+	$(DEVDB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+db-stop: $(STAMP)
+	$(BIN)/python scripts/devdb.py stop
+
+clean: db-stop
+	rm -rf $(VENV) .pgdata .pytest_cache .ruff_cache

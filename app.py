@@ -1,0 +1,96 @@
+"""Application factory and entry point of the payment service.
+
+`gunicorn app:app` serves the module-level `app`; `python app.py` runs a development server.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from api.middleware.error_handlers import register_error_handlers
+from api.middleware.request_context import register_request_context
+from api.routes import health, payments
+from config import Config, ConfigError
+from database.connection import ConnectionPool
+from services.health_service import DependencyMonitor, HealthService
+from services.payment_service import PaymentService
+from utils.helpers import PaymentJSONProvider
+from utils.logger import configure_logging, get_logger
+
+logger = get_logger(__name__)
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None = None) -> Flask:
+    """Build a configured app: settings, logging, database pool, services, middleware and routes."""
+    settings = (config or Config.from_env()).with_overrides(overrides)
+    configure_logging(settings.LOG_LEVEL, json_lines=not settings.DEBUG)
+
+    app = Flask(__name__)
+    app.json_provider_class = PaymentJSONProvider
+    app.json = PaymentJSONProvider(app)
+    app.config.update(
+        SERVICE=settings,
+        DEBUG=settings.DEBUG,
+        TESTING=settings.TESTING,
+        MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
+    )
+
+    # The pool connects lazily, so the service starts (and /live answers) with the database down.
+    pool = ConnectionPool(
+        settings.get_database_uri(),
+        size=settings.DB_POOL_SIZE,
+        wait_timeout=settings.DB_POOL_TIMEOUT,
+        connect_timeout=settings.DB_CONNECT_TIMEOUT,
+        statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS,
+    )
+    dependencies = DependencyMonitor(
+        {"trip_service": settings.TRIP_SERVICE_URL, "notification_service": settings.NOTIFICATION_SERVICE_URL},
+        timeout=settings.HEALTH_CHECK_TIMEOUT,
+        cache_seconds=settings.HEALTH_CHECK_CACHE_SECONDS,
+    )
+    app.extensions["db_pool"] = pool
+    app.extensions["payment_service"] = PaymentService(pool, settings)
+    app.extensions["health_service"] = HealthService(pool, dependencies)
+
+    register_request_context(app)
+    register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(payments.bp)
+
+    logger.info(
+        "payment service configured",
+        extra={"database": settings.describe_database(), "pool_size": settings.DB_POOL_SIZE},
+    )
+    return app
+
+
+def _app_from_environment() -> Flask:
+    """Create the app from the environment, or exit with the configuration error's message."""
+    try:
+        return create_app()
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+_app: Flask | None = None
+
+
+def __getattr__(name: str) -> Flask:
+    """Build the module-level `app` on first access, so importing create_app has no side effects."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = _app_from_environment()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    application = _app_from_environment()
+    settings: Config = application.config["SERVICE"]
+    application.run(host="0.0.0.0", port=settings.SERVICE_PORT, debug=settings.DEBUG, threaded=True, use_reloader=False)

@@ -1,0 +1,191 @@
+"""Load payments from a CSV file (the reference's `rhfd_payments.csv` format), all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import psycopg2.extensions
+import psycopg2.extras
+
+from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
+
+EXPECTED_HEADER = ["payment_id", "trip_id", "amount", "method", "status", "reference", "created_at"]
+MAX_ID = 2**63 - 1
+MAX_AMOUNT = Decimal("99999999.99")  # NUMERIC(10,2)
+_INT_RE = re.compile(r"^[0-9]{1,19}$")
+_REFERENCE_RE = re.compile(r"^[\x21-\x7e]{1,100}$")
+
+# A row whose payment_id is already present is left as it is, so a second load changes nothing.
+INSERT_PAYMENTS = """
+INSERT INTO payments (payment_id, trip_id, amount, amount_refunded, currency, method, status, reference,
+                      created_at, updated_at)
+VALUES %s
+ON CONFLICT (payment_id) DO NOTHING
+"""
+INSERT_TEMPLATE = (
+    "(%(payment_id)s, %(trip_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s, %(status)s,"
+    " %(reference)s, %(created_at)s, %(created_at)s)"
+)
+# Keeps concurrent payment inserts out while ids are loaded and the sequence is moved past them.
+LOCK_PAYMENTS = "LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE"
+ADVANCE_SEQUENCE = """
+SELECT setval(pg_get_serial_sequence('payments', 'payment_id'), max_id)
+FROM (SELECT MAX(payment_id) AS max_id FROM payments) AS m,
+     payments_payment_id_seq AS s
+WHERE m.max_id IS NOT NULL
+  AND m.max_id >= CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END
+"""
+
+
+class SeedError(ValueError):
+    """The CSV file is malformed; the message names the line."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load did: rows read from the file and rows actually inserted."""
+
+    rows_in_file: int
+    inserted: int
+
+
+def _parse_int(value: str, column: str, line: int) -> int:
+    """Parse a positive BIGINT."""
+    if not _INT_RE.match(value) or not 0 < int(value) <= MAX_ID:
+        raise SeedError(f"line {line}: {column} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _parse_amount(value: str, line: int) -> Decimal:
+    """Parse a non-negative amount with at most two decimals."""
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise SeedError(f"line {line}: amount must be a decimal number, got {value!r}") from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT or amount.as_tuple().exponent < -2:
+        raise SeedError(f"line {line}: amount must be between 0 and {MAX_AMOUNT} with at most two decimals")
+    return amount
+
+
+def _parse_timestamp(value: str, line: int) -> datetime:
+    """Parse 'YYYY-MM-DD HH:MM:SS', taken as UTC."""
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise SeedError(f"line {line}: created_at must look like 2025-10-01 06:47:34, got {value!r}") from None
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def parse_csv(path: Path, currency: str) -> list[dict[str, object]]:
+    """Read and validate the whole file; raise SeedError naming the first bad line."""
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise SeedError(f"cannot read {path}: {exc.strerror}") from None
+    rows: list[dict[str, object]] = []
+    seen_ids: dict[int, int] = {}
+    seen_refs: dict[str, int] = {}
+    live_trips: dict[int, int] = {}
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise SeedError(f"{path} is empty; expected the header {','.join(EXPECTED_HEADER)}")
+            if [h.strip() for h in header] != EXPECTED_HEADER:
+                raise SeedError(f"line 1: header must be {','.join(EXPECTED_HEADER)}")
+            for record in reader:
+                line = reader.line_num
+                if not record or record == [""]:
+                    continue
+                if len(record) != len(EXPECTED_HEADER):
+                    raise SeedError(f"line {line}: expected {len(EXPECTED_HEADER)} fields, found {len(record)}")
+                rows.append(_parse_row([v.strip() for v in record], line, currency, seen_ids, seen_refs, live_trips))
+        except csv.Error as exc:
+            raise SeedError(f"line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError:
+            raise SeedError(f"{path} is not UTF-8 text") from None
+    return rows
+
+
+def _parse_row(
+    record: list[str],
+    line: int,
+    currency: str,
+    seen_ids: dict[int, int],
+    seen_refs: dict[str, int],
+    live_trips: dict[int, int],
+) -> dict[str, object]:
+    """Validate one record and check it against the rows before it."""
+    raw_id, raw_trip, raw_amount, raw_method, raw_status, reference, raw_created = record
+    payment_id = _parse_int(raw_id, "payment_id", line)
+    trip_id = _parse_int(raw_trip, "trip_id", line)
+    amount = _parse_amount(raw_amount, line)
+    method = raw_method.upper()
+    if method not in PAYMENT_METHODS:
+        raise SeedError(f"line {line}: method must be one of {', '.join(PAYMENT_METHODS)}, got {raw_method!r}")
+    status = raw_status.upper()
+    if status not in PAYMENT_STATUSES:
+        raise SeedError(f"line {line}: status must be one of {', '.join(PAYMENT_STATUSES)}, got {raw_status!r}")
+    if not _REFERENCE_RE.match(reference):
+        raise SeedError(f"line {line}: reference must be 1-100 printable characters without spaces")
+    created_at = _parse_timestamp(raw_created, line)
+    if payment_id in seen_ids:
+        raise SeedError(f"line {line}: payment_id {payment_id} already appears on line {seen_ids[payment_id]}")
+    if reference in seen_refs:
+        raise SeedError(f"line {line}: reference {reference} already appears on line {seen_refs[reference]}")
+    if status != "FAILED":
+        if trip_id in live_trips:
+            raise SeedError(
+                f"line {line}: trip {trip_id} already has a non-failed payment on line {live_trips[trip_id]}"
+            )
+        live_trips[trip_id] = line
+    seen_ids[payment_id] = line
+    seen_refs[reference] = line
+    return {
+        "payment_id": payment_id,
+        "trip_id": trip_id,
+        "amount": amount,
+        # The reference CSV format carries no refunded amount: a REFUNDED row was refunded in full;
+        # for PARTIALLY_REFUNDED the part is unknown, so it is recorded as 0 (see README).
+        "amount_refunded": amount if status == "REFUNDED" else Decimal("0.00"),
+        "currency": currency,
+        "method": method,
+        "status": status,
+        "reference": reference,
+        "created_at": created_at,
+    }
+
+
+def load_payments(conn: psycopg2.extensions.connection, rows: list[dict[str, object]]) -> int:
+    """Insert the rows in the caller's transaction and move the id sequence past them; return rows inserted."""
+    with conn.cursor() as cur:
+        cur.execute(LOCK_PAYMENTS)
+        inserted = 0
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            psycopg2.extras.execute_values(cur, INSERT_PAYMENTS, chunk, template=INSERT_TEMPLATE, page_size=1000)
+            inserted += cur.rowcount
+        cur.execute(ADVANCE_SEQUENCE)
+    return inserted
+
+
+def load_csv(conn: psycopg2.extensions.connection, path: Path, currency: str) -> LoadResult:
+    """Validate the whole file, then load it in one transaction (nothing is loaded if any line is bad)."""
+    rows = parse_csv(path, currency)
+    try:
+        inserted = load_payments(conn, rows)
+        conn.commit()
+    except psycopg2.IntegrityError as exc:
+        conn.rollback()
+        detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
+        raise SeedError(f"{path.name} conflicts with payments already stored: {detail}") from None
+    except BaseException:
+        conn.rollback()
+        raise
+    return LoadResult(rows_in_file=len(rows), inserted=inserted)

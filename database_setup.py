@@ -1,0 +1,114 @@
+"""Prepare the database: create it if missing, apply migrations, load the seed CSV. Safe to re-run.
+
+Usage: python database_setup.py [--csv PATH | --no-seed] [--reset] [--wait SECONDS]
+
+Nothing is ever dropped unless --reset is given. The CSV defaults to rhfd_payments.csv beside this
+file, or SEED_CSV from the environment; rows whose payment_id already exists are left untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from config import Config, ConfigError, load_environment
+from database.connection import DatabaseUnavailable, wait_for_database
+from database.migrate import MigrationError, apply_migrations, drop_everything
+from database.seed import SeedError, load_csv
+from utils.logger import configure_logging
+
+DEFAULT_CSV = Path(__file__).resolve().parent / "rhfd_payments.csv"
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %(name)s"
+
+
+def ensure_database(config: Config) -> None:
+    """Create DB_NAME on the server when it does not exist yet (skipped when DATABASE_URL is used)."""
+    if config.DATABASE_URL:
+        return
+    maintenance = config.with_overrides({"DB_NAME": "postgres"})
+    conn = psycopg2.connect(maintenance.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT)
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with conn.cursor() as cur:
+            cur.execute(DATABASE_EXISTS, {"name": config.DB_NAME})
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config.DB_NAME)))
+                print(f"created database {config.DB_NAME}")
+    finally:
+        conn.close()
+
+
+def count_payments(conn: psycopg2.extensions.connection) -> int:
+    """Return how many payments are stored."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments")
+        return cur.fetchone()[0]
+
+
+def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_seconds: float = 0.0) -> int:
+    """Run the whole set-up; return the number of payments stored afterwards."""
+    if not config.DATABASE_URL:
+        wait_for_database(
+            config.with_overrides({"DB_NAME": "postgres"}).get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds
+        )
+        ensure_database(config)
+    else:
+        wait_for_database(config.get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds)
+    conn = psycopg2.connect(config.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT,
+                            options="-c timezone=UTC")
+    try:
+        if reset:
+            drop_everything(conn)
+            print("reset: dropped all payment-service tables")
+        applied = apply_migrations(conn)
+        print(f"migrations applied now: {', '.join(applied) if applied else 'none (schema up to date)'}")
+        if csv_path is not None:
+            result = load_csv(conn, csv_path, config.CURRENCY)
+            print(f"seed {csv_path.name}: {result.rows_in_file} rows in file, {result.inserted} inserted")
+        total = count_payments(conn)
+        conn.commit()
+    finally:
+        conn.close()
+    print(f"payments stored: {total}")
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the set-up and turn known failures into a message and exit code 1."""
+    parser = argparse.ArgumentParser(description="Apply migrations and load seed payments (safe to re-run).")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--csv", type=Path, help="CSV file to load (default: $SEED_CSV or rhfd_payments.csv)")
+    source.add_argument("--no-seed", action="store_true", help="apply migrations only")
+    parser.add_argument("--reset", action="store_true", help="DROP the service's tables first (destroys data)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="keep retrying the database connection this long (e.g. in a container)")
+    args = parser.parse_args(argv)
+
+    configure_logging("WARNING", json_lines=False)
+    env = load_environment()
+    try:
+        config = Config.from_env(env)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    csv_path = None if args.no_seed else (args.csv or Path(env.get("SEED_CSV") or DEFAULT_CSV))
+    try:
+        setup(config, csv_path, reset=args.reset, wait_seconds=args.wait)
+    except SeedError as exc:
+        print(f"seed error, nothing loaded: {exc}", file=sys.stderr)
+        return 1
+    except (MigrationError, DatabaseUnavailable) as exc:
+        print(f"database set-up failed: {exc}", file=sys.stderr)
+        return 1
+    except psycopg2.Error as exc:
+        print(f"database set-up failed: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

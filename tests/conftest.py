@@ -1,0 +1,164 @@
+"""Test fixtures: one throwaway PostgreSQL database per run, a clean slate for every test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg2 import sql
+
+from app import create_app
+from config import Config
+from database.migrate import apply_migrations
+
+DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments")
+TRUNCATE_DATA = "TRUNCATE idempotency_keys, payment_receipts, payment_refunds, payments RESTART IDENTITY CASCADE"
+INSERT_PAYMENT = """
+INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,
+                      reference, created_at, updated_at)
+VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s,
+        %(status)s, %(reference)s, %(created_at)s, %(created_at)s)
+RETURNING payment_id
+"""
+
+
+def config_for_database(base: Config, name: str) -> Config:
+    """Return `base` pointed at database `name` on the same server."""
+    if base.DATABASE_URL:
+        parts = urlsplit(base.DATABASE_URL)
+        return base.with_overrides({"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))})
+    return base.with_overrides({"DB_NAME": name})
+
+
+def admin_connect(base: Config) -> psycopg2.extensions.connection:
+    """Connect to the server's maintenance database in autocommit mode (CREATE/DROP DATABASE)."""
+    conn = psycopg2.connect(config_for_database(base, "postgres").get_database_uri(), connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+def create_database(base: Config, prefix: str) -> str:
+    """Create an empty, uniquely named database and return its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = admin_connect(base)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    return name
+
+
+def drop_database(base: Config, name: str) -> None:
+    """Drop a database this run created, even if connections linger."""
+    conn = admin_connect(base)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def base_config() -> Config:
+    """Configuration from the environment (as `make test` / .ci/run set it), quietened for tests."""
+    return Config.from_env().with_overrides({"TESTING": True, "LOG_LEVEL": "WARNING", "DEBUG": False})
+
+
+@pytest.fixture(scope="session")
+def test_config(base_config: Config) -> Iterator[Config]:
+    """A fresh, migrated database for this test run; dropped at the end."""
+    name = create_database(base_config, "payments_test")
+    config = config_for_database(base_config, name)
+    try:
+        conn = psycopg2.connect(config.get_database_uri())
+        try:
+            apply_migrations(conn)
+        finally:
+            conn.close()
+        yield config
+    finally:
+        drop_database(base_config, name)
+
+
+@pytest.fixture(scope="session")
+def _admin_db(test_config: Config) -> Iterator[psycopg2.extensions.connection]:
+    """One autocommit connection to the test database for fixtures and assertions."""
+    conn = psycopg2.connect(test_config.get_database_uri(), options="-c timezone=UTC")
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def db(_admin_db: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.connection]:
+    """The test database, emptied before the test runs."""
+    with _admin_db.cursor() as cur:
+        cur.execute(TRUNCATE_DATA)
+    yield _admin_db
+
+
+@pytest.fixture
+def app(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[Flask]:
+    """An app wired to the clean test database."""
+    application = create_app(config=test_config)
+    yield application
+    application.extensions["db_pool"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Flask test client of `app`."""
+    return app.test_client()
+
+
+@pytest.fixture
+def make_app(test_config: Config) -> Iterator[Callable[..., Flask]]:
+    """Factory for apps with extra overrides; every pool is closed afterwards."""
+    made: list[Flask] = []
+
+    def factory(**overrides: Any) -> Flask:
+        application = create_app(overrides, config=test_config)
+        made.append(application)
+        return application
+
+    yield factory
+    for application in made:
+        application.extensions["db_pool"].close()
+
+
+@pytest.fixture
+def insert_payment(db: psycopg2.extensions.connection) -> Callable[..., int]:
+    """Insert a payment row directly and return its id; keyword arguments override the defaults."""
+    counter = {"n": 0}
+    start = datetime(2025, 11, 3, 11, 23, 0, tzinfo=timezone.utc)
+
+    def insert(**fields: Any) -> int:
+        counter["n"] += 1
+        row = {
+            "trip_id": 1000 + counter["n"],
+            "rider_id": None,
+            "driver_id": None,
+            "amount": Decimal("31.25"),
+            "amount_refunded": Decimal("0"),
+            "currency": "INR",
+            "method": "CARD",
+            "status": "SUCCESS",
+            "reference": f"PAY-TEST-{counter['n']:06d}",
+            "created_at": start + timedelta(minutes=counter["n"]),
+        }
+        row.update(fields)
+        with db.cursor() as cur:
+            cur.execute(INSERT_PAYMENT, row)
+            return cur.fetchone()[0]
+
+    return insert

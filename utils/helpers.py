@@ -1,0 +1,41 @@
+"""Small shared helpers: JSON encoding of money and time, strict parsing of ids."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask.json.provider import DefaultJSONProvider
+
+MAX_BIGINT = 2**63 - 1
+_DIGITS_RE = re.compile(r"^[0-9]{1,19}$")
+
+
+def parse_positive_id(value: str) -> int | None:
+    """Return `value` as a positive BIGINT, or None if it is not exactly that (no signs, spaces or decimals)."""
+    if not _DIGITS_RE.match(value):
+        return None
+    number = int(value)
+    return number if 0 < number <= MAX_BIGINT else None
+
+
+class PaymentJSONProvider(DefaultJSONProvider):
+    """Flask JSON provider that writes money as numbers and times as ISO 8601 with offset."""
+
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        """Encode Decimal and datetime the way the contract requires."""
+        if isinstance(o, Decimal):
+            # Amounts are NUMERIC(10,2): at most 10 significant digits, which a double holds exactly
+            # enough that its shortest repr is the same decimal string (31.25 -> 31.25). So the
+            # JSON number equals the stored Decimal; no arithmetic ever happens on the float.
+            return float(o)
+        if isinstance(o, datetime):
+            return o.isoformat()
+        if isinstance(o, date):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
