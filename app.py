@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -77,16 +78,13 @@ def _app_from_environment() -> Flask:
         raise SystemExit(2) from None
 
 
-_app: Flask | None = None
+_shared_app = functools.cache(_app_from_environment)
 
 
 def __getattr__(name: str) -> Flask:
     """Build the module-level `app` on first access, so importing create_app has no side effects."""
-    global _app
     if name == "app":
-        if _app is None:
-            _app = _app_from_environment()
-        return _app
+        return _shared_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

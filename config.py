@@ -274,4 +274,3 @@ def _currency(env: Mapping[str, str], name: str) -> str:
     if not _CURRENCY_RE.match(value):
         raise ConfigError(f"{name} must be a three-letter ISO 4217 code such as INR, got {value!r}")
     return value
-

@@ -16,7 +16,7 @@ import psycopg2
 from psycopg2 import sql
 
 from config import Config, ConfigError, load_environment
-from database.connection import DatabaseUnavailable, wait_for_database
+from database.connection import DatabaseUnavailableError, wait_for_database
 from database.migrate import MigrationError, apply_migrations, drop_everything
 from database.seed import SeedError, load_csv
 from utils.logger import configure_logging
@@ -58,8 +58,9 @@ def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_secon
         ensure_database(config)
     else:
         wait_for_database(config.get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds)
-    conn = psycopg2.connect(config.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT,
-                            options="-c timezone=UTC")
+    conn = psycopg2.connect(
+        config.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT, options="-c timezone=UTC"
+    )
     try:
         if reset:
             drop_everything(conn)
@@ -84,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--csv", type=Path, help="CSV file to load (default: $SEED_CSV or rhfd_payments.csv)")
     source.add_argument("--no-seed", action="store_true", help="apply migrations only")
     parser.add_argument("--reset", action="store_true", help="DROP the service's tables first (destroys data)")
-    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="keep retrying the database connection this long (e.g. in a container)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep retrying the database connection this long (e.g. in a container)",
+    )
     args = parser.parse_args(argv)
 
     configure_logging("WARNING", json_lines=False)
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except SeedError as exc:
         print(f"seed error, nothing loaded: {exc}", file=sys.stderr)
         return 1
-    except (MigrationError, DatabaseUnavailable) as exc:
+    except (MigrationError, DatabaseUnavailableError) as exc:
         print(f"database set-up failed: {exc}", file=sys.stderr)
         return 1
     except psycopg2.Error as exc:

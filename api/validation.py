@@ -51,9 +51,7 @@ def _int_param(args: MultiDict[str, str], name: str, default: int, minimum: int,
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not minimum <= int(raw) <= maximum:
-        raise ValidationError(
-            f"Query parameter '{name}' must be an integer from {minimum} to {maximum}.", field=name
-        )
+        raise ValidationError(f"Query parameter '{name}' must be an integer from {minimum} to {maximum}.", field=name)
     return int(raw)
 
 

@@ -10,6 +10,7 @@ connects lazily, and drops connections that broke (e.g. after a database restart
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
@@ -31,7 +32,7 @@ logger = get_logger(__name__)
 BROKEN_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-class DatabaseUnavailable(AppError):
+class DatabaseUnavailableError(AppError):
     """The database could not be reached (or no connection was free in time)."""
 
     def __init__(self, message: str = "The payment database is unavailable; retry shortly.") -> None:
@@ -66,12 +67,12 @@ class ConnectionPool:
         self._closed = False
 
     def _connect(self) -> psycopg2.extensions.connection:
-        """Open a new connection, translating failure into DatabaseUnavailable."""
+        """Open a new connection, translating failure into DatabaseUnavailableError."""
         try:
             return psycopg2.connect(self._dsn, **self._connect_kwargs)
         except psycopg2.OperationalError as exc:
             logger.warning("database connection failed", extra={"error": str(exc).strip()})
-            raise DatabaseUnavailable() from exc
+            raise DatabaseUnavailableError() from exc
 
     @staticmethod
     def _looks_alive(conn: psycopg2.extensions.connection) -> bool:
@@ -89,10 +90,10 @@ class ConnectionPool:
     def getconn(self) -> psycopg2.extensions.connection:
         """Borrow a connection, waiting up to the pool timeout for a free one."""
         if self._closed:
-            raise DatabaseUnavailable("The connection pool is closed.")
+            raise DatabaseUnavailableError("The connection pool is closed.")
         if not self._slots.acquire(timeout=self._wait_timeout):
             logger.warning("database pool exhausted", extra={"pool_size": self.size})
-            raise DatabaseUnavailable("No database connection became free in time; retry shortly.")
+            raise DatabaseUnavailableError("No database connection became free in time; retry shortly.")
         try:
             while True:
                 with self._lock:
@@ -134,7 +135,7 @@ class ConnectionPool:
         except BROKEN_CONNECTION_ERRORS as exc:
             broken = True
             logger.warning("database connection lost", extra={"error": str(exc).strip()})
-            raise DatabaseUnavailable() from exc
+            raise DatabaseUnavailableError() from exc
         except BaseException:
             if not conn.closed:
                 try:
@@ -157,7 +158,7 @@ class ConnectionPool:
             with self.cursor() as cur:
                 cur.execute("SELECT 1")
                 return True
-        except DatabaseUnavailable:
+        except DatabaseUnavailableError:
             return False
 
     def idle_count(self) -> int:
@@ -176,10 +177,9 @@ class ConnectionPool:
     @staticmethod
     def _close_quietly(conn: psycopg2.extensions.connection) -> None:
         """Close a connection, ignoring errors from one that is already dead."""
-        try:
+        # Closing a dead socket may fail; there is nothing more to do about it.
+        with contextlib.suppress(Exception):
             conn.close()
-        except Exception:  # noqa: BLE001 - closing a dead socket may fail; nothing to do about it
-            pass
 
 
 def wait_for_database(dsn: str, connect_timeout: int, deadline_seconds: float) -> None:
@@ -192,6 +192,6 @@ def wait_for_database(dsn: str, connect_timeout: int, deadline_seconds: float) -
             return
         except psycopg2.OperationalError as exc:
             if time.monotonic() + delay > deadline:
-                raise DatabaseUnavailable(f"database not reachable after {deadline_seconds:.0f}s: {exc}") from exc
+                raise DatabaseUnavailableError(f"database not reachable after {deadline_seconds:.0f}s: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

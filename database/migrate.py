@@ -73,6 +73,17 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 def apply_migrations(conn: psycopg2.extensions.connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply every pending migration in one transaction; return the versions applied now."""
     migrations = discover(directory)
+    try:
+        done_now = _apply_pending(conn, migrations)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return done_now
+
+
+def _apply_pending(conn: psycopg2.extensions.connection, migrations: list[Migration]) -> list[str]:
+    """Run the migrations the ledger lacks, inside the caller's transaction."""
     with conn.cursor() as cur:
         # Serialises concurrent starters (several containers at once); released at commit.
         cur.execute(LOCK_MIGRATIONS, {"lock_id": _ADVISORY_LOCK_ID})
@@ -95,7 +106,6 @@ def apply_migrations(conn: psycopg2.extensions.connection, directory: Path = MIG
                 {"version": migration.version, "name": migration.name, "checksum": migration.checksum},
             )
             done_now.append(migration.version)
-    conn.commit()
     return done_now
 
 

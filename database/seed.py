@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -78,7 +78,7 @@ def _parse_timestamp(value: str, line: int) -> datetime:
         moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         raise SeedError(f"line {line}: created_at must look like 2025-10-01 06:47:34, got {value!r}") from None
-    return moment.replace(tzinfo=timezone.utc)
+    return moment.replace(tzinfo=UTC)
 
 
 def parse_csv(path: Path, currency: str) -> list[dict[str, object]]:

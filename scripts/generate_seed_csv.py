@@ -27,7 +27,7 @@ START = datetime(2025, 10, 1, 6, 0, 0)
 
 def _pick(rng: random.Random, weighted: list[tuple[object, int]]) -> object:
     """Choose one value by weight."""
-    values, weights = zip(*weighted)
+    values, weights = zip(*weighted, strict=True)
     return rng.choices(values, weights=weights, k=1)[0]
 
 
@@ -64,8 +64,15 @@ def generate(rows: int = ROWS, seed: int = SEED) -> list[list[str]]:
             day = moment.strftime("%Y%m%d")
             reference = f"PAY-{day}-{rng.getrandbits(40):010X}"
             out.append(
-                [str(payment_id), str(trip_id), f"{amount}", str(method), attempt, reference,
-                 moment.strftime("%Y-%m-%d %H:%M:%S")]
+                [
+                    str(payment_id),
+                    str(trip_id),
+                    f"{amount}",
+                    str(method),
+                    attempt,
+                    reference,
+                    moment.strftime("%Y-%m-%d %H:%M:%S"),
+                ]
             )
             moment += timedelta(seconds=rng.randint(20, 240))
     return out

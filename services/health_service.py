@@ -9,7 +9,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import requests
 
-from database.connection import ConnectionPool, DatabaseUnavailable
+from database.connection import ConnectionPool, DatabaseUnavailableError
 from database.migrate import pending_migrations
 from utils.logger import get_logger
 
@@ -82,5 +82,5 @@ class HealthService:
         try:
             with self.pool.transaction() as conn:
                 return not pending_migrations(conn)
-        except DatabaseUnavailable:
+        except DatabaseUnavailableError:
             return False

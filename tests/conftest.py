@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -140,7 +140,7 @@ def make_app(test_config: Config) -> Iterator[Callable[..., Flask]]:
 def insert_payment(db: psycopg2.extensions.connection) -> Callable[..., int]:
     """Insert a payment row directly and return its id; keyword arguments override the defaults."""
     counter = {"n": 0}
-    start = datetime(2025, 11, 3, 11, 23, 0, tzinfo=timezone.utc)
+    start = datetime(2025, 11, 3, 11, 23, 0, tzinfo=UTC)
 
     def insert(**fields: Any) -> int:
         counter["n"] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -31,13 +32,13 @@ def _current_request_id() -> str:
     return "-"
 
 
-def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
+def configure_logging(level: str = "INFO", json_lines: bool = True, stream: TextIO | None = None) -> None:
     """Install one stdout handler on the root logger; calling it again replaces it rather than adding one."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RequestIdFilter())
     if json_lines:

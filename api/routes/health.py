@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -20,7 +20,7 @@ def _health_service() -> HealthService:
 
 def _now() -> str:
     """Current UTC time in ISO 8601 with offset."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _endpoint_index() -> dict[str, str]:

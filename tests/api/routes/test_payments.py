@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg2
@@ -15,8 +15,18 @@ from database.seed import load_csv
 from database_setup import DEFAULT_CSV
 
 PAYMENT_KEYS = {
-    "payment_id", "trip_id", "rider_id", "driver_id", "amount", "currency", "method", "status",
-    "reference", "amount_refunded", "created_at", "updated_at",
+    "payment_id",
+    "trip_id",
+    "rider_id",
+    "driver_id",
+    "amount",
+    "currency",
+    "method",
+    "status",
+    "reference",
+    "amount_refunded",
+    "created_at",
+    "updated_at",
 }
 
 
@@ -56,7 +66,10 @@ def test_unknown_payment_returns_404_payment_not_found(client: FlaskClient) -> N
 
     assert response.status_code == 404
     assert response.get_json() == {
-        "error": "Payment not found.", "code": "payment_not_found", "status_code": 404, "payment_id": 999999,
+        "error": "Payment not found.",
+        "code": "payment_not_found",
+        "status_code": 404,
+        "payment_id": 999999,
     }
 
 
@@ -78,7 +91,7 @@ def test_list_is_empty_on_an_empty_table(client: FlaskClient) -> None:
 def test_list_is_newest_first_with_payment_id_breaking_ties(
     client: FlaskClient, insert_payment: Callable[..., int]
 ) -> None:
-    same_moment = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    same_moment = datetime(2025, 1, 1, tzinfo=UTC)
     older = insert_payment(created_at=same_moment - timedelta(days=1))
     tie_a = insert_payment(created_at=same_moment)
     tie_b = insert_payment(created_at=same_moment)

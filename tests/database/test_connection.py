@@ -1,0 +1,165 @@
+"""The connection pool: reuse, one transaction per block, waiting, and healing after broken connections."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+
+from config import Config
+from database.connection import ConnectionPool, DatabaseUnavailableError
+from tests.helpers import closed_port
+
+
+@pytest.fixture
+def pool(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[ConnectionPool]:
+    """A small pool on the test database."""
+    pool = ConnectionPool(test_config.get_database_uri(), size=2, wait_timeout=0.5, connect_timeout=2)
+    yield pool
+    pool.close()
+
+
+def _backend_pid(pool: ConnectionPool) -> int:
+    with pool.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        return cur.fetchone()["pid"]
+
+
+def test_connections_are_reused_between_blocks(pool: ConnectionPool) -> None:
+    assert _backend_pid(pool) == _backend_pid(pool)
+    assert pool.idle_count() == 1
+
+
+def test_sessions_run_in_utc(pool: ConnectionPool) -> None:
+    with pool.cursor() as cur:
+        cur.execute("SHOW timezone")
+        assert cur.fetchone()["TimeZone"] == "UTC"
+
+
+def test_a_block_commits_on_success(pool: ConnectionPool, db: psycopg2.extensions.connection) -> None:
+    with pool.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference) VALUES (1, 1, 'CASH', 'SUCCESS', 'r1')"
+        )
+
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments")
+        assert cur.fetchone()[0] == 1
+
+
+def test_a_block_rolls_back_on_error_and_returns_the_connection(
+    pool: ConnectionPool, db: psycopg2.extensions.connection
+) -> None:
+    with pytest.raises(ZeroDivisionError), pool.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference) VALUES (1, 1, 'CASH', 'SUCCESS', 'r1')"
+        )
+        _ = 1 / 0
+
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments")
+        assert cur.fetchone()[0] == 0
+    assert pool.idle_count() == 1
+
+
+def test_a_failed_statement_leaves_the_connection_usable(pool: ConnectionPool) -> None:
+    with pytest.raises(psycopg2.errors.UndefinedTable), pool.cursor() as cur:
+        cur.execute("SELECT * FROM no_such_table")
+
+    assert _backend_pid(pool) > 0
+
+
+def test_a_connection_killed_by_the_server_is_discarded_not_reused(
+    pool: ConnectionPool, db: psycopg2.extensions.connection
+) -> None:
+    first = _backend_pid(pool)
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (first,))
+    time.sleep(0.2)
+
+    second = _backend_pid(pool)
+
+    assert second != first
+
+
+def test_a_connection_lost_mid_transaction_becomes_503_and_is_dropped(
+    pool: ConnectionPool, db: psycopg2.extensions.connection
+) -> None:
+    with pytest.raises(DatabaseUnavailableError), pool.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        pid = cur.fetchone()["pid"]
+        with db.cursor() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.1)
+        cur.execute("SELECT 1")
+
+    assert pool.idle_count() == 0
+    assert _backend_pid(pool) != pid
+
+
+def test_an_exhausted_pool_waits_then_fails_with_database_unavailable(pool: ConnectionPool) -> None:
+    held = [pool.getconn(), pool.getconn()]
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            pool.getconn()
+        assert 0.4 <= time.monotonic() - started < 2.0
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+
+
+def test_a_waiting_borrower_gets_a_connection_released_in_time(pool: ConnectionPool) -> None:
+    held = [pool.getconn(), pool.getconn()]
+    threading.Timer(0.1, pool.putconn, args=(held.pop(),)).start()
+
+    conn = pool.getconn()
+
+    pool.putconn(conn)
+    pool.putconn(held.pop())
+
+
+def test_many_threads_share_a_small_pool_without_errors(test_config: Config) -> None:
+    pool = ConnectionPool(test_config.get_database_uri(), size=3, wait_timeout=10, connect_timeout=2)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                with pool.cursor() as cur:
+                    cur.execute("SELECT pg_sleep(0.001)")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.close()
+
+    assert errors == []
+
+
+def test_an_unreachable_database_fails_fast_with_database_unavailable() -> None:
+    pool = ConnectionPool(
+        f"postgresql://postgres@127.0.0.1:{closed_port()}/x", size=1, wait_timeout=5, connect_timeout=2
+    )
+
+    started = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(DatabaseUnavailableError, match="unavailable"):
+            pool.getconn()
+
+    # Both fail at once: the first failed attempt gave its only slot back instead of leaking it.
+    assert time.monotonic() - started < 2
+
+
+def test_a_closed_pool_refuses_borrowers(pool: ConnectionPool) -> None:
+    pool.close()
+
+    with pytest.raises(DatabaseUnavailableError):
+        pool.getconn()

@@ -1,0 +1,127 @@
+"""Versioned migrations: applied once, recorded, safe to re-run, edits to applied files refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from config import Config
+from database.migrate import MigrationError, apply_migrations, discover, pending_migrations
+from tests.conftest import config_for_database, create_database, drop_database
+
+
+@pytest.fixture
+def scratch(base_config: Config) -> Iterator[psycopg2.extensions.connection]:
+    """A connection to a brand-new empty database, dropped afterwards."""
+    name = create_database(base_config, "payments_migrate")
+    conn = psycopg2.connect(config_for_database(base_config, name).get_database_uri())
+    yield conn
+    conn.close()
+    drop_database(base_config, name)
+
+
+def _tables(conn: psycopg2.extensions.connection) -> set[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {row[0] for row in cur.fetchall()}
+
+
+def test_first_run_creates_the_schema_and_records_every_version(scratch: psycopg2.extensions.connection) -> None:
+    assert pending_migrations(scratch) == [m.version for m in discover()]
+
+    applied = apply_migrations(scratch)
+
+    assert applied == [m.version for m in discover()]
+    assert {"payments", "payment_refunds", "payment_receipts", "idempotency_keys", "schema_migrations"} <= _tables(
+        scratch
+    )
+    assert pending_migrations(scratch) == []
+
+
+def test_rerun_applies_nothing_and_keeps_data(scratch: psycopg2.extensions.connection) -> None:
+    apply_migrations(scratch)
+    with scratch.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference) VALUES (7, 9.5, 'UPI', 'SUCCESS', 'r')"
+        )
+    scratch.commit()
+
+    assert apply_migrations(scratch) == []
+
+    with scratch.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments")
+        assert cur.fetchone()[0] == 1
+
+
+def test_a_new_migration_file_is_applied_on_the_next_run(
+    scratch: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    for migration in discover():
+        (tmp_path / f"{migration.name}.sql").write_text(migration.sql)
+    apply_migrations(scratch, tmp_path)
+    (tmp_path / "9999_add_note.sql").write_text("ALTER TABLE payments ADD COLUMN note TEXT;")
+
+    assert apply_migrations(scratch, tmp_path) == ["9999"]
+    assert apply_migrations(scratch, tmp_path) == []
+
+
+def test_an_edited_applied_migration_is_refused(scratch: psycopg2.extensions.connection, tmp_path: Path) -> None:
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE first_table (id int);")
+    apply_migrations(scratch, tmp_path)
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE first_table (id bigint);")
+
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        apply_migrations(scratch, tmp_path)
+
+
+def test_a_failing_migration_applies_nothing(scratch: psycopg2.extensions.connection, tmp_path: Path) -> None:
+    (tmp_path / "0001_ok.sql").write_text("CREATE TABLE ok_table (id int);")
+    (tmp_path / "0002_broken.sql").write_text("CREATE TABLE broken (id nonsense_type);")
+
+    with pytest.raises(psycopg2.Error):
+        apply_migrations(scratch, tmp_path)
+
+    assert "ok_table" not in _tables(scratch)
+
+
+def test_badly_named_migration_files_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "add_things.sql").write_text("SELECT 1;")
+
+    with pytest.raises(MigrationError, match=r"0001_name\.sql"):
+        discover(tmp_path)
+
+
+def test_schema_enforces_one_live_payment_per_trip(db: psycopg2.extensions.connection) -> None:
+    insert = "INSERT INTO payments (trip_id, amount, method, status, reference) VALUES (42, 10, 'CARD', %s, %s)"
+    with db.cursor() as cur:
+        cur.execute(insert, ("FAILED", "a"))
+        cur.execute(insert, ("FAILED", "b"))
+        cur.execute(insert, ("SUCCESS", "c"))
+        with pytest.raises(psycopg2.errors.UniqueViolation):
+            cur.execute(insert, ("PENDING", "d"))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("method", "BITCOIN"), ("status", "PAID"), ("amount", "-1"), ("amount", "123456789.00"), ("trip_id", "0")],
+)
+def test_schema_rejects_invalid_values(db: psycopg2.extensions.connection, column: str, value: str) -> None:
+    row = {"trip_id": "1", "amount": "10", "method": "CARD", "status": "SUCCESS", "reference": "x"}
+    row[column] = value
+    with db.cursor() as cur, pytest.raises((psycopg2.errors.CheckViolation, psycopg2.errors.NumericValueOutOfRange)):
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference)"
+            " VALUES (%(trip_id)s, %(amount)s, %(method)s, %(status)s, %(reference)s)",
+            row,
+        )
+
+
+def test_refunds_can_never_exceed_the_amount_in_the_schema(db: psycopg2.extensions.connection) -> None:
+    with db.cursor() as cur, pytest.raises(psycopg2.errors.CheckViolation):
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, amount_refunded, method, status, reference)"
+            " VALUES (1, 10, 10.01, 'CARD', 'REFUNDED', 'x')"
+        )

@@ -1,0 +1,141 @@
+"""`python database_setup.py` as an operator runs it: idempotent, loud on bad input, destructive only on --reset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from config import Config
+from tests.conftest import config_for_database, create_database, drop_database
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def target(base_config: Config) -> Iterator[Config]:
+    """Configuration naming a database that does not exist yet; dropped afterwards."""
+    name = create_database(base_config, "payments_setup")
+    drop_database(base_config, name)  # only reserve a unique name: the script must create it
+    yield config_for_database(base_config, name)
+    drop_database(base_config, name)
+
+
+def env_for(config: Config, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
+    if config.DATABASE_URL:
+        env["DATABASE_URL"] = config.DATABASE_URL
+    else:
+        env.update(DB_HOST=config.DB_HOST, DB_PORT=str(config.DB_PORT), DB_NAME=config.DB_NAME, DB_USER=config.DB_USER)
+        if config.DB_PASS:
+            env["DB_PASS"] = config.DB_PASS
+    env.update(extra)
+    return env
+
+
+def run_setup(config: Config, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "database_setup.py", *args],
+        cwd=ROOT,
+        env=env_for(config, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def stored(config: Config) -> int:
+    import psycopg2
+
+    conn = psycopg2.connect(config.get_database_uri())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM payments")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def seed_rows() -> int:
+    return len((ROOT / "rhfd_payments.csv").read_text().strip().splitlines()) - 1
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
+def test_running_twice_creates_migrates_and_seeds_once(target: Config) -> None:
+    first = run_setup(target)
+    second = run_setup(target)
+
+    assert first.returncode == 0, first.stderr
+    assert f"created database {target.DB_NAME}" in first.stdout
+    assert f"payments stored: {seed_rows()}" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "schema up to date" in second.stdout
+    assert f"{seed_rows()} rows in file, 0 inserted" in second.stdout
+    assert stored(target) == seed_rows()
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
+def test_a_malformed_csv_is_reported_and_nothing_is_loaded(target: Config, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    lines = (ROOT / "rhfd_payments.csv").read_text().splitlines()
+    fields = lines[10].split(",")
+    fields[3] = "CHEQUE"  # the method column
+    lines[10] = ",".join(fields)
+    bad.write_text("\n".join(lines) + "\n")
+
+    result = run_setup(target, "--csv", str(bad))
+
+    assert result.returncode == 1
+    assert "line 11" in result.stderr and "method" in result.stderr
+    assert "nothing loaded" in result.stderr
+    assert stored(target) == 0
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
+def test_seed_csv_can_come_from_the_environment_and_no_seed_skips_it(target: Config, tmp_path: Path) -> None:
+    small = tmp_path / "small.csv"
+    small.write_text(
+        "payment_id,trip_id,amount,method,status,reference,created_at\n"
+        "1,10,5.00,CASH,SUCCESS,PAY-X,2025-10-01 06:00:00\n"
+    )
+
+    assert run_setup(target, "--no-seed").returncode == 0
+    assert stored(target) == 0
+    assert run_setup(target, SEED_CSV=str(small)).returncode == 0
+    assert stored(target) == 1
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
+def test_only_reset_destroys_data(target: Config, tmp_path: Path) -> None:
+    assert run_setup(target).returncode == 0
+
+    reset = run_setup(target, "--reset", "--no-seed")
+
+    assert reset.returncode == 0, reset.stderr
+    assert "dropped" in reset.stdout
+    assert stored(target) == 0
+
+
+def test_an_unreachable_database_is_a_clear_failure_not_a_traceback(base_config: Config) -> None:
+    from tests.helpers import closed_port
+
+    config = base_config.with_overrides(
+        {"DATABASE_URL": None, "DB_HOST": "127.0.0.1", "DB_PORT": closed_port(), "DB_NAME": "x"}
+    )
+
+    result = run_setup(config)
+
+    assert result.returncode == 1
+    assert "database set-up failed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_invalid_setting_stops_setup_naming_it(base_config: Config) -> None:
+    result = run_setup(base_config, DB_PORT="-1")
+
+    assert result.returncode == 2
+    assert "DB_PORT" in result.stderr

@@ -1,0 +1,77 @@
+"""Log lines: JSON with the agreed fields, one access line per request carrying the request id."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from utils.logger import configure_logging, get_logger
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Route the service's log handler into a buffer for the test, then restore quiet logging."""
+    stream = io.StringIO()
+    configure_logging("INFO", json_lines=True, stream=stream)
+    yield stream
+    configure_logging("WARNING", json_lines=True)
+
+
+def _lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_log_lines_are_json_with_timestamp_level_logger_message_and_request_id(log_stream: io.StringIO) -> None:
+    get_logger("payments.test").warning("something happened", extra={"payment_id": 5})
+
+    (line,) = _lines(log_stream)
+    assert line["level"] == "WARNING"
+    assert line["logger"] == "payments.test"
+    assert line["message"] == "something happened"
+    assert line["request_id"] == "-"
+    assert line["payment_id"] == 5
+    assert line["timestamp"].endswith("+00:00")
+
+
+def test_debug_mode_logs_readable_text(log_stream: io.StringIO) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", json_lines=False, stream=stream)
+
+    get_logger("payments.test").info("hello")
+
+    assert "INFO" in stream.getvalue() and "hello" in stream.getvalue()
+    assert not stream.getvalue().lstrip().startswith("{")
+
+
+def test_configuring_twice_keeps_a_single_handler(log_stream: io.StringIO) -> None:
+    configure_logging("INFO", json_lines=True, stream=log_stream)
+
+    get_logger("payments.test").info("once")
+
+    assert [line["message"] for line in _lines(log_stream)] == ["once"]
+
+
+def test_each_request_writes_one_access_line_with_its_request_id(client: FlaskClient, log_stream: io.StringIO) -> None:
+    configure_logging("INFO", json_lines=True, stream=log_stream)  # the app factory reconfigured it
+
+    client.get("/v1/payments?limit=1", headers={"X-Request-ID": "req-42"})
+    client.get("/v1/payments/abc")
+
+    access = [line for line in _lines(log_stream) if line["logger"] == "payment_service.access"]
+    assert len(access) == 2
+    first, second = access
+    assert (first["request_id"], first["method"], first["path"], first["status"]) == (
+        "req-42",
+        "GET",
+        "/v1/payments",
+        200,
+    )
+    assert isinstance(first["duration_ms"], float)
+    assert second["status"] == 404
+    assert second["request_id"] != "req-42"
+    assert logging.getLogger("werkzeug").level == logging.WARNING
