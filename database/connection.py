@@ -125,11 +125,17 @@ class ConnectionPool:
             self._slots.release()
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg2.extensions.connection]:
-        """Yield a connection inside one transaction: commit on success, roll back on error, always return it."""
+    def transaction(self, single_statement: bool = False) -> Iterator[psycopg2.extensions.connection]:
+        """Yield a connection inside one transaction: commit on success, roll back on error, always return it.
+
+        `single_statement=True` is for a block that runs exactly one statement, which is then its
+        own transaction; psycopg2 otherwise spends a round trip each on BEGIN and COMMIT.
+        """
         conn = self.getconn()
         broken = False
         try:
+            if single_statement:
+                conn.autocommit = True
             yield conn
             conn.commit()
         except BROKEN_CONNECTION_ERRORS as exc:
@@ -144,18 +150,26 @@ class ConnectionPool:
                     broken = True
             raise
         finally:
+            if single_statement and not conn.closed:
+                try:
+                    conn.autocommit = False
+                except BROKEN_CONNECTION_ERRORS:
+                    broken = True
             self.putconn(conn, discard=broken)
 
     @contextmanager
-    def cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+    def cursor(self, single_statement: bool = False) -> Iterator[psycopg2.extras.RealDictCursor]:
         """Yield a dict cursor inside one transaction (shorthand for services)."""
-        with self.transaction() as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        with (
+            self.transaction(single_statement) as conn,
+            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+        ):
             yield cur
 
     def ping(self) -> bool:
         """Return True when a trivial query succeeds."""
         try:
-            with self.cursor() as cur:
+            with self.cursor(single_statement=True) as cur:
                 cur.execute("SELECT 1")
                 return True
         except DatabaseUnavailableError:

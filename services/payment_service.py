@@ -60,7 +60,7 @@ class PaymentService:
         """Return one payment or raise payment_not_found (also for ids that cannot exist)."""
         row = None
         if payment_id is not None:
-            with self.pool.cursor() as cur:
+            with self.pool.cursor(single_statement=True) as cur:
                 cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
                 row = cur.fetchone()
         if row is None:
@@ -71,7 +71,7 @@ class PaymentService:
     def list_payments(self, filters: PaymentFilters) -> dict[str, Any]:
         """Return one page of payments, newest first, and whether more follow."""
         params = {**dataclasses.asdict(filters), "fetch": filters.limit + 1}
-        with self.pool.cursor() as cur:
+        with self.pool.cursor(single_statement=True) as cur:
             cur.execute(LIST_PAYMENTS, params)
             rows = cur.fetchall()
         page = [payment_to_dict(row) for row in rows[: filters.limit]]

@@ -163,3 +163,26 @@ def test_a_closed_pool_refuses_borrowers(pool: ConnectionPool) -> None:
 
     with pytest.raises(DatabaseUnavailableError):
         pool.getconn()
+
+
+def test_a_single_statement_block_leaves_the_connection_transactional_again(pool: ConnectionPool) -> None:
+    with pool.cursor(single_statement=True) as cur:
+        cur.execute("SELECT 1")
+        assert cur.connection.autocommit is True
+
+    conn = pool.getconn()
+    try:
+        assert conn.autocommit is False
+    finally:
+        pool.putconn(conn)
+
+
+def test_a_single_statement_block_commits_its_write(pool: ConnectionPool, db: psycopg2.extensions.connection) -> None:
+    with pool.cursor(single_statement=True) as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference) VALUES (1, 1, 'CASH', 'SUCCESS', 'r1')"
+        )
+
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments")
+        assert cur.fetchone()[0] == 1
