@@ -17,6 +17,7 @@ from api.middleware.request_context import register_request_context
 from api.routes import health, payments
 from config import Config, ConfigError
 from database.connection import ConnectionPool
+from services.external_services import build_external_services
 from services.health_service import DependencyMonitor, HealthService
 from services.payment_service import PaymentService
 from utils.helpers import PaymentJSONProvider
@@ -54,7 +55,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
         cache_seconds=settings.HEALTH_CHECK_CACHE_SECONDS,
     )
     app.extensions["db_pool"] = pool
-    app.extensions["payment_service"] = PaymentService(pool, settings)
+    external = build_external_services(settings)
+    app.extensions["external_services"] = external
+    app.extensions["payment_service"] = PaymentService(pool, settings, external)
     app.extensions["health_service"] = HealthService(pool, dependencies)
 
     register_request_context(app)
@@ -67,6 +70,13 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
         extra={"database": settings.describe_database(), "pool_size": settings.DB_POOL_SIZE},
     )
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Release what create_app opened: database connections and background threads."""
+    app.extensions["db_pool"].close()
+    app.extensions["external_services"].notifier.close()
+    app.extensions["health_service"].dependencies.close()
 
 
 def _app_from_environment() -> Flask:

@@ -195,6 +195,10 @@ class Config:
     )
     CANCELLATION_FEE: Decimal = Decimal("3.00")
     IDEMPOTENCY_KEY_TTL: int = 86400
+    IDEMPOTENCY_LOCK_TIMEOUT: int = 60
+    GATEWAY_SUCCESS_RATE: float = 0.8
+    GATEWAY_PENDING_RATE: float = 0.0
+    NOTIFICATION_MAX_PENDING: int = 1000
 
     MAX_CONTENT_LENGTH: int = 64 * 1024
     TESTING: bool = False
@@ -236,6 +240,10 @@ class Config:
             SURGE_MULTIPLIERS=_surge(env, "SURGE_MULTIPLIERS"),
             CANCELLATION_FEE=_money(env, "CANCELLATION_FEE", "3.00"),
             IDEMPOTENCY_KEY_TTL=_int(env, "IDEMPOTENCY_KEY_TTL", 86400, 60, 365 * 86400),
+            IDEMPOTENCY_LOCK_TIMEOUT=_int(env, "IDEMPOTENCY_LOCK_TIMEOUT", 60, 1, 3600),
+            GATEWAY_SUCCESS_RATE=_float(env, "GATEWAY_SUCCESS_RATE", 0.8, 0.0, 1.0),
+            GATEWAY_PENDING_RATE=_float(env, "GATEWAY_PENDING_RATE", 0.0, 0.0, 1.0),
+            NOTIFICATION_MAX_PENDING=_int(env, "NOTIFICATION_MAX_PENDING", 1000, 1, 100_000),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:

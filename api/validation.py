@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+from typing import Any
+
 from werkzeug.datastructures import MultiDict
 
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
-from services.payment_service import PaymentFilters
+from services.payment_service import ChargeRequest, PaymentFilters
 from utils.errors import ValidationError
 from utils.helpers import MAX_BIGINT, parse_positive_id
 
@@ -70,4 +74,98 @@ def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
         method=_enum_param(args, "method", PAYMENT_METHODS),
         limit=_int_param(args, "limit", 100, 1, MAX_LIMIT),
         offset=_int_param(args, "offset", 0, 0, MAX_BIGINT),
+    )
+
+
+# --- request bodies -----------------------------------------------------------------------------
+
+CHARGE_FIELDS = ("idempotency_key", "trip_id", "method", "rider_id", "driver_id", "amount")
+MAX_AMOUNT = Decimal("99999999.99")  # NUMERIC(10,2)
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def reject_unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """A misspelt field must never be silently ignored (e.g. `ammount` would charge the computed fare)."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValidationError(f"Unknown field '{unknown[0]}'; allowed: {', '.join(allowed)}.", field=unknown[0])
+
+
+def body_id(body: dict[str, Any], name: str, required: bool) -> int | None:
+    """A positive integer id (JSON integer; not a boolean, string or float)."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(f"Field '{name}' is required.", field=name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_BIGINT:
+        raise ValidationError(f"Field '{name}' must be a positive integer.", field=name)
+    return value
+
+
+def body_amount(body: dict[str, Any], name: str = "amount") -> Decimal | None:
+    """An optional amount: a JSON number > 0 with at most two decimals, within NUMERIC(10,2)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValidationError(f"Field '{name}' must be a number such as 150.50.", field=name)
+    amount = Decimal(value)
+    if not amount.is_finite() or amount <= 0 or amount > MAX_AMOUNT:
+        raise ValidationError(f"Field '{name}' must be greater than 0 and at most {MAX_AMOUNT}.", field=name)
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValidationError(f"Field '{name}' must have at most two decimal places.", field=name)
+    return amount.quantize(Decimal("0.01"))
+
+
+def body_method(body: dict[str, Any]) -> str:
+    """The payment method, case-insensitive."""
+    value = body.get("method")
+    if value is None:
+        raise ValidationError("Field 'method' is required.", field="method")
+    if not isinstance(value, str) or value.strip().upper() not in PAYMENT_METHODS:
+        raise ValidationError(f"Field 'method' must be one of {', '.join(PAYMENT_METHODS)}.", field="method")
+    return value.strip().upper()
+
+
+def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
+    """The key from the body or the Idempotency-Key header (bare or IETF-quoted); both must agree."""
+    from_body = body.get("idempotency_key")
+    if from_body is not None and (not isinstance(from_body, str) or not _KEY_RE.match(from_body)):
+        raise ValidationError(
+            "Field 'idempotency_key' must be 1-255 printable ASCII characters without spaces.",
+            field="idempotency_key",
+        )
+    from_header = None
+    if header is not None:
+        from_header = header[1:-1] if len(header) >= 2 and header[0] == header[-1] == '"' else header
+        if not _KEY_RE.match(from_header):
+            raise ValidationError(
+                "Header 'Idempotency-Key' must be 1-255 printable ASCII characters without spaces.",
+                field="idempotency_key",
+            )
+    if from_body is not None and from_header is not None and from_body != from_header:
+        raise ValidationError(
+            "The idempotency_key field and the Idempotency-Key header differ; send one, or the same in both.",
+            field="idempotency_key",
+        )
+    return from_body if from_body is not None else from_header
+
+
+def parse_charge_request(body: dict[str, Any], key_header: str | None) -> ChargeRequest:
+    """Validate a charge body; every problem is a 400 naming the field."""
+    reject_unknown_fields(body, CHARGE_FIELDS)
+    key = idempotency_key(body, key_header)
+    if key is None:
+        raise ValidationError(
+            "An idempotency key is required: the idempotency_key field or the Idempotency-Key header.",
+            field="idempotency_key",
+        )
+    return ChargeRequest(
+        idempotency_key=key,
+        trip_id=body_id(body, "trip_id", required=True) or 0,
+        method=body_method(body),
+        rider_id=body_id(body, "rider_id", required=False),
+        driver_id=body_id(body, "driver_id", required=False),
+        amount=body_amount(body),
     )

@@ -1,15 +1,43 @@
-"""Payment business operations; each public method is one database transaction."""
+"""Payment business operations: reads, fares and the charge.
+
+Reads are one transaction each. A charge cannot be: the gateway call must happen outside any
+transaction, so it runs as short transactions around recovery points (claim the key; record the
+PENDING attempt; record the outcome and the response), and the gateway is never called twice for
+one attempt.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+import psycopg2
+import psycopg2.errors
 
 from config import Config
 from database.connection import ConnectionPool
 from models.payment import payment_to_dict
-from utils.errors import NotFoundError
+from services.external_services import ExternalServices, GatewayResult, Trip
+from services.idempotency_service import (
+    Claim,
+    IdempotencyKeyInUseError,
+    IdempotencyService,
+    StoredResponse,
+    fingerprint,
+)
+from utils.errors import AppError, NotFoundError
+from utils.helpers import dump_json
+from utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+CENT = Decimal("0.01")
+CHARGE_PATH = "/v1/payments/charge"
+ONE_LIVE_PAYMENT_PER_TRIP = "payments_one_live_per_trip"
 
 SELECT_PAYMENT = """
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
@@ -48,13 +76,158 @@ class PaymentFilters:
     offset: int = 0
 
 
+INSERT_ATTEMPT = """
+INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare)
+VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
+        %(reference)s, %(fare)s)
+RETURNING payment_id
+"""
+SELECT_LIVE_PAYMENT_FOR_TRIP = """
+SELECT payment_id FROM payments WHERE trip_id = %(trip_id)s AND status <> 'FAILED'
+"""
+SELECT_PAYMENT_FOR_CHARGE = """
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, created_at, updated_at, error_code, fare
+FROM payments
+WHERE payment_id = %(payment_id)s
+"""
+RECORD_OUTCOME = """
+UPDATE payments
+   SET status = %(status)s, error_code = %(error_code)s, updated_at = now()
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+"""
+CHARGE_MESSAGES = {
+    "SUCCESS": "Payment processed successfully.",
+    "FAILED": "Payment failed at the gateway.",
+    "PENDING": "Payment is pending confirmation from the gateway.",
+}
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """A validated POST /v1/payments/charge body."""
+
+    idempotency_key: str = dataclasses.field(repr=False)
+    trip_id: int
+    method: str
+    rider_id: int | None = None
+    driver_id: int | None = None
+    amount: Decimal | None = None
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The normalised body, without the key, that a replay must match."""
+        return {
+            "trip_id": self.trip_id,
+            "method": self.method,
+            "rider_id": self.rider_id,
+            "driver_id": self.driver_id,
+            "amount": None if self.amount is None else str(self.amount),
+        }
+
+
+@dataclass(frozen=True)
+class Fare:
+    """The amount to charge and how it was arrived at."""
+
+    type: str  # TRIP, CANCELLATION or CLIENT_AMOUNT
+    amount: Decimal
+    base_fare: Decimal
+    distance_km: Decimal | None
+    rate_per_km: Decimal
+    surge_multiplier: Decimal
+
+    def breakdown(self) -> dict[str, Any]:
+        """The contract's `fare` object."""
+        return {
+            "type": self.type,
+            "base_fare": self.base_fare,
+            "distance_km": self.distance_km,
+            "rate_per_km": self.rate_per_km,
+            "surge_multiplier": self.surge_multiplier,
+            "amount": self.amount,
+        }
+
+
+def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = None) -> Fare:
+    """Price a trip in exact decimals, rounding half-up to the cent once, at the end.
+
+    COMPLETED: (BASE_FARE + distance_km x RATE_PER_KM) x surge. CANCELLED: CANCELLATION_FEE.
+    A client amount replaces the computed figure.
+    """
+    parts = {
+        "base_fare": config.BASE_FARE,
+        "distance_km": trip.distance_km,
+        "rate_per_km": config.RATE_PER_KM,
+        "surge_multiplier": trip.surge_multiplier,
+    }
+    if client_amount is not None:
+        return Fare("CLIENT_AMOUNT", client_amount.quantize(CENT, ROUND_HALF_UP), **parts)
+    if trip.status == "CANCELLED":
+        return Fare("CANCELLATION", config.CANCELLATION_FEE.quantize(CENT, ROUND_HALF_UP), **parts)
+    distance = trip.distance_km or Decimal(0)
+    raw = (config.BASE_FARE + distance * config.RATE_PER_KM) * trip.surge_multiplier
+    return Fare("TRIP", raw.quantize(CENT, rounding=ROUND_HALF_UP), **parts)
+
+
+class TripNotCompletedError(AppError):
+    """The trip is neither completed nor cancelled, so there is nothing to charge yet."""
+
+    def __init__(self, trip: Trip) -> None:
+        """400 trip_not_completed with the trip's id and status."""
+        super().__init__(
+            f"Trip {trip.trip_id} is {trip.status}; only COMPLETED or CANCELLED trips can be charged.",
+            status_code=400,
+            code="trip_not_completed",
+            trip_id=trip.trip_id,
+            trip_status=trip.status,
+        )
+
+
+class TripAlreadyPaidError(AppError):
+    """The trip already has a payment that is not FAILED."""
+
+    def __init__(self, trip_id: int, payment_id: int) -> None:
+        """409 trip_already_paid naming the existing payment."""
+        super().__init__(
+            f"Trip {trip_id} already has payment {payment_id}.",
+            status_code=409,
+            code="trip_already_paid",
+            trip_id=trip_id,
+            payment_id=payment_id,
+        )
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    """The HTTP answer to a charge: status, exact body text, and whether it is a replay."""
+
+    status_code: int
+    body: str
+    replayed: bool = False
+
+
+def new_reference(now: datetime) -> str:
+    """A unique, unguessable payment reference such as PAY-20251103-9F2C41D07A3B5E16."""
+    return f"PAY-{now:%Y%m%d}-{secrets.token_hex(8).upper()}"
+
+
 class PaymentService:
     """Reads and writes payments through the connection pool."""
 
-    def __init__(self, pool: ConnectionPool, config: Config) -> None:
-        """Keep the pool and configuration."""
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        config: Config,
+        external: ExternalServices,
+        idempotency: IdempotencyService | None = None,
+    ) -> None:
+        """Keep the pool, configuration and collaborators."""
         self.pool = pool
         self.config = config
+        self.external = external
+        self.idempotency = idempotency or IdempotencyService(
+            pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT
+        )
 
     def get_payment(self, payment_id: int | None) -> dict[str, Any]:
         """Return one payment or raise payment_not_found (also for ids that cannot exist)."""
@@ -82,3 +255,133 @@ class PaymentService:
             "offset": filters.offset,
             "has_more": len(rows) > filters.limit,
         }
+
+    # --- charge -----------------------------------------------------------------------------------
+
+    def charge(self, request: ChargeRequest, scope: str) -> ChargeOutcome:
+        """Charge a trip at most once per idempotency key and per trip."""
+        claimed = self.idempotency.claim(
+            scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), CHARGE_PATH
+        )
+        if isinstance(claimed, StoredResponse):
+            return ChargeOutcome(claimed.status, claimed.body, replayed=True)
+        claim = claimed
+        resumed = claim.payment_id is not None
+        try:
+            if resumed:
+                payment_id, reference = claim.payment_id, ""
+            else:
+                trip = self.external.trips.get_trip(request.trip_id)
+                if trip.status not in ("COMPLETED", "CANCELLED"):
+                    raise TripNotCompletedError(trip)
+                fare = calculate_fare(trip, self.config, request.amount)
+                payment_id, reference = self._record_attempt(claim, request, trip, fare)
+        except BaseException:
+            # No attempt was recorded: nothing final happened, so the key is free for a retry.
+            if claim.payment_id is None:
+                self._release_quietly(claim)
+            raise
+
+        if resumed:
+            # The earlier request may or may not have reached the gateway; never call it twice.
+            # The payment stays PENDING for reconciliation with the gateway by its reference.
+            logger.warning("resuming an abandoned charge without calling the gateway", extra={"payment_id": payment_id})
+            result = GatewayResult("PENDING")
+        else:
+            result = self._call_gateway(payment_id, reference, request.method, fare)
+        outcome, payment = self._record_outcome(claim, payment_id, result)
+        if not resumed:
+            self._notify(payment)
+        logger.info(
+            "charge finished",
+            extra={"payment_id": payment_id, "trip_id": payment["trip_id"], "status": payment["status"]},
+        )
+        return outcome
+
+    def _record_attempt(self, claim: Claim, request: ChargeRequest, trip: Trip, fare: Fare) -> tuple[int, str]:
+        """Insert the PENDING payment and the key's recovery point in one transaction; return id and reference."""
+        params = {
+            "trip_id": request.trip_id,
+            "rider_id": request.rider_id or trip.rider_id,
+            "driver_id": request.driver_id or trip.driver_id,
+            "amount": fare.amount,
+            "currency": self.config.CURRENCY,
+            "method": request.method,
+            "reference": new_reference(datetime.now(UTC)),
+            "fare": dump_json(fare.breakdown()),
+        }
+        # Two tries: the live payment that blocked us may turn FAILED meanwhile, freeing the trip.
+        for _ in range(2):
+            try:
+                with self.pool.cursor() as cur:
+                    cur.execute(INSERT_ATTEMPT, params)
+                    payment_id = cur.fetchone()["payment_id"]
+                    if not self.idempotency.record_payment(cur, claim, payment_id):
+                        # Our claim was taken over (we exceeded the lock timeout): undo and step back.
+                        raise IdempotencyKeyInUseError()
+                claim.payment_id = payment_id
+                return payment_id, params["reference"]
+            except psycopg2.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != ONE_LIVE_PAYMENT_PER_TRIP:
+                    raise
+            with self.pool.cursor(single_statement=True) as cur:
+                cur.execute(SELECT_LIVE_PAYMENT_FOR_TRIP, {"trip_id": request.trip_id})
+                existing = cur.fetchone()
+            if existing is not None:
+                raise TripAlreadyPaidError(request.trip_id, existing["payment_id"])
+        raise IdempotencyKeyInUseError()
+
+    def _call_gateway(self, payment_id: int, reference: str, method: str, fare: Fare) -> GatewayResult:
+        """Call the gateway once; an exception means the outcome is unknown, i.e. PENDING."""
+        try:
+            return self.external.gateway.charge(reference, fare.amount, self.config.CURRENCY, method)
+        except Exception:
+            logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": payment_id})
+            return GatewayResult("PENDING")
+
+    def _record_outcome(
+        self, claim: Claim, payment_id: int, result: GatewayResult
+    ) -> tuple[ChargeOutcome, dict[str, Any]]:
+        """Store the gateway's verdict and the final response under the key, in one transaction."""
+        with self.pool.cursor() as cur:
+            if result.status != "PENDING":
+                cur.execute(
+                    RECORD_OUTCOME,
+                    {"payment_id": payment_id, "status": result.status, "error_code": result.error_code},
+                )
+            cur.execute(SELECT_PAYMENT_FOR_CHARGE, {"payment_id": payment_id})
+            row = cur.fetchone()
+            body = payment_to_dict(row)
+            body["message"] = CHARGE_MESSAGES.get(row["status"], "Payment recorded.")
+            body["timestamp"] = datetime.now(UTC)
+            body["fare"] = row["fare"]
+            if row["status"] == "FAILED":
+                body["error_code"] = row["error_code"]
+            status_code = 201 if row["status"] == "SUCCESS" else 202
+            stored = StoredResponse(status_code, dump_json(body))
+            self.idempotency.complete(cur, claim, stored)
+        return ChargeOutcome(stored.status, stored.body), row
+
+    def _notify(self, payment: dict[str, Any]) -> None:
+        """Hand the event to the notifier (which never blocks or raises)."""
+        self.external.notifier.notify(
+            {
+                "notification_id": f"payment-{payment['payment_id']}-{payment['status'].lower()}",
+                "type": "payment",
+                "payment_id": payment["payment_id"],
+                "trip_id": payment["trip_id"],
+                "rider_id": payment["rider_id"],
+                "driver_id": payment["driver_id"],
+                "status": payment["status"],
+                "amount": payment["amount"],
+                "currency": payment["currency"],
+                "timestamp": datetime.now(UTC),
+            }
+        )
+
+    def _release_quietly(self, claim: Claim) -> None:
+        """Release a claim; if even that fails (database down) the lock timeout frees it later."""
+        try:
+            self.idempotency.release(claim)
+        except Exception:
+            logger.warning("could not release idempotency key; it frees itself after the lock timeout")

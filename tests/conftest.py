@@ -16,9 +16,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg2 import sql
 
-from app import create_app
+from app import close_app, create_app
 from config import Config
 from database.migrate import apply_migrations
+from tests.fakes import FakeNotificationService, FakeTripService, fake_notification_service, fake_trip_service
 
 DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments")
 TRUNCATE_DATA = "TRUNCATE idempotency_keys, payment_receipts, payment_refunds, payments RESTART IDENTITY CASCADE"
@@ -112,7 +113,7 @@ def app(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[Fla
     """An app wired to the clean test database."""
     application = create_app(config=test_config)
     yield application
-    application.extensions["db_pool"].close()
+    close_app(application)
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def make_app(test_config: Config) -> Iterator[Callable[..., Flask]]:
+def make_app(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[Callable[..., Flask]]:
     """Factory for apps with extra overrides; every pool is closed afterwards."""
     made: list[Flask] = []
 
@@ -133,7 +134,7 @@ def make_app(test_config: Config) -> Iterator[Callable[..., Flask]]:
 
     yield factory
     for application in made:
-        application.extensions["db_pool"].close()
+        close_app(application)
 
 
 @pytest.fixture
@@ -162,3 +163,44 @@ def insert_payment(db: psycopg2.extensions.connection) -> Callable[..., int]:
             return cur.fetchone()[0]
 
     return insert
+
+
+@pytest.fixture
+def trips() -> Iterator[FakeTripService]:
+    """A fake trip service on loopback (real HTTP)."""
+    with fake_trip_service() as fake:
+        yield fake
+
+
+@pytest.fixture
+def notifications() -> Iterator[FakeNotificationService]:
+    """A fake notification service on loopback (real HTTP)."""
+    with fake_notification_service() as fake:
+        yield fake
+
+
+@pytest.fixture
+def charge_app(make_app: Callable[..., Flask], trips: FakeTripService, notifications: FakeNotificationService) -> Flask:
+    """An app wired to the fakes, with a gateway that always approves."""
+    return make_app(
+        TRIP_SERVICE_URL=trips.url,
+        NOTIFICATION_SERVICE_URL=notifications.url,
+        GATEWAY_SUCCESS_RATE=1.0,
+        HTTP_READ_TIMEOUT=1.0,
+    )
+
+
+@pytest.fixture
+def charge_client(charge_app: Flask) -> FlaskClient:
+    """Test client of `charge_app`."""
+    return charge_app.test_client()
+
+
+def row_counts(db: psycopg2.extensions.connection) -> dict[str, int]:
+    """Rows in every data table (to prove a rejected request wrote nothing)."""
+    counts = {}
+    with db.cursor() as cur:
+        for table in DATA_TABLES:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            counts[table] = cur.fetchone()[0]
+    return counts

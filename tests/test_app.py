@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import create_app
+from app import close_app, create_app
 from config import Config
 from tests.helpers import closed_port, database_env
 
@@ -95,7 +95,7 @@ def test_create_app_applies_overrides(test_config: Config) -> None:
         assert app.extensions["db_pool"].size == 3
         assert app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
     finally:
-        app.extensions["db_pool"].close()
+        close_app(app)
 
 
 def test_the_app_starts_while_the_database_is_unreachable(test_config: Config) -> None:
@@ -103,4 +103,4 @@ def test_the_app_starts_while_the_database_is_unreachable(test_config: Config) -
     try:
         assert app.test_client().get("/live").status_code == 200
     finally:
-        app.extensions["db_pool"].close()
+        close_app(app)

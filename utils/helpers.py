@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -39,3 +40,8 @@ class PaymentJSONProvider(DefaultJSONProvider):
         if isinstance(o, date):
             return o.isoformat()
         return DefaultJSONProvider.default(o)
+
+
+def dump_json(value: Any) -> str:
+    """Serialise a response body the same way on every path (compact, contract encodings)."""
+    return json.dumps(value, default=PaymentJSONProvider.default, separators=(",", ":"), ensure_ascii=False)

@@ -51,18 +51,23 @@ CREATE TABLE payment_receipts (
     generated_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Idempotency records: the SHA-256 of the client's key (never the key), scoped to the operation.
+-- Idempotency records: the SHA-256 of the client's key (never the key), scoped to the operation
+-- (and client). A row is a claim while locked_at is set and response_status is NULL; payment_id
+-- set on a claim is the recovery point "payment attempt recorded, gateway maybe called".
 CREATE TABLE idempotency_keys (
-    scope              TEXT        NOT NULL,
-    key_hash           CHAR(64)    NOT NULL,
-    request_fingerprint CHAR(64)   NOT NULL,
-    request_path       TEXT        NOT NULL,
-    locked_at          TIMESTAMPTZ,
-    response_status    INTEGER,
-    response_body      TEXT,
-    payment_id         BIGINT REFERENCES payments (payment_id),
-    created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
-    expires_at         TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (scope, key_hash)
+    scope               TEXT        NOT NULL,
+    key_hash            CHAR(64)    NOT NULL,
+    request_fingerprint CHAR(64)    NOT NULL,
+    request_path        TEXT        NOT NULL,
+    lock_token          UUID,
+    locked_at           TIMESTAMPTZ,
+    payment_id          BIGINT REFERENCES payments (payment_id),
+    response_status     INTEGER,
+    response_body       TEXT,
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at        TIMESTAMPTZ,
+    expires_at          TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (scope, key_hash),
+    CHECK ((response_status IS NULL) = (response_body IS NULL))
 );
 CREATE INDEX idempotency_keys_expires_idx ON idempotency_keys (expires_at);

@@ -103,13 +103,13 @@ def test_ready_is_false_when_the_database_is_down(db_down_app: Flask) -> None:
 
 
 def test_ready_is_false_when_the_schema_is_missing(empty_database: Config) -> None:
-    from app import create_app
+    from app import close_app, create_app
 
     app = create_app(config=empty_database)
     try:
         response = app.test_client().get("/ready")
     finally:
-        app.extensions["db_pool"].close()
+        close_app(app)
 
     assert (response.status_code, response.get_json()) == (503, {"ready": False})
 

@@ -1,0 +1,60 @@
+"""Reading a JSON request body strictly: object only, exact decimals, no NaN, no duplicate keys."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from flask import Request
+
+from utils.errors import AppError, ValidationError
+
+
+class UnsupportedMediaTypeError(AppError):
+    """The body is not declared as JSON."""
+
+    def __init__(self) -> None:
+        """415 unsupported_media_type."""
+        super().__init__("Send the body as application/json.", status_code=415, code="unsupported_media_type")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    """json.loads hook: NaN and Infinity are not numbers in a payment API."""
+    raise ValidationError(f"The body contains {name}, which is not a valid number.", field="body")
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads hook: a field given twice is ambiguous, so it is refused rather than last-one-wins."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValidationError(f"Field '{key}' appears more than once.", field=key)
+        result[key] = value
+    return result
+
+
+def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
+    """Return the body as a dict; empty means {} when `allow_empty`, else 400.
+
+    Floats are parsed as Decimal, so an amount of 150.5 arrives exactly as written.
+    """
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ValidationError("The request body must be a JSON object.", field="body")
+    if not request.is_json:
+        raise UnsupportedMediaTypeError()
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(
+            text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise AppError("The request body is not valid JSON.", status_code=400, code="invalid_json") from None
+    except RecursionError:
+        raise AppError("The request body is nested too deeply.", status_code=400, code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ValidationError("The request body must be a JSON object.", field="body")
+    return body

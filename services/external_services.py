@@ -1,0 +1,286 @@
+"""Other systems the service talks to: the trip service, the payment gateway, the notification service.
+
+Each sits behind a small class chosen at start-up (see `build_external_services`), so tests and
+future real integrations swap the implementation without touching the charge logic.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import requests
+
+from config import Config
+from utils.errors import AppError
+from utils.helpers import dump_json
+from utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+MAX_DISTANCE_KM = Decimal("10000")
+GATEWAY_ERROR_CODES = ("INSUFFICIENT_FUNDS", "CARD_DECLINED", "GATEWAY_ERROR")
+
+
+@dataclass(frozen=True)
+class Trip:
+    """What the charge needs to know about a trip."""
+
+    trip_id: int
+    status: str
+    distance_km: Decimal | None
+    surge_multiplier: Decimal
+    rider_id: int | None = None
+    driver_id: int | None = None
+
+
+class TripServiceUnavailableError(AppError):
+    """The trip service could not answer (down, timed out, or 5xx)."""
+
+    def __init__(self) -> None:
+        """503 trip_service_unavailable."""
+        super().__init__(
+            "The trip service is unavailable; retry shortly.", status_code=503, code="trip_service_unavailable"
+        )
+
+
+class TripServiceBadResponseError(AppError):
+    """The trip service answered, but not with something we can use."""
+
+    def __init__(self, reason: str) -> None:
+        """502 trip_service_bad_response."""
+        super().__init__(
+            f"The trip service gave an unusable answer: {reason}.",
+            status_code=502,
+            code="trip_service_bad_response",
+        )
+
+
+class TripNotFoundError(AppError):
+    """The trip service does not know the trip."""
+
+    def __init__(self, trip_id: int) -> None:
+        """400 trip_not_found, as the contract says (the charge request refers to a bad trip)."""
+        super().__init__(f"Trip {trip_id} was not found.", status_code=400, code="trip_not_found", trip_id=trip_id)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """Return a finite Decimal for a JSON number, else None (booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> Trip:
+    """Turn the trip service's JSON into a Trip, or raise TripServiceBadResponseError."""
+    if not isinstance(payload, dict):
+        raise TripServiceBadResponseError("the body is not a JSON object")
+    status = payload.get("status")
+    if not isinstance(status, str) or not status.strip():
+        raise TripServiceBadResponseError("no trip status")
+    status = status.strip().upper()
+
+    raw_distance = payload.get("distance_km", payload.get("distance"))
+    distance = None if raw_distance is None else _decimal(raw_distance)
+    if raw_distance is not None and (distance is None or not 0 <= distance <= MAX_DISTANCE_KM):
+        raise TripServiceBadResponseError("the distance is not a usable number")
+    if status == "COMPLETED" and distance is None:
+        raise TripServiceBadResponseError("a completed trip without a distance")
+
+    surge = Decimal("1.0")
+    if payload.get("surge_multiplier") is not None:
+        parsed = _decimal(payload["surge_multiplier"])
+        if parsed is None or not Decimal(0) < parsed <= 10:
+            raise TripServiceBadResponseError("the surge multiplier is not a usable number")
+        surge = parsed
+    elif payload.get("surge_level") is not None:
+        level = payload["surge_level"]
+        if not isinstance(level, str) or level.strip().upper() not in surge_levels:
+            raise TripServiceBadResponseError("unknown surge level")
+        surge = surge_levels[level.strip().upper()]
+
+    def _optional_id(name: str) -> int | None:
+        value = payload.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    return Trip(trip_id, status, distance, surge, _optional_id("rider_id"), _optional_id("driver_id"))
+
+
+class TripClient(Protocol):
+    """Looks up a trip; raises TripNotFoundError, TripServiceUnavailableError or TripServiceBadResponseError."""
+
+    def get_trip(self, trip_id: int) -> Trip:
+        """Return the trip."""
+        ...
+
+
+class HttpTripClient:
+    """`GET {TRIP_SERVICE_URL}/v1/trips/{id}` with bounded timeouts and one quick retry on connection errors."""
+
+    def __init__(self, config: Config, session: requests.Session | None = None) -> None:
+        """Take the URL, timeouts, surge table and DEBUG flag from config."""
+        self._url = config.TRIP_SERVICE_URL
+        self._timeout = (config.HTTP_CONNECT_TIMEOUT, config.HTTP_READ_TIMEOUT)
+        self._surge_levels = config.SURGE_MULTIPLIERS
+        self._debug = config.DEBUG
+        self._session = session or requests.Session()
+
+    def _fetch(self, trip_id: int) -> requests.Response:
+        """GET the trip; a refused/reset connection is retried once, a timeout is not (it already cost time)."""
+        url = f"{self._url}/v1/trips/{trip_id}"
+        try:
+            return self._session.get(url, timeout=self._timeout)
+        except requests.ConnectionError as exc:
+            if isinstance(exc, requests.ConnectTimeout):
+                raise
+            logger.info("trip service connection failed; retrying once", extra={"trip_id": trip_id})
+            return self._session.get(url, timeout=self._timeout)
+
+    def get_trip(self, trip_id: int) -> Trip:
+        """Return the trip, or the reference's mock trip in DEBUG when the trip service cannot answer."""
+        try:
+            response = self._fetch(trip_id)
+        except requests.RequestException as exc:
+            return self._unavailable(trip_id, type(exc).__name__)
+        if response.status_code == 404:
+            raise TripNotFoundError(trip_id)
+        if response.status_code >= 500:
+            return self._unavailable(trip_id, f"HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise TripServiceBadResponseError(f"HTTP {response.status_code}")
+        try:
+            # Decimal for every JSON number, so distances stay exact.
+            payload = json.loads(response.text, parse_float=Decimal)
+        except ValueError:
+            raise TripServiceBadResponseError("the body is not JSON") from None
+        return parse_trip(trip_id, payload, self._surge_levels)
+
+    def _unavailable(self, trip_id: int, reason: str) -> Trip:
+        """Raise 503, or in DEBUG fall back to the reference's mock completed trip."""
+        logger.warning("trip service unavailable", extra={"trip_id": trip_id, "reason": reason})
+        if self._debug:
+            return Trip(trip_id, "COMPLETED", Decimal("10.5"), Decimal("1.0"))
+        raise TripServiceUnavailableError()
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    """The gateway's answer: SUCCESS, FAILED (with an error code) or PENDING (outcome not known yet)."""
+
+    status: str
+    error_code: str | None = None
+
+
+class PaymentGateway(Protocol):
+    """Takes money. `reference` is unique per payment and is what a real gateway would de-duplicate on."""
+
+    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
+        """Attempt the charge once."""
+        ...
+
+
+class SimulatedGateway:
+    """The contract's simulator: CASH always succeeds; others succeed with GATEWAY_SUCCESS_RATE."""
+
+    def __init__(self, success_rate: float, pending_rate: float = 0.0, rng: random.Random | None = None) -> None:
+        """`pending_rate` is the share of non-cash attempts that end without a verdict (a gateway timeout)."""
+        self._success_rate = success_rate
+        self._pending_rate = pending_rate
+        self._rng = rng or random.SystemRandom()
+
+    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
+        """Decide the outcome."""
+        if method == "CASH":
+            return GatewayResult("SUCCESS")
+        if self._pending_rate and self._rng.random() < self._pending_rate:
+            return GatewayResult("PENDING")
+        if self._rng.random() < self._success_rate:
+            return GatewayResult("SUCCESS")
+        return GatewayResult("FAILED", self._rng.choice(GATEWAY_ERROR_CODES))
+
+
+class Notifier(Protocol):
+    """Tells the notification service about an event, without ever blocking or failing the caller."""
+
+    def notify(self, notification: dict[str, Any]) -> None:
+        """Queue one notification."""
+        ...
+
+
+class HttpNotifier:
+    """POSTs to `{NOTIFICATION_SERVICE_URL}/v1/notifications` from a small background pool.
+
+    Best effort: a full queue or a failed delivery is logged and dropped. Durable delivery (an
+    outbox with retries) is a separate piece of work.
+    """
+
+    def __init__(self, config: Config, session: requests.Session | None = None) -> None:
+        """Two sender threads and at most NOTIFICATION_MAX_PENDING queued notifications."""
+        self._url = f"{config.NOTIFICATION_SERVICE_URL}/v1/notifications"
+        self._timeout = (config.HTTP_CONNECT_TIMEOUT, config.HTTP_READ_TIMEOUT)
+        self._session = session or requests.Session()
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notifier")
+        self._slots = threading.BoundedSemaphore(config.NOTIFICATION_MAX_PENDING)
+
+    def notify(self, notification: dict[str, Any]) -> None:
+        """Queue the notification, or drop it (logged) when the queue is full."""
+        if not self._slots.acquire(blocking=False):
+            logger.warning(
+                "notification dropped: queue full", extra={"notification_id": notification["notification_id"]}
+            )
+            return
+        self._executor.submit(self._send, notification)
+
+    def _send(self, notification: dict[str, Any]) -> None:
+        """Deliver one notification; never raises."""
+        try:
+            body = dump_json(notification)
+            response = self._session.post(
+                self._url,
+                data=body,
+                headers={"Content-Type": "application/json", "Idempotency-Key": notification["notification_id"]},
+                timeout=self._timeout,
+            )
+            if response.status_code >= 300:
+                logger.warning(
+                    "notification rejected",
+                    extra={"notification_id": notification["notification_id"], "status": response.status_code},
+                )
+        except requests.RequestException as exc:
+            logger.warning(
+                "notification not delivered",
+                extra={"notification_id": notification["notification_id"], "error": type(exc).__name__},
+            )
+        finally:
+            self._slots.release()
+
+    def close(self, wait: bool = False) -> None:
+        """Stop the sender threads (optionally after the queue drains)."""
+        self._executor.shutdown(wait=wait)
+
+
+@dataclass(frozen=True)
+class ExternalServices:
+    """The set of collaborators a PaymentService uses."""
+
+    trips: TripClient
+    gateway: PaymentGateway
+    notifier: Notifier
+
+
+def build_external_services(config: Config) -> ExternalServices:
+    """Choose the implementations from configuration."""
+    return ExternalServices(
+        trips=HttpTripClient(config),
+        gateway=SimulatedGateway(config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE),
+        notifier=HttpNotifier(config),
+    )

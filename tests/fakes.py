@@ -1,0 +1,151 @@
+"""Fake neighbours that are real HTTP servers on loopback: a trip service and a notification service."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FakeAnswer:
+    """What the fake answers for one trip."""
+
+    status: int = 200
+    body: Any = None
+    raw: bytes | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class FakeTripService:
+    """Serves GET /v1/trips/<id> from a table; unknown trips are 404. Counts the calls per trip."""
+
+    url: str = ""
+    answers: dict[int, FakeAnswer] = field(default_factory=dict)
+    calls: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def trip(self, trip_id: int, status: str = "COMPLETED", distance_km: Any = 10.5, **extra: Any) -> None:
+        """Answer 200 with a trip of this status and distance (None leaves the distance out)."""
+        body = {"trip_id": trip_id, "status": status, **extra}
+        if distance_km is not None:
+            body["distance_km"] = distance_km
+        self.answers[trip_id] = FakeAnswer(200, body)
+
+    def answer(self, trip_id: int, status: int, body: Any = None, raw: bytes | None = None, delay: float = 0.0) -> None:
+        """Answer anything at all for this trip."""
+        self.answers[trip_id] = FakeAnswer(status, body, raw, delay)
+
+
+@dataclass
+class FakeNotificationService:
+    """Records POST /v1/notifications bodies and their Idempotency-Key headers; can be made to fail."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    fail_with: int | None = None
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until `count` notifications have arrived; return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.received)
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def fake_trip_service() -> Iterator[FakeTripService]:
+    """Run a FakeTripService for the duration of the block."""
+    fake = FakeTripService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                _reply(self, 200, b'{"status":"UP"}')
+                return
+            prefix = "/v1/trips/"
+            if not self.path.startswith(prefix) or not self.path[len(prefix) :].isdigit():
+                _reply(self, 404, b'{"error":"not found"}')
+                return
+            trip_id = int(self.path[len(prefix) :])
+            with fake.lock:
+                fake.calls[trip_id] = fake.calls.get(trip_id, 0) + 1
+            answer = fake.answers.get(trip_id, FakeAnswer(404, {"error": "trip not found"}))
+            if answer.delay:
+                time.sleep(answer.delay)
+            payload = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
+            # The client may have given up already (the timeout tests).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                _reply(self, answer.status, payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, fake.url = _serve(Handler)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def fake_notification_service() -> Iterator[FakeNotificationService]:
+    """Run a FakeNotificationService for the duration of the block."""
+    fake = FakeNotificationService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            if fake.delay:
+                time.sleep(fake.delay)
+            if fake.fail_with is not None:
+                _reply(self, fake.fail_with, b'{"error":"down"}')
+                return
+            with fake.lock:
+                fake.received.append(json.loads(body))
+                fake.keys.append(self.headers.get("Idempotency-Key", ""))
+            _reply(self, 202, b'{"accepted":true}')
+
+        def do_GET(self) -> None:
+            _reply(self, 200, b'{"status":"UP"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, fake.url = _serve(Handler)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
