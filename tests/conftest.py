@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from psycopg2 import sql
@@ -20,7 +25,9 @@ from app import close_app, create_app
 from config import Config
 from database.migrate import apply_migrations
 from tests.fakes import FakeNotificationService, FakeTripService, fake_notification_service, fake_trip_service
+from tests.helpers import closed_port, database_env
 
+ROOT = Path(__file__).resolve().parent.parent
 DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments")
 TRUNCATE_DATA = "TRUNCATE idempotency_keys, payment_receipts, payment_refunds, payments RESTART IDENTITY CASCADE"
 INSERT_PAYMENT = """
@@ -204,3 +211,41 @@ def row_counts(db: psycopg2.extensions.connection) -> dict[str, int]:
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
             counts[table] = cur.fetchone()[0]
     return counts
+
+
+@pytest.fixture
+def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[Callable[..., str]]:
+    """Start `gunicorn app:app` (2 workers, threads) on the test database; return its base URL.
+
+    Keyword arguments become environment variables of the server (e.g. TRIP_SERVICE_URL=...).
+    """
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(workers: int = 2, threads: int = 8, **env: Any) -> str:
+        port = closed_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "app:app", "-w", str(workers), "--threads", str(threads),
+             "-b", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning"],
+            cwd=ROOT,
+            env=database_env(test_config, LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()}),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{url}/live", timeout=0.5)
+                return url
+            except requests.ConnectionError:
+                if process.poll() is not None:
+                    pytest.fail(f"gunicorn exited: {process.stderr.read() if process.stderr else ''}")
+                time.sleep(0.1)
+        pytest.fail("gunicorn did not start within 30 s")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=15)

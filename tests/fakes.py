@@ -67,9 +67,14 @@ class FakeNotificationService:
             return list(self.received)
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 refuses connections when 50 requests arrive at once.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,52 +13,15 @@ import requests
 
 from app import close_app, create_app
 from config import Config
-from tests.helpers import closed_port, database_env
+from tests.helpers import closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def gunicorn_url(test_config: Config, db: object) -> Iterator[str]:
-    """Serve `app:app` with gunicorn (2 workers) on a free port; yield its base URL."""
-    port = closed_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "app:app",
-            "-w",
-            "2",
-            "--threads",
-            "4",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**database_env(test_config), "LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{url}/live", timeout=0.5)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {process.stderr.read() if process.stderr else ''}")
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+def gunicorn_url(serve_gunicorn: Callable[..., str]) -> str:
+    """The app under gunicorn with two workers."""
+    return serve_gunicorn()
 
 
 def test_gunicorn_serves_the_module_level_app(gunicorn_url: str, insert_payment) -> None:
