@@ -11,6 +11,7 @@ import requests
 
 from database.connection import ConnectionPool, DatabaseUnavailableError
 from database.migrate import pending_migrations
+from services.external_services import internal_session
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -28,7 +29,7 @@ class DependencyMonitor:
         self._checked_at = float("-inf")
         self._statuses = {name: "DOWN" for name in urls}
         self._executor = ThreadPoolExecutor(max_workers=max(1, len(urls)), thread_name_prefix="dependency-check")
-        self._session = requests.Session()
+        self._session = internal_session()
 
     def _probe(self, url: str) -> str:
         """Return UP when the dependency answers its health endpoint with a 2xx."""
