@@ -20,6 +20,8 @@ from database.connection import ConnectionPool
 from services.external_services import build_external_services
 from services.health_service import DependencyMonitor, HealthService
 from services.payment_service import PaymentService
+from services.receipt_service import ReceiptService
+from services.refund_service import RefundService
 from utils.helpers import PaymentJSONProvider
 from utils.logger import configure_logging, get_logger
 
@@ -57,7 +59,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.extensions["db_pool"] = pool
     external = build_external_services(settings)
     app.extensions["external_services"] = external
-    app.extensions["payment_service"] = PaymentService(pool, settings, external)
+    payment_service = PaymentService(pool, settings, external)
+    app.extensions["payment_service"] = payment_service
+    app.extensions["refund_service"] = RefundService(pool, payment_service.idempotency, external.notifier)
+    app.extensions["receipt_service"] = ReceiptService(pool, external.profiles, external.notifier)
     app.extensions["health_service"] = HealthService(pool, dependencies)
 
     register_request_context(app)

@@ -180,6 +180,7 @@ class Config:
     HTTP_CONNECT_TIMEOUT: float = 1.0
     HTTP_READ_TIMEOUT: float = 3.0
     HEALTH_CHECK_TIMEOUT: float = 1.0
+    RECEIPT_LOOKUP_TIMEOUT: float = 1.0
     HEALTH_CHECK_CACHE_SECONDS: float = 5.0
 
     RATE_LIMIT_ENABLED: bool = True
@@ -229,6 +230,7 @@ class Config:
             HTTP_CONNECT_TIMEOUT=_float(env, "HTTP_CONNECT_TIMEOUT", 1.0, 0.01, 60.0),
             HTTP_READ_TIMEOUT=_float(env, "HTTP_READ_TIMEOUT", 3.0, 0.01, 120.0),
             HEALTH_CHECK_TIMEOUT=_float(env, "HEALTH_CHECK_TIMEOUT", 1.0, 0.01, 1.0),
+            RECEIPT_LOOKUP_TIMEOUT=_float(env, "RECEIPT_LOOKUP_TIMEOUT", 1.0, 0.01, 10.0),
             HEALTH_CHECK_CACHE_SECONDS=_float(env, "HEALTH_CHECK_CACHE_SECONDS", 5.0, 0.0, 3600.0),
             RATE_LIMIT_ENABLED=_bool(env, "RATE_LIMIT_ENABLED", True),
             RATE_LIMIT_DEFAULT=_rate_limit(env, "RATE_LIMIT_DEFAULT", "1000 per minute"),

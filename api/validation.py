@@ -10,6 +10,7 @@ from werkzeug.datastructures import MultiDict
 
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
 from services.payment_service import ChargeRequest, PaymentFilters
+from services.refund_service import RefundRequest
 from utils.errors import ValidationError
 from utils.helpers import MAX_BIGINT, parse_positive_id
 
@@ -169,3 +170,20 @@ def parse_charge_request(body: dict[str, Any], key_header: str | None) -> Charge
         driver_id=body_id(body, "driver_id", required=False),
         amount=body_amount(body),
     )
+
+
+REFUND_FIELDS = ("amount", "reason", "idempotency_key")
+MAX_REASON_LENGTH = 500
+
+
+def parse_refund_request(body: dict[str, Any], key_header: str | None) -> RefundRequest:
+    """Validate a refund body (every field optional); every problem is a 400 naming the field."""
+    reject_unknown_fields(body, REFUND_FIELDS)
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
+        raise ValidationError(
+            f"Field 'reason' must be a string of at most {MAX_REASON_LENGTH} characters.", field="reason"
+        )
+    if isinstance(reason, str) and "\x00" in reason:
+        raise ValidationError("Field 'reason' must not contain NUL characters.", field="reason")
+    return RefundRequest(amount=body_amount(body), reason=reason, idempotency_key=idempotency_key(body, key_header))

@@ -17,6 +17,9 @@ from typing import Any
 
 from database.connection import ConnectionPool
 from utils.errors import AppError
+from utils.logger import get_logger
+
+logger = get_logger(__name__)
 
 # Claim the key. An existing row is taken over only when it has expired (it counts as new) or
 # when it is a claim abandoned for longer than the lock timeout by a request with the same body.
@@ -112,6 +115,15 @@ class StoredResponse:
     body: str
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """An HTTP answer of an idempotent operation: status, exact body text, and whether it is a replay."""
+
+    status_code: int
+    body: str
+    replayed: bool = False
+
+
 @dataclass
 class Claim:
     """A request's hold on a key; `payment_id` is set when resuming an abandoned attempt."""
@@ -151,22 +163,24 @@ class IdempotencyService:
             "ttl": self.ttl_seconds,
             "lock_timeout": self.lock_timeout_seconds,
         }
-        with self.pool.cursor(single_statement=True) as cur:
-            cur.execute(CLAIM_KEY, params)
-            claimed = cur.fetchone()
-        if claimed is not None:
-            return Claim(scope, key_hash, token, claimed["payment_id"])
-        with self.pool.cursor(single_statement=True) as cur:
-            cur.execute(SELECT_KEY, params)
-            existing = cur.fetchone()
-        if existing is None:
-            # The row vanished between the two statements (released by its owner): try once more.
-            return self.claim(scope, key, request_fingerprint, path)
-        if existing["request_fingerprint"] != request_fingerprint:
-            raise IdempotencyKeyReusedError()
-        if existing["response_status"] is None:
-            raise IdempotencyKeyInUseError()
-        return StoredResponse(existing["response_status"], existing["response_body"])
+        # Two rounds: if the row we collided with is released between our two statements, claim again.
+        for _ in range(2):
+            with self.pool.cursor(single_statement=True) as cur:
+                cur.execute(CLAIM_KEY, params)
+                claimed = cur.fetchone()
+            if claimed is not None:
+                return Claim(scope, key_hash, token, claimed["payment_id"])
+            with self.pool.cursor(single_statement=True) as cur:
+                cur.execute(SELECT_KEY, params)
+                existing = cur.fetchone()
+            if existing is None:
+                continue
+            if existing["request_fingerprint"] != request_fingerprint:
+                raise IdempotencyKeyReusedError()
+            if existing["response_status"] is None:
+                raise IdempotencyKeyInUseError()
+            return StoredResponse(existing["response_status"], existing["response_body"])
+        raise IdempotencyKeyInUseError()
 
     def record_payment(self, cur: Any, claim: Claim, payment_id: int) -> bool:
         """Note, in the caller's transaction, that the claim's payment attempt exists (the recovery point).
@@ -176,14 +190,25 @@ class IdempotencyService:
         cur.execute(RECORD_RECOVERY_POINT, {**claim.params(), "payment_id": payment_id})
         return cur.rowcount == 1
 
-    def complete(self, cur: Any, claim: Claim, response: StoredResponse) -> None:
-        """Store the final response, in the caller's transaction, and drop the lock."""
+    def complete(self, cur: Any, claim: Claim, response: StoredResponse) -> bool:
+        """Store the final response, in the caller's transaction, and drop the lock.
+
+        Returns False when the claim is no longer ours (taken over after the lock timeout).
+        """
         cur.execute(COMPLETE_KEY, {**claim.params(), "status": response.status, "body": response.body})
+        return cur.rowcount == 1
 
     def release(self, claim: Claim) -> None:
         """Forget the claim so the client may retry (the request ended without a final outcome)."""
         with self.pool.cursor(single_statement=True) as cur:
             cur.execute(RELEASE_KEY, claim.params())
+
+    def release_quietly(self, claim: Claim) -> None:
+        """Release a claim; if even that fails (database down), the lock timeout frees it later."""
+        try:
+            self.release(claim)
+        except Exception:
+            logger.warning("could not release idempotency key; it frees itself after the lock timeout")
 
     def purge_expired(self) -> int:
         """Delete expired keys; return how many."""

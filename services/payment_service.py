@@ -26,6 +26,7 @@ from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
     IdempotencyService,
+    Outcome,
     StoredResponse,
     fingerprint,
 )
@@ -197,15 +198,6 @@ class TripAlreadyPaidError(AppError):
         )
 
 
-@dataclass(frozen=True)
-class ChargeOutcome:
-    """The HTTP answer to a charge: status, exact body text, and whether it is a replay."""
-
-    status_code: int
-    body: str
-    replayed: bool = False
-
-
 def new_reference(now: datetime) -> str:
     """A unique, unguessable payment reference such as PAY-20251103-9F2C41D07A3B5E16."""
     return f"PAY-{now:%Y%m%d}-{secrets.token_hex(8).upper()}"
@@ -258,13 +250,13 @@ class PaymentService:
 
     # --- charge -----------------------------------------------------------------------------------
 
-    def charge(self, request: ChargeRequest, scope: str) -> ChargeOutcome:
+    def charge(self, request: ChargeRequest, scope: str) -> Outcome:
         """Charge a trip at most once per idempotency key and per trip."""
         claimed = self.idempotency.claim(
             scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), CHARGE_PATH
         )
         if isinstance(claimed, StoredResponse):
-            return ChargeOutcome(claimed.status, claimed.body, replayed=True)
+            return Outcome(claimed.status, claimed.body, replayed=True)
         claim = claimed
         resumed = claim.payment_id is not None
         try:
@@ -279,7 +271,7 @@ class PaymentService:
         except BaseException:
             # No attempt was recorded: nothing final happened, so the key is free for a retry.
             if claim.payment_id is None:
-                self._release_quietly(claim)
+                self.idempotency.release_quietly(claim)
             raise
 
         if resumed:
@@ -339,9 +331,7 @@ class PaymentService:
             logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": payment_id})
             return GatewayResult("PENDING")
 
-    def _record_outcome(
-        self, claim: Claim, payment_id: int, result: GatewayResult
-    ) -> tuple[ChargeOutcome, dict[str, Any]]:
+    def _record_outcome(self, claim: Claim, payment_id: int, result: GatewayResult) -> tuple[Outcome, dict[str, Any]]:
         """Store the gateway's verdict and the final response under the key, in one transaction."""
         with self.pool.cursor() as cur:
             if result.status != "PENDING":
@@ -360,7 +350,7 @@ class PaymentService:
             status_code = 201 if row["status"] == "SUCCESS" else 202
             stored = StoredResponse(status_code, dump_json(body))
             self.idempotency.complete(cur, claim, stored)
-        return ChargeOutcome(stored.status, stored.body), row
+        return Outcome(stored.status, stored.body), row
 
     def _notify(self, payment: dict[str, Any]) -> None:
         """Hand the event to the notifier (which never blocks or raises)."""
@@ -378,10 +368,3 @@ class PaymentService:
                 "timestamp": datetime.now(UTC),
             }
         )
-
-    def _release_quietly(self, claim: Claim) -> None:
-        """Release a claim; if even that fails (database down) the lock timeout frees it later."""
-        try:
-            self.idempotency.release(claim)
-        except Exception:
-            logger.warning("could not release idempotency key; it frees itself after the lock timeout")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from api.request_body import read_json_object
-from api.validation import parse_charge_request, parse_list_filters
-from services.payment_service import ChargeOutcome, PaymentService
+from api.validation import parse_charge_request, parse_list_filters, parse_refund_request
+from services.idempotency_service import Outcome
+from services.payment_service import PaymentService
+from services.receipt_service import ReceiptService
+from services.refund_service import RefundService
 from utils.helpers import parse_positive_id
 
 bp = Blueprint("payments", __name__, url_prefix="/v1")
@@ -36,7 +42,7 @@ def idempotency_scope(operation: str) -> str:
     return operation
 
 
-def outcome_response(outcome: ChargeOutcome) -> Response:
+def outcome_response(outcome: Outcome) -> Response:
     """Send the stored body text as is, so a replay is byte-identical to the original answer."""
     response = Response(outcome.body, status=outcome.status_code, mimetype="application/json")
     if outcome.replayed:
@@ -50,3 +56,51 @@ def charge() -> ResponseReturnValue:
     body = read_json_object(request, allow_empty=False)
     charge_request = parse_charge_request(body, request.headers.get("Idempotency-Key"))
     return outcome_response(_payments().charge(charge_request, idempotency_scope("charge")))
+
+
+@bp.post("/payments/<payment_id>/refund")
+def refund(payment_id: str) -> ResponseReturnValue:
+    """Refund part or all of a payment; idempotent when a key is given."""
+    body = read_json_object(request, allow_empty=True)
+    refund_request = parse_refund_request(body, request.headers.get("Idempotency-Key"))
+    refunds: RefundService = current_app.extensions["refund_service"]
+    parsed_id = parse_positive_id(payment_id)
+    return outcome_response(refunds.refund(parsed_id, refund_request, idempotency_scope(f"refund:{parsed_id}")))
+
+
+FARE_LABELS = {"TRIP": "Trip fare", "CANCELLATION": "Cancellation fee", "CLIENT_AMOUNT": "Trip fare (agreed amount)"}
+
+
+def _money(value: Decimal | float) -> str:
+    """Format an amount with two decimals for the printable receipt."""
+    return f"{Decimal(str(value)):,.2f}"
+
+
+def _render_receipt(receipt: dict[str, Any]) -> str:
+    """The printable HTML receipt (Jinja escapes every value)."""
+    data = receipt["receipt_data"]
+    fare = data.get("fare") or {}
+    return render_template(
+        "receipt.html",
+        service_name=current_app.config["SERVICE"].SERVICE_NAME.replace("-", " ").title(),
+        receipt=receipt,
+        payment=data["payment"],
+        refunds=data["refunds"],
+        totals=data["totals"],
+        currency=data["currency"],
+        rider=data.get("rider"),
+        driver=data.get("driver"),
+        fare_label=FARE_LABELS.get(fare.get("type"), "Payment"),
+        money=_money,
+    )
+
+
+@bp.get("/payments/<payment_id>/receipt")
+def receipt(payment_id: str) -> ResponseReturnValue:
+    """The payment's receipt as JSON, or as a printable page for `Accept: text/html`."""
+    receipts: ReceiptService = current_app.extensions["receipt_service"]
+    result = receipts.get_receipt(parse_positive_id(payment_id))
+    wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    if wanted == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]:
+        return Response(_render_receipt(result), mimetype="text/html")
+    return jsonify(result)

@@ -1,0 +1,171 @@
+"""Receipts: generated once per payment (a unique constraint decides races), then always the same."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from database.connection import ConnectionPool
+from models.payment import payment_to_dict
+from services.external_services import Notifier, ProfileClient
+from utils.errors import AppError, NotFoundError
+from utils.helpers import dump_json
+from utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+RECEIPTABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
+
+SELECT_PAYMENT = """
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, created_at, updated_at, fare
+FROM payments
+WHERE payment_id = %(payment_id)s
+"""
+SELECT_RECEIPT = """
+SELECT receipt_id, receipt_number, payment_id, receipt_data, generated_at
+FROM payment_receipts
+WHERE payment_id = %(payment_id)s
+"""
+SELECT_REFUNDS = """
+SELECT refund_id, refund_amount, reason, created_at
+FROM payment_refunds
+WHERE payment_id = %(payment_id)s
+ORDER BY created_at, refund_id
+"""
+# Simultaneous first requests all try; the unique payment_id lets exactly one row in.
+INSERT_RECEIPT = """
+INSERT INTO payment_receipts (payment_id, receipt_number, receipt_data, generated_at)
+VALUES (%(payment_id)s, %(receipt_number)s, %(receipt_data)s, %(generated_at)s)
+ON CONFLICT (payment_id) DO NOTHING
+RETURNING receipt_id, receipt_number, payment_id, receipt_data, generated_at
+"""
+
+
+class ReceiptUnavailableError(AppError):
+    """FAILED and PENDING payments have nothing to give a receipt for."""
+
+    def __init__(self, payment_id: int, status: str) -> None:
+        """409 receipt_unavailable naming the status."""
+        super().__init__(
+            f"Payment {payment_id} is {status}; receipts exist only for completed payments.",
+            status_code=409,
+            code="receipt_unavailable",
+            payment_id=payment_id,
+            payment_status=status,
+        )
+
+
+def receipt_number(payment_id: int, moment: datetime) -> str:
+    """A readable, unique receipt number, e.g. RCPT-20251103-00000353 (one receipt per payment)."""
+    return f"RCPT-{moment:%Y%m%d}-{payment_id:08d}"
+
+
+def _money(value: Decimal) -> Decimal:
+    """Two-decimal amount."""
+    return value.quantize(Decimal("0.01"))
+
+
+class ReceiptService:
+    """Builds, stores and returns receipts."""
+
+    def __init__(self, pool: ConnectionPool, profiles: ProfileClient, notifier: Notifier) -> None:
+        """Keep the pool, the rider/driver lookup and the notifier."""
+        self.pool = pool
+        self.profiles = profiles
+        self.notifier = notifier
+
+    def get_receipt(self, payment_id: int | None) -> dict[str, Any]:
+        """Return the payment's receipt, creating it on first request; refunds are as of now."""
+        payment, receipt, refunds = self._read(payment_id)
+        if receipt is None:
+            receipt = self._create(payment)
+        data = dict(receipt["receipt_data"])
+        # receipt_number and generated_at never change; payment state and refunds are current.
+        data["payment"] = payment_to_dict(payment)
+        data["refunds"] = refunds
+        data["totals"] = {
+            "amount": _money(payment["amount"]),
+            "refunded": _money(payment["amount_refunded"]),
+            "net": _money(payment["amount"] - payment["amount_refunded"]),
+        }
+        return {
+            "receipt_id": receipt["receipt_id"],
+            "receipt_number": receipt["receipt_number"],
+            "payment_id": receipt["payment_id"],
+            "generated_at": receipt["generated_at"],
+            "receipt_data": data,
+        }
+
+    def _read(self, payment_id: int | None) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+        """Read the payment, its receipt (if any) and its refunds in one transaction."""
+        with self.pool.cursor() as cur:
+            payment = None
+            if payment_id is not None:
+                cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
+                payment = cur.fetchone()
+            if payment is None:
+                details = {} if payment_id is None else {"payment_id": payment_id}
+                raise NotFoundError("Payment not found.", code="payment_not_found", **details)
+            if payment["status"] not in RECEIPTABLE_STATUSES:
+                raise ReceiptUnavailableError(payment["payment_id"], payment["status"])
+            cur.execute(SELECT_RECEIPT, {"payment_id": payment_id})
+            receipt = cur.fetchone()
+            cur.execute(SELECT_REFUNDS, {"payment_id": payment_id})
+            refunds = [dict(row) for row in cur.fetchall()]
+        return dict(payment), receipt, refunds
+
+    def _create(self, payment: dict[str, Any]) -> dict[str, Any]:
+        """Store the first receipt (or find the one a concurrent request stored first)."""
+        generated_at = datetime.now(UTC)
+        snapshot = {
+            "service": "payment-service",
+            "currency": payment["currency"],
+            "fare": payment["fare"],
+            "rider": self._rider(payment["rider_id"]),
+            "driver": self._driver(payment["driver_id"]),
+        }
+        params = {
+            "payment_id": payment["payment_id"],
+            "receipt_number": receipt_number(payment["payment_id"], generated_at),
+            "receipt_data": dump_json(snapshot),
+            "generated_at": generated_at,
+        }
+        with self.pool.cursor() as cur:
+            cur.execute(INSERT_RECEIPT, params)
+            created = cur.fetchone()
+            if created is None:
+                cur.execute(SELECT_RECEIPT, params)
+                return cur.fetchone()
+        self.notifier.notify(
+            {
+                "notification_id": f"receipt-{created['receipt_id']}",
+                "type": "receipt",
+                "payment_id": payment["payment_id"],
+                "receipt_number": created["receipt_number"],
+                "trip_id": payment["trip_id"],
+                "rider_id": payment["rider_id"],
+                "driver_id": payment["driver_id"],
+                "status": payment["status"],
+                "amount": payment["amount"],
+                "currency": payment["currency"],
+                "timestamp": generated_at,
+            }
+        )
+        logger.info(
+            "receipt generated", extra={"payment_id": payment["payment_id"], "receipt_id": created["receipt_id"]}
+        )
+        return created
+
+    def _rider(self, rider_id: int | None) -> dict[str, Any] | None:
+        """Rider details from the rider service, falling back to the bare id."""
+        if rider_id is None:
+            return None
+        return {**(self.profiles.get_rider(rider_id) or {}), "rider_id": rider_id}
+
+    def _driver(self, driver_id: int | None) -> dict[str, Any] | None:
+        """Driver details from the driver service, falling back to the bare id."""
+        if driver_id is None:
+            return None
+        return {**(self.profiles.get_driver(driver_id) or {}), "driver_id": driver_id}
