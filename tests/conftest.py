@@ -24,7 +24,14 @@ from psycopg2 import sql
 from app import close_app, create_app
 from config import Config
 from database.migrate import apply_migrations
-from tests.fakes import FakeNotificationService, FakeTripService, fake_notification_service, fake_trip_service
+from tests.fakes import (
+    FakeNotificationService,
+    FakeProfileService,
+    FakeTripService,
+    fake_notification_service,
+    fake_profile_service,
+    fake_trip_service,
+)
 from tests.helpers import closed_port, database_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,11 +194,25 @@ def notifications() -> Iterator[FakeNotificationService]:
 
 
 @pytest.fixture
-def charge_app(make_app: Callable[..., Flask], trips: FakeTripService, notifications: FakeNotificationService) -> Flask:
+def profiles() -> Iterator[FakeProfileService]:
+    """A fake rider and driver service on loopback (real HTTP)."""
+    with fake_profile_service() as fake:
+        yield fake
+
+
+@pytest.fixture
+def charge_app(
+    make_app: Callable[..., Flask],
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    profiles: FakeProfileService,
+) -> Flask:
     """An app wired to the fakes, with a gateway that always approves."""
     return make_app(
         TRIP_SERVICE_URL=trips.url,
         NOTIFICATION_SERVICE_URL=notifications.url,
+        RIDER_SERVICE_URL=profiles.url,
+        DRIVER_SERVICE_URL=profiles.url,
         GATEWAY_SUCCESS_RATE=1.0,
         HTTP_READ_TIMEOUT=1.0,
     )

@@ -154,3 +154,42 @@ def fake_notification_service() -> Iterator[FakeNotificationService]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class FakeProfileService:
+    """Serves GET /v1/riders/<id> and /v1/drivers/<id> from two tables; unknown ids are 404."""
+
+    url: str = ""
+    riders: dict[int, Any] = field(default_factory=dict)
+    drivers: dict[int, Any] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@contextmanager
+def fake_profile_service() -> Iterator[FakeProfileService]:
+    """Run a FakeProfileService (riders and drivers on one port) for the duration of the block."""
+    fake = FakeProfileService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = self.path.strip("/").split("/")
+            table = {"riders": fake.riders, "drivers": fake.drivers}.get(parts[1] if len(parts) == 3 else "")
+            if fake.delay:
+                time.sleep(fake.delay)
+            if table is None or not parts[2].isdigit() or int(parts[2]) not in table:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    _reply(self, 404, b'{"error":"not found"}')
+                return
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                _reply(self, 200, json.dumps(table[int(parts[2])]).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, fake.url = _serve(Handler)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
