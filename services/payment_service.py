@@ -30,7 +30,7 @@ from services.idempotency_service import (
     StoredResponse,
     fingerprint,
 )
-from utils.errors import AppError, NotFoundError
+from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
 
@@ -229,8 +229,7 @@ class PaymentService:
                 cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
                 row = cur.fetchone()
         if row is None:
-            details = {} if payment_id is None else {"payment_id": payment_id}
-            raise NotFoundError("Payment not found.", code="payment_not_found", **details)
+            raise PaymentNotFoundError(payment_id)
         return payment_to_dict(row)
 
     def list_payments(self, filters: PaymentFilters) -> dict[str, Any]:

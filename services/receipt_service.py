@@ -9,7 +9,7 @@ from typing import Any
 from database.connection import ConnectionPool
 from models.payment import payment_to_dict
 from services.external_services import Notifier, ProfileClient
-from utils.errors import AppError, NotFoundError
+from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
 
@@ -106,8 +106,7 @@ class ReceiptService:
                 cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
                 payment = cur.fetchone()
             if payment is None:
-                details = {} if payment_id is None else {"payment_id": payment_id}
-                raise NotFoundError("Payment not found.", code="payment_not_found", **details)
+                raise PaymentNotFoundError(payment_id)
             if payment["status"] not in RECEIPTABLE_STATUSES:
                 raise ReceiptUnavailableError(payment["payment_id"], payment["status"])
             cur.execute(SELECT_RECEIPT, {"payment_id": payment_id})

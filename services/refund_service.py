@@ -17,7 +17,7 @@ from services.idempotency_service import (
     StoredResponse,
     fingerprint,
 )
-from utils.errors import AppError, NotFoundError
+from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
 
@@ -131,8 +131,7 @@ class RefundService:
                 cur.execute(LOCK_PAYMENT, {"payment_id": payment_id})
                 payment = cur.fetchone()
             if payment is None:
-                details = {} if payment_id is None else {"payment_id": payment_id}
-                raise NotFoundError("Payment not found.", code="payment_not_found", **details)
+                raise PaymentNotFoundError(payment_id)
             remaining = payment["amount"] - payment["amount_refunded"]
             if payment["status"] not in REFUNDABLE_STATUSES or remaining <= 0:
                 raise PaymentNotRefundableError(payment["payment_id"], payment["status"])

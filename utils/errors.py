@@ -36,3 +36,12 @@ class NotFoundError(AppError):
     def __init__(self, message: str, code: str = "not_found", **details: Any) -> None:
         """404 with a specific code such as payment_not_found."""
         super().__init__(message, status_code=404, code=code, **details)
+
+
+class PaymentNotFoundError(NotFoundError):
+    """No payment with that id (also for ids that are not positive integers, given as None)."""
+
+    def __init__(self, payment_id: int | None) -> None:
+        """404 payment_not_found, naming the id when there is one."""
+        details = {} if payment_id is None else {"payment_id": payment_id}
+        super().__init__("Payment not found.", code="payment_not_found", **details)
