@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api.middleware.auth import register_auth
 from api.middleware.error_handlers import register_error_handlers
+from api.middleware.rate_limiter import RateLimiter, register_rate_limiter
 from api.middleware.request_context import register_request_context
 from api.routes import health, payments
 from config import Config, ConfigError
@@ -65,7 +68,13 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.extensions["receipt_service"] = ReceiptService(pool, external.profiles, external.notifier)
     app.extensions["health_service"] = HealthService(pool, dependencies)
 
+    if settings.TRUSTED_PROXY_COUNT:
+        # Only behind that many trusted proxies is X-Forwarded-For believed for the client address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.TRUSTED_PROXY_COUNT)  # type: ignore[method-assign]
+    # Order matters: request id first, then authentication, then rate limiting (per client).
     register_request_context(app)
+    register_auth(app)
+    register_rate_limiter(app, RateLimiter(settings))
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(payments.bp)

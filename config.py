@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -11,11 +12,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import limits
 from dotenv import dotenv_values
 
-_RATE_LIMIT_RE = re.compile(
-    r"^\s*\d+\s*(?:per|/)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
-)
+_API_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -111,11 +112,40 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 
 def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
-    """Read a rate-limit string such as '50 per minute' or '20/60 seconds'."""
+    """Read a rate-limit string such as '50 per minute' or '20/60 seconds' (checked by the limits library)."""
     value = _raw(env, name) or default
-    if not _RATE_LIMIT_RE.match(value):
-        raise ConfigError(f"{name} must look like '50 per minute', got {value!r}")
+    try:
+        limits.parse(value)
+    except ValueError:
+        raise ConfigError(f"{name} must look like '50 per minute', got {value!r}") from None
     return value
+
+
+def _api_keys(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """Read `name:key` entries (comma-separated) into name -> SHA-256 hex digest of the key.
+
+    A key may be given as `sha256:<64 hex digits>` so the plain key never has to be stored.
+    """
+    value = _raw(env, name)
+    if value is None:
+        return {}
+    digests: dict[str, str] = {}
+    for entry in value.split(","):
+        key_name, sep, secret = entry.strip().partition(":")
+        if not sep or not _API_KEY_NAME_RE.match(key_name) or not secret:
+            raise ConfigError(
+                f"{name} entries must look like 'name:key' or 'name:sha256:<hex>' (entry {len(digests) + 1})"
+            )
+        if key_name in digests:
+            raise ConfigError(f"{name} names {key_name!r} twice")
+        if secret.startswith("sha256:"):
+            digest = secret.removeprefix("sha256:").lower()
+            if not _SHA256_RE.match(digest):
+                raise ConfigError(f"{name}: the sha256 value of {key_name!r} must be 64 hex digits")
+        else:
+            digest = hashlib.sha256(secret.encode()).hexdigest()
+        digests[key_name] = digest
+    return digests
 
 
 def _surge(env: Mapping[str, str], name: str) -> dict[str, Decimal]:
@@ -187,6 +217,9 @@ class Config:
     RATE_LIMIT_DEFAULT: str = "1000 per minute"
     RATE_LIMIT_CHARGE: str = "50 per minute"
     RATE_LIMIT_REFUND: str = "20 per minute"
+    RATE_LIMIT_STORAGE_URI: str = field(default="memory://", repr=False)
+    TRUSTED_PROXY_COUNT: int = 0
+    API_KEYS: dict[str, str] = field(default_factory=dict, repr=False)
 
     CURRENCY: str = "INR"
     BASE_FARE: Decimal = Decimal("5.00")
@@ -236,6 +269,9 @@ class Config:
             RATE_LIMIT_DEFAULT=_rate_limit(env, "RATE_LIMIT_DEFAULT", "1000 per minute"),
             RATE_LIMIT_CHARGE=_rate_limit(env, "RATE_LIMIT_CHARGE", "50 per minute"),
             RATE_LIMIT_REFUND=_rate_limit(env, "RATE_LIMIT_REFUND", "20 per minute"),
+            RATE_LIMIT_STORAGE_URI=_storage_uri(env, "RATE_LIMIT_STORAGE_URI"),
+            TRUSTED_PROXY_COUNT=_int(env, "TRUSTED_PROXY_COUNT", 0, 0, 10),
+            API_KEYS=_api_keys(env, "API_KEYS"),
             CURRENCY=_currency(env, "CURRENCY"),
             BASE_FARE=_money(env, "BASE_FARE", "5.00"),
             RATE_PER_KM=_money(env, "RATE_PER_KM", "2.50"),
@@ -276,6 +312,14 @@ class Config:
             parts = urlsplit(self.DATABASE_URL)
             return f"{parts.hostname or 'local socket'}:{parts.port or 5432}{parts.path}"
         return f"{self.DB_HOST}:{self.DB_PORT}/{self.DB_NAME}"
+
+
+def _storage_uri(env: Mapping[str, str], name: str) -> str:
+    """Read where rate-limit counters live: memory:// (per process) or redis://host:port[/db]."""
+    value = _raw(env, name) or "memory://"
+    if urlsplit(value).scheme not in ("memory", "redis", "rediss", "redis+unix"):
+        raise ConfigError(f"{name} must be memory:// or a redis:// URL, got a {urlsplit(value).scheme!r} URL")
+    return value
 
 
 def _currency(env: Mapping[str, str], name: str) -> str:

@@ -239,16 +239,18 @@ def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> I
     """Start `gunicorn app:app` (2 workers, threads) on the test database; return its base URL.
 
     Keyword arguments become environment variables of the server (e.g. TRIP_SERVICE_URL=...).
+    Rate limiting is off unless asked for: these servers take bursts that only its own tests aim at.
     """
     processes: list[subprocess.Popen[str]] = []
 
-    def start(workers: int = 2, threads: int = 8, **env: Any) -> str:
+    def start(workers: int = 2, threads: int = 8, **env: object) -> str:
         port = closed_port()
+        server_env = {"LOG_LEVEL": "WARNING", "RATE_LIMIT_ENABLED": "false", **{k: str(v) for k, v in env.items()}}
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "app:app", "-w", str(workers), "--threads", str(threads),
              "-b", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning"],
             cwd=ROOT,
-            env=database_env(test_config, LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()}),
+            env=database_env(test_config, **server_env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

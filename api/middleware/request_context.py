@@ -36,6 +36,7 @@ def _finish_request(response: Response) -> Response:
             "path": request.path,
             "status": response.status_code,
             "duration_ms": duration_ms,
+            "client": getattr(g, "client_id", None),
         },
     )
     return response

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from api.request_body import read_json_object
@@ -38,8 +38,9 @@ def get_payment(payment_id: str) -> ResponseReturnValue:
 
 
 def idempotency_scope(operation: str) -> str:
-    """Scope of an idempotency key: the operation (the client is added once API keys exist)."""
-    return operation
+    """Scope of an idempotency key: the operation, and the client when API keys are on."""
+    client = getattr(g, "client_id", None)
+    return f"{client}/{operation}" if client else operation
 
 
 def outcome_response(outcome: Outcome) -> Response:
