@@ -17,11 +17,12 @@ from api.middleware.auth import register_auth
 from api.middleware.error_handlers import register_error_handlers
 from api.middleware.rate_limiter import RateLimiter, register_rate_limiter
 from api.middleware.request_context import register_request_context
-from api.routes import health, payments
+from api.routes import health, metrics, payments
 from config import Config, ConfigError
 from database.connection import ConnectionPool
 from services.external_services import build_external_services
 from services.health_service import DependencyMonitor, HealthService
+from services.metrics_service import MetricsService, build_registry
 from services.payment_service import PaymentService
 from services.receipt_service import ReceiptService
 from services.refund_service import RefundService
@@ -67,6 +68,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.extensions["refund_service"] = RefundService(pool, payment_service.idempotency, external.notifier)
     app.extensions["receipt_service"] = ReceiptService(pool, external.profiles, external.notifier)
     app.extensions["health_service"] = HealthService(pool, dependencies)
+    metrics_service = MetricsService(pool)
+    app.extensions["metrics_service"] = metrics_service
+    app.extensions["metrics_registry"] = build_registry(metrics_service)
 
     if settings.TRUSTED_PROXY_COUNT:
         # Only behind that many trusted proxies is X-Forwarded-For believed for the client address.
@@ -78,6 +82,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(payments.bp)
+    app.register_blueprint(metrics.bp)
 
     logger.info(
         "payment service configured",

@@ -220,6 +220,7 @@ class Config:
     RATE_LIMIT_STORAGE_URI: str = field(default="memory://", repr=False)
     TRUSTED_PROXY_COUNT: int = 0
     API_KEYS: dict[str, str] = field(default_factory=dict, repr=False)
+    METRICS_REQUIRE_API_KEY: bool = False
 
     CURRENCY: str = "INR"
     BASE_FARE: Decimal = Decimal("5.00")
@@ -272,6 +273,7 @@ class Config:
             RATE_LIMIT_STORAGE_URI=_storage_uri(env, "RATE_LIMIT_STORAGE_URI"),
             TRUSTED_PROXY_COUNT=_int(env, "TRUSTED_PROXY_COUNT", 0, 0, 10),
             API_KEYS=_api_keys(env, "API_KEYS"),
+            METRICS_REQUIRE_API_KEY=_bool(env, "METRICS_REQUIRE_API_KEY", False),
             CURRENCY=_currency(env, "CURRENCY"),
             BASE_FARE=_money(env, "BASE_FARE", "5.00"),
             RATE_PER_KM=_money(env, "RATE_PER_KM", "2.50"),

@@ -20,6 +20,7 @@ from config import Config
 from utils.errors import AppError
 from utils.helpers import dump_json
 from utils.logger import get_logger
+from utils.metrics import NOTIFICATIONS
 
 logger = get_logger(__name__)
 
@@ -247,6 +248,7 @@ class HttpNotifier:
     def notify(self, notification: dict[str, Any]) -> None:
         """Queue the notification, or drop it (logged) when the queue is full."""
         if not self._slots.acquire(blocking=False):
+            NOTIFICATIONS.labels(notification["type"], "dropped").inc()
             logger.warning(
                 "notification dropped: queue full", extra={"notification_id": notification["notification_id"]}
             )
@@ -264,11 +266,15 @@ class HttpNotifier:
                 timeout=self._timeout,
             )
             if response.status_code >= 300:
+                NOTIFICATIONS.labels(notification["type"], "failed").inc()
                 logger.warning(
                     "notification rejected",
                     extra={"notification_id": notification["notification_id"], "status": response.status_code},
                 )
+            else:
+                NOTIFICATIONS.labels(notification["type"], "delivered").inc()
         except requests.RequestException as exc:
+            NOTIFICATIONS.labels(notification["type"], "failed").inc()
             logger.warning(
                 "notification not delivered",
                 extra={"notification_id": notification["notification_id"], "error": type(exc).__name__},

@@ -33,6 +33,7 @@ from services.idempotency_service import (
 from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
+from utils.metrics import CHARGES, IDEMPOTENT_REPLAYS
 
 logger = get_logger(__name__)
 
@@ -255,6 +256,7 @@ class PaymentService:
             scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), CHARGE_PATH
         )
         if isinstance(claimed, StoredResponse):
+            IDEMPOTENT_REPLAYS.labels("charge").inc()
             return Outcome(claimed.status, claimed.body, replayed=True)
         claim = claimed
         resumed = claim.payment_id is not None
@@ -281,6 +283,7 @@ class PaymentService:
         else:
             result = self._call_gateway(payment_id, reference, request.method, fare)
         outcome, payment = self._record_outcome(claim, payment_id, result)
+        CHARGES.labels(payment["status"], payment["method"]).inc()
         if not resumed:
             self._notify(payment)
         logger.info(

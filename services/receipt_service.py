@@ -12,6 +12,7 @@ from services.external_services import Notifier, ProfileClient
 from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
+from utils.metrics import RECEIPTS
 
 logger = get_logger(__name__)
 
@@ -137,6 +138,7 @@ class ReceiptService:
             if created is None:
                 cur.execute(SELECT_RECEIPT, params)
                 return cur.fetchone()
+        RECEIPTS.inc()
         self.notifier.notify(
             {
                 "notification_id": f"receipt-{created['receipt_id']}",

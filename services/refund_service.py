@@ -20,6 +20,7 @@ from services.idempotency_service import (
 from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
+from utils.metrics import IDEMPOTENT_REPLAYS, REFUNDED_AMOUNT, REFUNDS
 
 logger = get_logger(__name__)
 
@@ -27,7 +28,7 @@ REFUNDABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED")
 
 # The lock makes concurrent refunds of one payment queue up, so each sees what the others took.
 LOCK_PAYMENT = """
-SELECT payment_id, trip_id, rider_id, driver_id, amount, amount_refunded, currency, status
+SELECT payment_id, trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status
 FROM payments
 WHERE payment_id = %(payment_id)s
 FOR UPDATE
@@ -106,6 +107,7 @@ class RefundService:
                 scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), "/v1/payments/refund"
             )
             if isinstance(claimed, StoredResponse):
+                IDEMPOTENT_REPLAYS.labels("refund").inc()
                 return Outcome(claimed.status, claimed.body, replayed=True)
             claim = claimed
         try:
@@ -114,6 +116,8 @@ class RefundService:
             if claim is not None:
                 self.idempotency.release_quietly(claim)
             raise
+        REFUNDS.labels(event["method"]).inc()
+        REFUNDED_AMOUNT.inc(float(event["amount"]))
         self.notifier.notify(event)
         logger.info(
             "refund recorded",
@@ -168,6 +172,7 @@ class RefundService:
             "rider_id": payment["rider_id"],
             "driver_id": payment["driver_id"],
             "status": updated["status"],
+            "method": payment["method"],
             "amount": refund_amount,
             "currency": payment["currency"],
             "timestamp": datetime.now(UTC),

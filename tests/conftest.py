@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -242,13 +244,21 @@ def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> I
     Rate limiting is off unless asked for: these servers take bursts that only its own tests aim at.
     """
     processes: list[subprocess.Popen[str]] = []
+    metrics_dirs: list[str] = []
 
     def start(workers: int = 2, threads: int = 8, **env: object) -> str:
         port = closed_port()
-        server_env = {"LOG_LEVEL": "WARNING", "RATE_LIMIT_ENABLED": "false", **{k: str(v) for k, v in env.items()}}
+        metrics_dir = tempfile.mkdtemp(prefix="payment-metrics-")
+        metrics_dirs.append(metrics_dir)
+        server_env = {
+            "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_ENABLED": "false",
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            **{k: str(v) for k, v in env.items()},
+        }
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app:app", "-w", str(workers), "--threads", str(threads),
-             "-b", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app", "-w", str(workers),
+             "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
             cwd=ROOT,
             env=database_env(test_config, **server_env),
             stdout=subprocess.DEVNULL,
@@ -272,3 +282,5 @@ def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> I
     for process in processes:
         process.terminate()
         process.wait(timeout=15)
+    for metrics_dir in metrics_dirs:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -13,6 +13,7 @@ from utils.logger import get_logger
 logger = get_logger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
+METRICS_PREFIX = "/metrics"
 
 
 class UnauthorizedError(AppError):
@@ -53,10 +54,12 @@ def identify(digests: dict[str, str], key: str | None) -> str | None:
 def _authenticate() -> None:
     """Reject /v1 requests without a valid key when keys are configured; remember the client's name."""
     g.client_id = None
-    if not request.path.startswith(PROTECTED_PREFIX):
-        return
-    digests = current_app.config["SERVICE"].API_KEYS
-    if not digests:
+    settings = current_app.config["SERVICE"]
+    protected = request.path.startswith(PROTECTED_PREFIX) or (
+        settings.METRICS_REQUIRE_API_KEY and request.path.startswith(METRICS_PREFIX)
+    )
+    digests = settings.API_KEYS
+    if not protected or not digests:
         return
     name = identify(digests, presented_key())
     if name is None:

@@ -22,6 +22,7 @@ from limits.strategies import MovingWindowRateLimiter
 from config import Config
 from utils.errors import AppError
 from utils.logger import get_logger
+from utils.metrics import RATE_LIMIT_STORE_ERRORS, RATE_LIMITED
 
 logger = get_logger(__name__)
 
@@ -100,6 +101,7 @@ class RateLimiter:
 
     def _store_failed(self, exc: Exception) -> None:
         """Remember the failure, count it, and stop asking the store for a few seconds."""
+        RATE_LIMIT_STORE_ERRORS.inc()
         with self._lock:
             self.store_failures += 1
             self._skip_until = time.monotonic() + STORE_RETRY_SECONDS
@@ -120,11 +122,13 @@ def _limit_request() -> None:
     limiter: RateLimiter = current_app.extensions["rate_limiter"]
     if not limiter.enabled or not request.path.startswith(LIMITED_PREFIX):
         return
-    decision = limiter.check(ENDPOINT_LIMITS.get(request.endpoint or "", "default"), client_identity())
+    limit_name = ENDPOINT_LIMITS.get(request.endpoint or "", "default")
+    decision = limiter.check(limit_name, client_identity())
     if decision is None:
         return
     g.rate_limit = decision
     if not decision.allowed:
+        RATE_LIMITED.labels(limit_name).inc()
         logger.info("rate limited", extra={"client": client_identity(), "endpoint": request.endpoint})
         raise RateLimitedError(decision.reset_seconds)
 

@@ -9,6 +9,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from utils.logger import get_logger
+from utils.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 access_logger = get_logger("payment_service.access")
 
@@ -28,7 +29,13 @@ def _finish_request(response: Response) -> Response:
     request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
     response.headers["X-Request-ID"] = request_id
     started = getattr(g, "request_started", None)
-    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started is not None else None
+    elapsed = time.perf_counter() - started if started is not None else None
+    duration_ms = round(elapsed * 1000, 2) if elapsed is not None else None
+    # The route template (/v1/payments/<payment_id>), never the raw path, keeps label values bounded.
+    endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    if elapsed is not None:
+        HTTP_DURATION.labels(request.method, endpoint).observe(elapsed)
     access_logger.info(
         "request",
         extra={

@@ -1,0 +1,46 @@
+"""gunicorn settings for the payment service: `gunicorn -c gunicorn.conf.py app:app`.
+
+Every value can be changed through the environment; the defaults suit a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from typing import Any
+
+bind = f"0.0.0.0:{os.environ.get('SERVICE_PORT', '8082')}"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# Threads let a worker overlap waits on the database and the trip service.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread" if threads > 1 else "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# gunicorn 27 opens ~/.gunicorn/gunicorn.ctl by default; several instances on one host would clash.
+control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    """Give prometheus_client a fresh multiprocess directory before any worker starts."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+        tempfile.gettempdir(), f"payment-service-metrics-{os.getpid()}"
+    )
+    os.makedirs(path, exist_ok=True)
+    # Files left by an earlier run would add old counts to the new ones. Only prometheus_client's
+    # own *.db files are removed, whatever directory the variable names.
+    for leftover in glob.glob(os.path.join(path, "*.db")):
+        os.remove(leftover)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Tell prometheus_client a worker is gone, so its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

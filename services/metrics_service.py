@@ -1,0 +1,126 @@
+"""Payment aggregates for /metrics and /metrics/prometheus, read from trigger-maintained counters.
+
+`payment_stats` (migration 0002) is kept exact by a trigger in the same transaction as every
+payment write, so reading it costs the same at a thousand payments as at a million.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Metric
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from database.connection import ConnectionPool, DatabaseUnavailableError
+from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
+from utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+# Payments whose money was collected (refunds are reported separately), as the reference counts revenue.
+REVENUE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
+CENT = Decimal("0.01")
+
+SELECT_STATS = """
+SELECT status, method, sum(payment_count) AS payment_count, sum(amount_sum) AS amount_sum,
+       sum(refunded_sum) AS refunded_sum
+FROM payment_stats
+GROUP BY status, method
+"""
+
+
+class MetricsService:
+    """Computes the payment summary."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        """Keep the pool."""
+        self.pool = pool
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by status and method, average and revenue over collected payments, total refunded."""
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(SELECT_STATS)
+            rows = cur.fetchall()
+        by_status = dict.fromkeys(PAYMENT_STATUSES, 0)
+        by_method = dict.fromkeys(PAYMENT_METHODS, 0)
+        revenue, collected, refunded = Decimal(0), 0, Decimal(0)
+        for row in rows:
+            count = int(row["payment_count"])
+            by_status[row["status"]] = by_status.get(row["status"], 0) + count
+            by_method[row["method"]] = by_method.get(row["method"], 0) + count
+            refunded += row["refunded_sum"]
+            if row["status"] in REVENUE_STATUSES:
+                revenue += row["amount_sum"]
+                collected += count
+        average = (revenue / collected).quantize(CENT, ROUND_HALF_UP) if collected else Decimal("0.00")
+        return {
+            "payments_by_status": by_status,
+            "payments_by_method": by_method,
+            "average_payment_amount": average,
+            "total_revenue": revenue.quantize(CENT),
+            "total_refunded": refunded.quantize(CENT),
+            "timestamp": datetime.now(UTC),
+        }
+
+
+class PaymentStatsCollector(Collector):
+    """Exposes the reference's payment gauges, read from the database at scrape time."""
+
+    def __init__(self, service: MetricsService) -> None:
+        """Keep the service that reads the aggregates."""
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the gauges; with the database down, yield only payment_stats_up 0 (the scrape still works)."""
+        up = GaugeMetricFamily("payment_stats_up", "1 when the payment gauges could be read from the database.")
+        try:
+            summary = self.service.summary()
+        except DatabaseUnavailableError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        # payment_total is a gauge (a payment changes status), named as the reference named it.
+        by_status = GaugeMetricFamily("payment_total", "Payments by current status.", labels=["status"])
+        for status, count in summary["payments_by_status"].items():
+            by_status.add_metric([status], count)
+        yield by_status
+        by_method = GaugeMetricFamily("payment_method_total", "Payments by method.", labels=["method"])
+        for method, count in summary["payments_by_method"].items():
+            by_method.add_metric([method], count)
+        yield by_method
+        yield GaugeMetricFamily(
+            "payment_average_amount", "Average amount of collected payments.",
+            value=float(summary["average_payment_amount"]),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "payment_total_revenue", "Sum of collected payments (refunds not deducted).",
+            value=float(summary["total_revenue"]),
+        )  # fmt: skip
+        yield GaugeMetricFamily("payment_total_refunded", "Sum of all refunds.", value=float(summary["total_refunded"]))
+
+
+class _ProcessMetrics(Collector):
+    """Forwards this process's own metrics (single-process mode only)."""
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield what the default registry holds."""
+        yield from REGISTRY.collect()
+
+
+def build_registry(service: MetricsService) -> CollectorRegistry:
+    """The registry /metrics/prometheus renders: every worker's counters plus the database gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_ProcessMetrics())
+    registry.register(PaymentStatsCollector(service))
+    return registry
