@@ -15,9 +15,6 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
-
 from config import Config
 from database.connection import ConnectionPool
 from models.payment import payment_to_dict
@@ -39,7 +36,6 @@ logger = get_logger(__name__)
 
 CENT = Decimal("0.01")
 CHARGE_PATH = "/v1/payments/charge"
-ONE_LIVE_PAYMENT_PER_TRIP = "payments_one_live_per_trip"
 
 SELECT_PAYMENT = """
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
@@ -78,10 +74,15 @@ class PaymentFilters:
     offset: int = 0
 
 
+# Serialises the decision "insert a live payment for this trip, or name the one that exists" per
+# trip. The unique partial index remains what guarantees one live payment; the lock only makes sure
+# a loser can always name the winner (without it, the winner may turn FAILED in between).
+LOCK_TRIP = "SELECT pg_advisory_xact_lock(hashtextextended('payments.trip:' || %(trip_id)s, 0))"
 INSERT_ATTEMPT = """
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare)
 VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
         %(reference)s, %(fare)s)
+ON CONFLICT (trip_id) WHERE status <> 'FAILED' DO NOTHING
 RETURNING payment_id
 """
 SELECT_LIVE_PAYMENT_FOR_TRIP = """
@@ -304,26 +305,27 @@ class PaymentService:
             "reference": new_reference(datetime.now(UTC)),
             "fare": dump_json(fare.breakdown()),
         }
-        # Two tries: the live payment that blocked us may turn FAILED meanwhile, freeing the trip.
-        for _ in range(2):
-            try:
-                with self.pool.cursor() as cur:
-                    cur.execute(INSERT_ATTEMPT, params)
-                    payment_id = cur.fetchone()["payment_id"]
-                    if not self.idempotency.record_payment(cur, claim, payment_id):
-                        # Our claim was taken over (we exceeded the lock timeout): undo and step back.
-                        raise IdempotencyKeyInUseError()
-                claim.payment_id = payment_id
-                return payment_id, params["reference"]
-            except psycopg2.errors.UniqueViolation as exc:
-                if exc.diag.constraint_name != ONE_LIVE_PAYMENT_PER_TRIP:
-                    raise
-            with self.pool.cursor(single_statement=True) as cur:
-                cur.execute(SELECT_LIVE_PAYMENT_FOR_TRIP, {"trip_id": request.trip_id})
+        with self.pool.cursor() as cur:
+            cur.execute(LOCK_TRIP, params)
+            # Inserting needs the lock we hold, so if the live payment that blocked the first insert
+            # turns FAILED before we can name it, the second insert cannot be blocked again.
+            for _ in range(2):
+                cur.execute(INSERT_ATTEMPT, params)
+                inserted = cur.fetchone()
+                if inserted is not None:
+                    break
+                cur.execute(SELECT_LIVE_PAYMENT_FOR_TRIP, params)
                 existing = cur.fetchone()
-            if existing is not None:
-                raise TripAlreadyPaidError(request.trip_id, existing["payment_id"])
-        raise IdempotencyKeyInUseError()
+                if existing is not None:
+                    raise TripAlreadyPaidError(request.trip_id, existing["payment_id"])
+            else:
+                raise AssertionError("a live payment appeared while this transaction held the trip lock")
+            payment_id = inserted["payment_id"]
+            if not self.idempotency.record_payment(cur, claim, payment_id):
+                # Our claim was taken over (we exceeded the lock timeout): undo and step back.
+                raise IdempotencyKeyInUseError()
+        claim.payment_id = payment_id
+        return payment_id, params["reference"]
 
     def _call_gateway(self, payment_id: int, reference: str, method: str, fare: Fare) -> GatewayResult:
         """Call the gateway once; an exception means the outcome is unknown, i.e. PENDING."""

@@ -141,7 +141,10 @@ def test_rate_limited_requests_are_counted(make_app: Callable[..., Flask]) -> No
 
     after = families(client.get("/metrics/prometheus").get_data(as_text=True))
     name, family = "rate_limited_requests_total", "rate_limited_requests"
-    assert sample_sum(after[family], name, limit="default") - sample_sum(before.get(family, []), name) == 2
+    assert (
+        sample_sum(after[family], name, limit="default") - sample_sum(before.get(family, []), name, limit="default")
+        == 2
+    )
 
 
 def test_with_the_database_down_prometheus_still_scrapes_and_json_is_503(make_app: Callable[..., Flask]) -> None:
