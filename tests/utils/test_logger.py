@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from flask.testing import FlaskClient
 
+from tests.fakes import FakeTripService
 from utils.logger import configure_logging, get_logger
 
 
@@ -75,3 +76,24 @@ def test_each_request_writes_one_access_line_with_its_request_id(client: FlaskCl
     assert second["status"] == 404
     assert second["request_id"] != "req-42"
     assert logging.getLogger("werkzeug").level == logging.WARNING
+
+
+def test_payment_events_are_logged_with_ids_but_without_keys_or_bodies(
+    charge_client: FlaskClient, trips: FakeTripService, log_stream: io.StringIO
+) -> None:
+    configure_logging("INFO", json_lines=True, stream=log_stream)  # the app factory reconfigured it
+    trips.trip(101)
+    body = {"idempotency_key": "idem-secret-123", "trip_id": 101, "method": "CARD", "rider_id": 4242}
+
+    paid = charge_client.post("/v1/payments/charge", json=body).get_json()
+    charge_client.post(f"/v1/payments/{paid['payment_id']}/refund", json={"amount": 1, "reason": "private note"})
+
+    lines = _lines(log_stream)
+    charge = next(line for line in lines if line["message"] == "charge finished")
+    refund = next(line for line in lines if line["message"] == "refund recorded")
+    assert (charge["payment_id"], charge["trip_id"], charge["status"]) == (paid["payment_id"], 101, "SUCCESS")
+    assert refund["payment_id"] == paid["payment_id"] and refund["refund_id"]
+    text = log_stream.getvalue()
+    assert "idem-secret-123" not in text
+    assert "private note" not in text
+    assert '"rider_id": 4242' not in text and "4242" not in text
