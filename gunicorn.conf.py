@@ -10,7 +10,7 @@ import os
 import tempfile
 from typing import Any
 
-bind = f"0.0.0.0:{os.environ.get('SERVICE_PORT', '8082')}"
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('SERVICE_PORT', '8082')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads let a worker overlap waits on the database and the trip service.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -22,6 +22,23 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# gunicorn's own lines (start, worker exits, timeouts) as JSON too, in the app's field names.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["levelname", "name", "message"],
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        }
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "loggers": {"gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False}},
+    # The app installs its own root handler when it starts; one here would print its lines twice.
+    "root": {"level": "INFO", "handlers": []},
+}
 # gunicorn 27 opens ~/.gunicorn/gunicorn.ctl by default; several instances on one host would clash.
 control_socket_disable = True
 

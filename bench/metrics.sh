@@ -22,14 +22,21 @@ cleanup() {
 trap cleanup EXIT
 
 .venv/bin/python database_setup.py --no-seed >/dev/null
-echo "inserting $ROWS payments (the stats trigger runs for each)..."
+echo "inserting $ROWS payments, 10,000 per transaction (the stats trigger runs for each row)..."
 "${PSQL[@]}" -d "$DB_NAME" <<SQL
-INSERT INTO payments (trip_id, amount, amount_refunded, method, status, reference, created_at, updated_at)
-SELECT 100000 + g, round((5 + random() * 80)::numeric, 2), 0,
-       (ARRAY['CARD','UPI','WALLET','CASH'])[1 + g % 4],
-       CASE WHEN g % 50 = 0 THEN 'FAILED' WHEN g % 97 = 0 THEN 'PENDING' ELSE 'SUCCESS' END,
-       'BENCH-' || g, now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval
-FROM generate_series(1, $ROWS) AS g;
+DO \$\$
+BEGIN
+  FOR batch IN 0 .. ($ROWS - 1) / 10000 LOOP
+    INSERT INTO payments (trip_id, amount, amount_refunded, method, status, reference, created_at, updated_at)
+    SELECT 100000 + g, round((5 + random() * 80)::numeric, 2), 0,
+           (ARRAY['CARD','UPI','WALLET','CASH'])[1 + g % 4],
+           CASE WHEN g % 50 = 0 THEN 'FAILED' WHEN g % 97 = 0 THEN 'PENDING' ELSE 'SUCCESS' END,
+           'BENCH-' || g, now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval
+    FROM generate_series(batch * 10000 + 1, least((batch + 1) * 10000, $ROWS)) AS g;
+    COMMIT;
+  END LOOP;
+END
+\$\$;
 UPDATE payments SET amount_refunded = amount, status = 'REFUNDED' WHERE payment_id % 89 = 0 AND status = 'SUCCESS';
 VACUUM ANALYZE payments;
 VACUUM ANALYZE payment_stats;

@@ -1,0 +1,50 @@
+"""gunicorn.conf.py: bind and sizes from the environment, no control socket, a clean metrics directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
+    for name in ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "SERVICE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", ROOT / "gunicorn.conf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defaults_suit_a_two_core_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch)
+
+    assert conf.bind == "0.0.0.0:8082"
+    assert (conf.workers, conf.threads, conf.worker_class) == (2, 4, "gthread")
+    assert conf.control_socket_disable is True
+    assert conf.timeout > 0 and conf.graceful_timeout > 0
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch, SERVICE_PORT="9001", GUNICORN_WORKERS="3", GUNICORN_THREADS="1")
+
+    assert conf.bind == "0.0.0.0:9001"
+    assert (conf.workers, conf.threads, conf.worker_class) == (3, 1, "sync")
+
+
+def test_start_clears_only_old_metric_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "keep.txt").write_text("not ours")
+    conf = load_conf(monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+
+    conf.on_starting(server=None)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
