@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DB_HOST="${DB_HOST:-127.0.0.1}" DB_PORT="${DB_PORT:-5432}" DB_USER="${DB_USER:-postgres}"
-export DB_NAME="payments_bench_$$" LOG_LEVEL=WARNING DEBUG=true
+export DB_NAME="payments_bench_$$" LOG_LEVEL=WARNING RATE_LIMIT_ENABLED=false DEBUG=true
 # Nothing listens on these ports: the trip check falls back to the mock trip, notifications fail fast.
 export TRIP_SERVICE_URL=http://127.0.0.1:9 NOTIFICATION_SERVICE_URL=http://127.0.0.1:9
 PORT="${PORT:-8094}"

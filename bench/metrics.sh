@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DB_HOST="${DB_HOST:-127.0.0.1}" DB_PORT="${DB_PORT:-5432}" DB_USER="${DB_USER:-postgres}"
-export DB_NAME="payments_bench_$$" LOG_LEVEL=WARNING
+export DB_NAME="payments_bench_$$" LOG_LEVEL=WARNING RATE_LIMIT_ENABLED=false
 PORT="${PORT:-8095}"
 DURATION="${DURATION:-10s}"
 ROWS="${ROWS:-10000}"
