@@ -23,6 +23,7 @@ from database.connection import ConnectionPool
 from services.external_services import build_external_services
 from services.health_service import DependencyMonitor, HealthService
 from services.metrics_service import MetricsService, build_registry
+from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
 from services.payment_service import PaymentService
 from services.receipt_service import ReceiptService
 from services.refund_service import RefundService
@@ -63,10 +64,18 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.extensions["db_pool"] = pool
     external = build_external_services(settings)
     app.extensions["external_services"] = external
-    payment_service = PaymentService(pool, settings, external)
+    outbox = Outbox()
+    payment_service = PaymentService(pool, settings, external, outbox)
     app.extensions["payment_service"] = payment_service
-    app.extensions["refund_service"] = RefundService(pool, payment_service.idempotency, external.notifier)
-    app.extensions["receipt_service"] = ReceiptService(pool, external.profiles, external.notifier)
+    app.extensions["refund_service"] = RefundService(pool, payment_service.idempotency, outbox)
+    app.extensions["receipt_service"] = ReceiptService(pool, external.profiles, outbox)
+    app.extensions["notification_admin"] = NotificationAdmin(pool)
+    dispatcher = Dispatcher(pool, HttpNotificationSender(settings), outbox, settings)
+    app.extensions["notification_dispatcher"] = dispatcher
+    if settings.NOTIFY_DISPATCHER_ENABLED:
+        # One delivery thread per process (per gunicorn worker); rows are claimed with SKIP LOCKED,
+        # so any number of them can run side by side.
+        dispatcher.start()
     app.extensions["health_service"] = HealthService(pool, dependencies)
     metrics_service = MetricsService(pool)
     app.extensions["metrics_service"] = metrics_service
@@ -93,8 +102,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
 
 def close_app(app: Flask) -> None:
     """Release what create_app opened: database connections and background threads."""
+    app.extensions["notification_dispatcher"].stop()
     app.extensions["db_pool"].close()
-    app.extensions["external_services"].notifier.close()
     app.extensions["health_service"].dependencies.close()
 
 

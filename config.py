@@ -233,7 +233,12 @@ class Config:
     IDEMPOTENCY_LOCK_TIMEOUT: int = 60
     GATEWAY_SUCCESS_RATE: float = 0.8
     GATEWAY_PENDING_RATE: float = 0.0
-    NOTIFICATION_MAX_PENDING: int = 1000
+    NOTIFY_DISPATCHER_ENABLED: bool = True
+    NOTIFY_MAX_ATTEMPTS: int = 10
+    NOTIFY_BACKOFF_BASE: float = 1.0
+    NOTIFY_BACKOFF_MAX: float = 300.0
+    NOTIFY_POLL_INTERVAL: float = 1.0
+    NOTIFY_BATCH_SIZE: int = 20
 
     MAX_CONTENT_LENGTH: int = 64 * 1024
     TESTING: bool = False
@@ -283,7 +288,12 @@ class Config:
             IDEMPOTENCY_LOCK_TIMEOUT=_int(env, "IDEMPOTENCY_LOCK_TIMEOUT", 60, 1, 3600),
             GATEWAY_SUCCESS_RATE=_float(env, "GATEWAY_SUCCESS_RATE", 0.8, 0.0, 1.0),
             GATEWAY_PENDING_RATE=_float(env, "GATEWAY_PENDING_RATE", 0.0, 0.0, 1.0),
-            NOTIFICATION_MAX_PENDING=_int(env, "NOTIFICATION_MAX_PENDING", 1000, 1, 100_000),
+            NOTIFY_DISPATCHER_ENABLED=_bool(env, "NOTIFY_DISPATCHER_ENABLED", True),
+            NOTIFY_MAX_ATTEMPTS=_int(env, "NOTIFY_MAX_ATTEMPTS", 10, 1, 100),
+            NOTIFY_BACKOFF_BASE=_float(env, "NOTIFY_BACKOFF_BASE", 1.0, 0.01, 3600.0),
+            NOTIFY_BACKOFF_MAX=_float(env, "NOTIFY_BACKOFF_MAX", 300.0, 0.01, 86400.0),
+            NOTIFY_POLL_INTERVAL=_float(env, "NOTIFY_POLL_INTERVAL", 1.0, 0.01, 60.0),
+            NOTIFY_BATCH_SIZE=_int(env, "NOTIFY_BATCH_SIZE", 20, 1, 1000),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:

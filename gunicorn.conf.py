@@ -61,3 +61,11 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop the worker's notification dispatcher cleanly, letting a send in progress finish."""
+    app = getattr(worker, "wsgi", None)
+    extensions = getattr(app, "extensions", {})
+    if "notification_dispatcher" in extensions:
+        extensions["notification_dispatcher"].stop()

@@ -1,23 +1,29 @@
 """Operator commands.
 
 Usage:
-  python manage.py purge-idempotency-keys   delete idempotency keys past IDEMPOTENCY_KEY_TTL
+  python manage.py purge-idempotency-keys          delete idempotency keys past IDEMPOTENCY_KEY_TTL
+  python manage.py dispatch-notifications [--once] deliver outbox notifications (until stopped)
+  python manage.py dead-notifications [--limit N]  list notifications that ran out of attempts
+  python manage.py requeue-notifications (--all | ID...)  make dead notifications due again
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 
 from config import Config, ConfigError
 from database.connection import ConnectionPool, DatabaseUnavailableError
 from services.idempotency_service import IdempotencyService
+from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
 from utils.logger import configure_logging
 
 
 def purge_idempotency_keys(config: Config) -> int:
     """Delete expired keys; return how many were deleted."""
-    pool = ConnectionPool(config.get_database_uri(), size=1, wait_timeout=5, connect_timeout=config.DB_CONNECT_TIMEOUT)
+    pool = _pool(config)
     try:
         service = IdempotencyService(pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT)
         return service.purge_expired()
@@ -25,12 +31,71 @@ def purge_idempotency_keys(config: Config) -> int:
         pool.close()
 
 
+def dispatch_notifications(config: Config, once: bool) -> int:
+    """Run a dispatcher in the foreground (SIGTERM or Ctrl-C stops it after the current send)."""
+    pool = _pool(config)
+    dispatcher = Dispatcher(pool, HttpNotificationSender(config), Outbox(), config)
+    try:
+        if once:
+            attempted = 0
+            while (batch := dispatcher.run_once()) > 0:
+                attempted += batch
+            print(f"attempted {attempted} notifications")
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop(timeout=0))
+        print("dispatching notifications; Ctrl-C to stop", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            dispatcher.run_forever()
+        return 0
+    finally:
+        pool.close()
+
+
+def dead_notifications(config: Config, limit: int) -> int:
+    """Print dead notifications, one per line."""
+    pool = _pool(config)
+    try:
+        rows = NotificationAdmin(pool).dead(limit)
+    finally:
+        pool.close()
+    for row in rows:
+        print(f"{row['notification_id']}\t{row['event_type']}\tattempts={row['attempts']}\t"
+              f"died={row['updated_at']:%Y-%m-%d %H:%M:%S}\t{row['last_error']}")  # fmt: skip
+    print(f"{len(rows)} dead notifications")
+    return 0
+
+
+def requeue_notifications(config: Config, ids: list[str], everything: bool) -> int:
+    """Make dead notifications due again."""
+    pool = _pool(config)
+    try:
+        requeued = NotificationAdmin(pool).requeue(None if everything else ids)
+    finally:
+        pool.close()
+    print(f"re-queued {len(requeued)} notifications")
+    return 0
+
+
+def _pool(config: Config) -> ConnectionPool:
+    """A small pool for a command."""
+    return ConnectionPool(config.get_database_uri(), size=2, wait_timeout=5, connect_timeout=config.DB_CONNECT_TIMEOUT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit 1 on a database problem, 2 on bad configuration."""
     parser = argparse.ArgumentParser(description="Payment service operator commands.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("purge-idempotency-keys", help="delete expired idempotency keys (run e.g. hourly from cron)")
+    dispatch = commands.add_parser("dispatch-notifications", help="deliver outbox notifications")
+    dispatch.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    dead = commands.add_parser("dead-notifications", help="list notifications that ran out of attempts")
+    dead.add_argument("--limit", type=int, default=100)
+    requeue = commands.add_parser("requeue-notifications", help="make dead notifications due again")
+    requeue.add_argument("ids", nargs="*", metavar="ID")
+    requeue.add_argument("--all", action="store_true", help="every dead notification")
     args = parser.parse_args(argv)
+    if args.command == "requeue-notifications" and bool(args.ids) == bool(args.all):
+        parser.error("requeue-notifications takes either --all or one or more IDs")
 
     configure_logging("WARNING", json_lines=False)
     try:
@@ -41,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "purge-idempotency-keys":
             print(f"purged {purge_idempotency_keys(config)} expired idempotency keys")
+        elif args.command == "dispatch-notifications":
+            return dispatch_notifications(config, args.once)
+        elif args.command == "dead-notifications":
+            return dead_notifications(config, args.limit)
+        elif args.command == "requeue-notifications":
+            return requeue_notifications(config, args.ids, args.all)
     except DatabaseUnavailableError as exc:
         print(f"database unavailable: {exc.message}", file=sys.stderr)
         return 1

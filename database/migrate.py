@@ -34,7 +34,7 @@ INSERT INTO schema_migrations (version, name, checksum) VALUES (%(version)s, %(n
 LEDGER_EXISTS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL AS present"
 # Drops only what migrations create, so --reset never touches unrelated tables.
 DROP_ALL = """
-DROP TABLE IF EXISTS payment_stats, idempotency_keys, payment_receipts, payment_refunds, payments,
+DROP TABLE IF EXISTS notification_outbox, payment_stats, idempotency_keys, payment_receipts, payment_refunds, payments,
                      schema_migrations CASCADE;
 DROP FUNCTION IF EXISTS payment_stats_track, payment_stats_reset, payment_stats_add CASCADE
 """

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -18,9 +16,7 @@ import requests
 
 from config import Config
 from utils.errors import AppError
-from utils.helpers import dump_json
 from utils.logger import get_logger
-from utils.metrics import NOTIFICATIONS
 
 logger = get_logger(__name__)
 
@@ -222,71 +218,6 @@ class SimulatedGateway:
         return GatewayResult("FAILED", self._rng.choice(GATEWAY_ERROR_CODES))
 
 
-class Notifier(Protocol):
-    """Tells the notification service about an event, without ever blocking or failing the caller."""
-
-    def notify(self, notification: dict[str, Any]) -> None:
-        """Queue one notification."""
-        ...
-
-
-class HttpNotifier:
-    """POSTs to `{NOTIFICATION_SERVICE_URL}/v1/notifications` from a small background pool.
-
-    Best effort: a full queue or a failed delivery is logged and dropped. Durable delivery (an
-    outbox with retries) is a separate piece of work.
-    """
-
-    def __init__(self, config: Config, session: requests.Session | None = None) -> None:
-        """Two sender threads and at most NOTIFICATION_MAX_PENDING queued notifications."""
-        self._url = f"{config.NOTIFICATION_SERVICE_URL}/v1/notifications"
-        self._timeout = (config.HTTP_CONNECT_TIMEOUT, config.HTTP_READ_TIMEOUT)
-        self._session = session or internal_session()
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notifier")
-        self._slots = threading.BoundedSemaphore(config.NOTIFICATION_MAX_PENDING)
-
-    def notify(self, notification: dict[str, Any]) -> None:
-        """Queue the notification, or drop it (logged) when the queue is full."""
-        if not self._slots.acquire(blocking=False):
-            NOTIFICATIONS.labels(notification["type"], "dropped").inc()
-            logger.warning(
-                "notification dropped: queue full", extra={"notification_id": notification["notification_id"]}
-            )
-            return
-        self._executor.submit(self._send, notification)
-
-    def _send(self, notification: dict[str, Any]) -> None:
-        """Deliver one notification; never raises."""
-        try:
-            body = dump_json(notification)
-            response = self._session.post(
-                self._url,
-                data=body,
-                headers={"Content-Type": "application/json", "Idempotency-Key": notification["notification_id"]},
-                timeout=self._timeout,
-            )
-            if response.status_code >= 300:
-                NOTIFICATIONS.labels(notification["type"], "failed").inc()
-                logger.warning(
-                    "notification rejected",
-                    extra={"notification_id": notification["notification_id"], "status": response.status_code},
-                )
-            else:
-                NOTIFICATIONS.labels(notification["type"], "delivered").inc()
-        except requests.RequestException as exc:
-            NOTIFICATIONS.labels(notification["type"], "failed").inc()
-            logger.warning(
-                "notification not delivered",
-                extra={"notification_id": notification["notification_id"], "error": type(exc).__name__},
-            )
-        finally:
-            self._slots.release()
-
-    def close(self, wait: bool = False) -> None:
-        """Stop the sender threads (optionally after the queue drains)."""
-        self._executor.shutdown(wait=wait)
-
-
 class ProfileClient(Protocol):
     """Looks up riders and drivers for receipts; returns None whenever it cannot (never raises)."""
 
@@ -363,7 +294,6 @@ class ExternalServices:
 
     trips: TripClient
     gateway: PaymentGateway
-    notifier: Notifier
     profiles: ProfileClient
 
 
@@ -372,6 +302,5 @@ def build_external_services(config: Config) -> ExternalServices:
     return ExternalServices(
         trips=HttpTripClient(config),
         gateway=SimulatedGateway(config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE),
-        notifier=HttpNotifier(config),
         profiles=HttpProfileClient(config),
     )

@@ -27,6 +27,9 @@ logger = get_logger(__name__)
 REVENUE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
 CENT = Decimal("0.01")
 
+COUNT_OUTBOX = """
+SELECT status, count(*) AS n FROM notification_outbox WHERE status IN ('PENDING', 'DEAD') GROUP BY status
+"""
 SELECT_STATS = """
 SELECT status, method, sum(payment_count) AS payment_count, sum(amount_sum) AS amount_sum,
        sum(refunded_sum) AS refunded_sum
@@ -41,6 +44,13 @@ class MetricsService:
     def __init__(self, pool: ConnectionPool) -> None:
         """Keep the pool."""
         self.pool = pool
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications still waiting (PENDING) and given up on (DEAD); both served by partial indexes."""
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(COUNT_OUTBOX)
+            counts = {row["status"]: int(row["n"]) for row in cur.fetchall()}
+        return {"PENDING": counts.get("PENDING", 0), "DEAD": counts.get("DEAD", 0)}
 
     def summary(self) -> dict[str, Any]:
         """Counts by status and method, average and revenue over collected payments, total refunded."""
@@ -105,6 +115,13 @@ class PaymentStatsCollector(Collector):
             value=float(summary["total_revenue"]),
         )  # fmt: skip
         yield GaugeMetricFamily("payment_total_refunded", "Sum of all refunds.", value=float(summary["total_refunded"]))
+        outbox = self.service.outbox_counts()
+        yield GaugeMetricFamily(
+            "notification_outbox_backlog", "Notifications waiting to be delivered.", value=outbox["PENDING"]
+        )
+        yield GaugeMetricFamily(
+            "notification_outbox_dead", "Notifications that ran out of attempts.", value=outbox["DEAD"]
+        )
 
 
 class _ProcessMetrics(Collector):

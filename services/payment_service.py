@@ -27,6 +27,7 @@ from services.idempotency_service import (
     StoredResponse,
     fingerprint,
 )
+from services.notification_service import Outbox
 from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -200,6 +201,22 @@ class TripAlreadyPaidError(AppError):
         )
 
 
+def payment_notification(payment: dict[str, Any]) -> dict[str, Any]:
+    """The notification announcing a charge's outcome; its id is stable across retries."""
+    return {
+        "notification_id": f"payment-{payment['payment_id']}-{payment['status'].lower()}",
+        "type": "payment",
+        "payment_id": payment["payment_id"],
+        "trip_id": payment["trip_id"],
+        "rider_id": payment["rider_id"],
+        "driver_id": payment["driver_id"],
+        "status": payment["status"],
+        "amount": payment["amount"],
+        "currency": payment["currency"],
+        "timestamp": datetime.now(UTC),
+    }
+
+
 def new_reference(now: datetime) -> str:
     """A unique, unguessable payment reference such as PAY-20251103-9F2C41D07A3B5E16."""
     return f"PAY-{now:%Y%m%d}-{secrets.token_hex(8).upper()}"
@@ -213,12 +230,14 @@ class PaymentService:
         pool: ConnectionPool,
         config: Config,
         external: ExternalServices,
+        outbox: Outbox,
         idempotency: IdempotencyService | None = None,
     ) -> None:
         """Keep the pool, configuration and collaborators."""
         self.pool = pool
         self.config = config
         self.external = external
+        self.outbox = outbox
         self.idempotency = idempotency or IdempotencyService(
             pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT
         )
@@ -285,8 +304,7 @@ class PaymentService:
             result = self._call_gateway(payment_id, reference, request.method, fare)
         outcome, payment = self._record_outcome(claim, payment_id, result)
         CHARGES.labels(payment["status"], payment["method"]).inc()
-        if not resumed:
-            self._notify(payment)
+        self.outbox.wake()
         logger.info(
             "charge finished",
             extra={"payment_id": payment_id, "trip_id": payment["trip_id"], "status": payment["status"]},
@@ -354,21 +372,6 @@ class PaymentService:
             status_code = 201 if row["status"] == "SUCCESS" else 202
             stored = StoredResponse(status_code, dump_json(body))
             self.idempotency.complete(cur, claim, stored)
+            # Same transaction as the outcome: the notification exists exactly when the outcome does.
+            self.outbox.add(cur, payment_notification(row))
         return Outcome(stored.status, stored.body), row
-
-    def _notify(self, payment: dict[str, Any]) -> None:
-        """Hand the event to the notifier (which never blocks or raises)."""
-        self.external.notifier.notify(
-            {
-                "notification_id": f"payment-{payment['payment_id']}-{payment['status'].lower()}",
-                "type": "payment",
-                "payment_id": payment["payment_id"],
-                "trip_id": payment["trip_id"],
-                "rider_id": payment["rider_id"],
-                "driver_id": payment["driver_id"],
-                "status": payment["status"],
-                "amount": payment["amount"],
-                "currency": payment["currency"],
-                "timestamp": datetime.now(UTC),
-            }
-        )

@@ -8,7 +8,8 @@ from typing import Any
 
 from database.connection import ConnectionPool
 from models.payment import payment_to_dict
-from services.external_services import Notifier, ProfileClient
+from services.external_services import ProfileClient
+from services.notification_service import Outbox
 from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -71,11 +72,11 @@ def _money(value: Decimal) -> Decimal:
 class ReceiptService:
     """Builds, stores and returns receipts."""
 
-    def __init__(self, pool: ConnectionPool, profiles: ProfileClient, notifier: Notifier) -> None:
-        """Keep the pool, the rider/driver lookup and the notifier."""
+    def __init__(self, pool: ConnectionPool, profiles: ProfileClient, outbox: Outbox) -> None:
+        """Keep the pool, the rider/driver lookup and the outbox."""
         self.pool = pool
         self.profiles = profiles
-        self.notifier = notifier
+        self.outbox = outbox
 
     def get_receipt(self, payment_id: int | None) -> dict[str, Any]:
         """Return the payment's receipt, creating it on first request; refunds are as of now."""
@@ -138,22 +139,25 @@ class ReceiptService:
             if created is None:
                 cur.execute(SELECT_RECEIPT, params)
                 return cur.fetchone()
+            # Same transaction as the receipt: announced exactly when it exists.
+            self.outbox.add(
+                cur,
+                {
+                    "notification_id": f"receipt-{created['receipt_id']}",
+                    "type": "receipt",
+                    "payment_id": payment["payment_id"],
+                    "receipt_number": created["receipt_number"],
+                    "trip_id": payment["trip_id"],
+                    "rider_id": payment["rider_id"],
+                    "driver_id": payment["driver_id"],
+                    "status": payment["status"],
+                    "amount": payment["amount"],
+                    "currency": payment["currency"],
+                    "timestamp": generated_at,
+                },
+            )
         RECEIPTS.inc()
-        self.notifier.notify(
-            {
-                "notification_id": f"receipt-{created['receipt_id']}",
-                "type": "receipt",
-                "payment_id": payment["payment_id"],
-                "receipt_number": created["receipt_number"],
-                "trip_id": payment["trip_id"],
-                "rider_id": payment["rider_id"],
-                "driver_id": payment["driver_id"],
-                "status": payment["status"],
-                "amount": payment["amount"],
-                "currency": payment["currency"],
-                "timestamp": generated_at,
-            }
-        )
+        self.outbox.wake()
         logger.info(
             "receipt generated", extra={"payment_id": payment["payment_id"], "receipt_id": created["receipt_id"]}
         )

@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 from database.connection import ConnectionPool
-from services.external_services import Notifier
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -17,6 +16,7 @@ from services.idempotency_service import (
     StoredResponse,
     fingerprint,
 )
+from services.notification_service import Outbox
 from utils.errors import AppError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -93,11 +93,11 @@ class RefundExceedsRemainingError(AppError):
 class RefundService:
     """Refunds payments; each refund is one transaction with the payment row locked."""
 
-    def __init__(self, pool: ConnectionPool, idempotency: IdempotencyService, notifier: Notifier) -> None:
-        """Keep the pool, the idempotency store and the notifier."""
+    def __init__(self, pool: ConnectionPool, idempotency: IdempotencyService, outbox: Outbox) -> None:
+        """Keep the pool, the idempotency store and the outbox."""
         self.pool = pool
         self.idempotency = idempotency
-        self.notifier = notifier
+        self.outbox = outbox
 
     def refund(self, payment_id: int | None, request: RefundRequest, scope: str) -> Outcome:
         """Refund `request.amount` (default: all that is left) of a payment, idempotently when a key is given."""
@@ -118,7 +118,7 @@ class RefundService:
             raise
         REFUNDS.labels(event["method"]).inc()
         REFUNDED_AMOUNT.inc(float(event["amount"]))
-        self.notifier.notify(event)
+        self.outbox.wake()
         logger.info(
             "refund recorded",
             extra={"payment_id": payment_id, "refund_id": event["refund_id"], "status": event["status"]},
@@ -163,18 +163,20 @@ class RefundService:
             if claim is not None and not self.idempotency.complete(cur, claim, stored):
                 # Another request took the key over while we were slow: it decides; undo ours.
                 raise IdempotencyKeyInUseError()
-        event = {
-            "notification_id": f"refund-{refund['refund_id']}",
-            "type": "refund",
-            "payment_id": payment["payment_id"],
-            "refund_id": refund["refund_id"],
-            "trip_id": payment["trip_id"],
-            "rider_id": payment["rider_id"],
-            "driver_id": payment["driver_id"],
-            "status": updated["status"],
-            "method": payment["method"],
-            "amount": refund_amount,
-            "currency": payment["currency"],
-            "timestamp": datetime.now(UTC),
-        }
+            event = {
+                "notification_id": f"refund-{refund['refund_id']}",
+                "type": "refund",
+                "payment_id": payment["payment_id"],
+                "refund_id": refund["refund_id"],
+                "trip_id": payment["trip_id"],
+                "rider_id": payment["rider_id"],
+                "driver_id": payment["driver_id"],
+                "status": updated["status"],
+                "method": payment["method"],
+                "amount": refund_amount,
+                "currency": payment["currency"],
+                "timestamp": datetime.now(UTC),
+            }
+            # Same transaction as the refund: the notification exists exactly when the refund does.
+            self.outbox.add(cur, event)
         return Outcome(stored.status, stored.body), event

@@ -38,8 +38,11 @@ from tests.fakes import (
 from tests.helpers import closed_port, database_env
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments")
-TRUNCATE_DATA = "TRUNCATE idempotency_keys, payment_receipts, payment_refunds, payments RESTART IDENTITY CASCADE"
+DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox")
+TRUNCATE_DATA = (
+    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_refunds, payments"
+    " RESTART IDENTITY CASCADE"
+)
 INSERT_PAYMENT = """
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,
                       reference, created_at, updated_at)

@@ -1,0 +1,232 @@
+"""The outbox and its dispatcher against the real database and a real HTTP notification fake."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg2
+import pytest
+from flask import Flask
+
+from config import Config
+from database.connection import ConnectionPool
+from services.metrics_service import MetricsService
+from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox, RetryPolicy
+from tests.fakes import FakeNotificationService, FakeTripService
+from tests.helpers import database_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def quiet_app(make_app: Callable[..., Flask], trips: FakeTripService, notifications: FakeNotificationService) -> Flask:
+    """An app whose own dispatcher is off, so the tests drive delivery themselves."""
+    return make_app(
+        TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url, GATEWAY_SUCCESS_RATE=1.0,
+        NOTIFY_DISPATCHER_ENABLED=False, RATE_LIMIT_ENABLED=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def dispatcher_for(test_config: Config, db: psycopg2.extensions.connection):
+    """Factory: a dispatcher on its own pool with the given overrides; all closed afterwards."""
+    made: list[ConnectionPool] = []
+
+    def build(notification_url: str, **overrides: object) -> Dispatcher:
+        config = test_config.with_overrides({"NOTIFICATION_SERVICE_URL": notification_url, **overrides})
+        pool = ConnectionPool(config.get_database_uri(), size=4, wait_timeout=5, connect_timeout=2)
+        made.append(pool)
+        return Dispatcher(pool, HttpNotificationSender(config), Outbox(), config)
+
+    yield build
+    for pool in made:
+        pool.close()
+
+
+def outbox_rows(db: psycopg2.extensions.connection) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute("SELECT notification_id, event_type, status, attempts FROM notification_outbox ORDER BY 1")
+        return cur.fetchall()
+
+
+def test_a_charge_refund_and_receipt_each_write_their_notification_with_them(
+    quiet_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+    client = quiet_app.test_client()
+    paid = client.post("/v1/payments/charge", json={"idempotency_key": "o", "trip_id": 101, "method": "UPI"}).get_json()
+    refund = client.post(f"/v1/payments/{paid['payment_id']}/refund", json={"amount": 1}).get_json()
+    receipt = client.get(f"/v1/payments/{paid['payment_id']}/receipt").get_json()
+
+    assert outbox_rows(db) == [
+        (f"payment-{paid['payment_id']}-success", "payment", "PENDING", 0),
+        (f"receipt-{receipt['receipt_id']}", "receipt", "PENDING", 0),
+        (f"refund-{refund['refund_id']}", "refund", "PENDING", 0),
+    ]
+    with db.cursor() as cur:
+        cur.execute("SELECT payload FROM notification_outbox WHERE event_type = 'payment'")
+        payload = cur.fetchone()[0]
+    assert {"notification_id", "type", "payment_id", "trip_id", "rider_id", "driver_id", "status", "amount",
+            "currency", "timestamp"} <= set(payload)  # fmt: skip
+
+
+def test_rejected_requests_queue_no_notification(
+    quiet_app: Flask, insert_payment: Callable[..., int], db: psycopg2.extensions.connection
+) -> None:
+    payment_id = insert_payment(amount=Decimal("5.00"))
+    client = quiet_app.test_client()
+
+    client.post(f"/v1/payments/{payment_id}/refund", json={"amount": 6})
+    client.post("/v1/payments/charge", json={"idempotency_key": "x", "trip_id": 999, "method": "CARD"})
+
+    assert outbox_rows(db) == []
+
+
+def test_the_dispatcher_delivers_with_the_id_as_idempotency_key(
+    quiet_app: Flask,
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    dispatcher_for: Callable[..., Dispatcher],
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    quiet_app.test_client().post("/v1/payments/charge", json={"idempotency_key": "o", "trip_id": 101, "method": "CARD"})
+
+    attempted = dispatcher_for(notifications.url).run_once()
+
+    assert attempted == 1
+    (note,) = notifications.received
+    assert notifications.keys == [note["notification_id"]]
+    assert outbox_rows(db)[0][2:] == ("DELIVERED", 1)
+
+
+def test_a_failed_delivery_is_retried_later_and_then_marked_dead(
+    quiet_app: Flask,
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    dispatcher_for: Callable[..., Dispatcher],
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    quiet_app.test_client().post("/v1/payments/charge", json={"idempotency_key": "o", "trip_id": 101, "method": "CARD"})
+    notifications.fail_with = 503
+    dispatcher = dispatcher_for(notifications.url, NOTIFY_MAX_ATTEMPTS=3, NOTIFY_BACKOFF_BASE=60.0)
+
+    dispatcher.run_once()
+    with db.cursor() as cur:
+        cur.execute("SELECT status, attempts, last_error, next_attempt_at > now() + interval '20 seconds'"
+                    " FROM notification_outbox")  # fmt: skip
+        assert cur.fetchone() == ("PENDING", 1, "HTTP 503", True)
+    assert dispatcher.run_once() == 0  # not due yet: the backoff holds it back
+
+    for _ in range(2):
+        with db.cursor() as cur:
+            cur.execute("UPDATE notification_outbox SET next_attempt_at = now()")
+        dispatcher.run_once()
+
+    assert outbox_rows(db)[0][2:] == ("DEAD", 3)
+    (dead,) = NotificationAdmin(dispatcher.pool).dead()
+    assert (dead["attempts"], dead["last_error"]) == (3, "HTTP 503")
+
+
+def test_requeued_dead_notifications_are_delivered(
+    quiet_app: Flask,
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    dispatcher_for: Callable[..., Dispatcher],
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    quiet_app.test_client().post("/v1/payments/charge", json={"idempotency_key": "o", "trip_id": 101, "method": "CARD"})
+    notifications.fail_with = 500
+    dispatcher = dispatcher_for(notifications.url, NOTIFY_MAX_ATTEMPTS=1)
+    dispatcher.run_once()
+    admin = NotificationAdmin(dispatcher.pool)
+    assert MetricsService(dispatcher.pool).outbox_counts() == {"PENDING": 0, "DEAD": 1}
+
+    notifications.fail_with = None
+    requeued = admin.requeue(None)
+    dispatcher.run_once()
+
+    assert len(requeued) == 1
+    assert outbox_rows(db)[0][2:] == ("DELIVERED", 1)
+    assert len(notifications.received) == 1
+
+
+def test_parallel_dispatchers_never_send_the_same_row_twice(
+    quiet_app: Flask,
+    insert_payment: Callable[..., int],
+    notifications: FakeNotificationService,
+    dispatcher_for: Callable[..., Dispatcher],
+    db: psycopg2.extensions.connection,
+) -> None:
+    ids = [insert_payment(amount=Decimal("10.00")) for _ in range(60)]
+    client = quiet_app.test_client()
+    for payment_id in ids:
+        client.post(f"/v1/payments/{payment_id}/refund", json={"amount": 1})
+    dispatchers = [dispatcher_for(notifications.url, NOTIFY_BATCH_SIZE=5) for _ in range(4)]
+    barrier = threading.Barrier(len(dispatchers))
+
+    def drain(dispatcher: Dispatcher) -> None:
+        barrier.wait()
+        while dispatcher.run_once():
+            pass
+
+    threads = [threading.Thread(target=drain, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    sent = Counter(notifications.keys)
+    assert len(sent) == 60
+    assert set(sent.values()) == {1}
+    assert {row[2] for row in outbox_rows(db)} == {"DELIVERED"}
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(max_attempts=10, base_seconds=1.0, max_seconds=30.0)
+    rng = random.Random(1)
+
+    for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (4, 8), (6, 30), (9, 30)]:
+        delays = [policy.delay(attempt, rng) for _ in range(200)]
+        assert min(delays) >= ceiling * 0.5
+        assert max(delays) <= ceiling
+        assert max(delays) - min(delays) > ceiling * 0.3  # jitter spreads retries out
+
+
+def test_operator_commands_dispatch_list_and_requeue(
+    test_config: Config,
+    quiet_app: Flask,
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    quiet_app.test_client().post("/v1/payments/charge", json={"idempotency_key": "o", "trip_id": 101, "method": "CARD"})
+
+    def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env=database_env(test_config, NOTIFICATION_SERVICE_URL=notifications.url, LOG_LEVEL="ERROR", **env),
+        )  # fmt: skip
+
+    notifications.fail_with = 503
+    failed = manage("dispatch-notifications", "--once", NOTIFY_MAX_ATTEMPTS="1")
+    listed = manage("dead-notifications")
+    notifications.fail_with = None
+    requeued = manage("requeue-notifications", "--all")
+    delivered = manage("dispatch-notifications", "--once")
+
+    assert failed.returncode == 0 and "attempted 1" in failed.stdout
+    assert "payment-1-success" in listed.stdout and "HTTP 503" in listed.stdout
+    assert "re-queued 1" in requeued.stdout
+    assert delivered.returncode == 0 and "attempted 1" in delivered.stdout
+    assert [n["notification_id"] for n in notifications.received] == ["payment-1-success"]
