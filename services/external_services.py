@@ -1,4 +1,4 @@
-"""Other systems the service talks to: the trip service, the payment gateway, the notification service.
+"""Other systems the service talks to: the trip service, the payment gateway, the rider and driver services.
 
 Each sits behind a small class chosen at start-up (see `build_external_services`), so tests and
 future real integrations swap the implementation without touching the charge logic.
