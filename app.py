@@ -17,7 +17,7 @@ from api.middleware.auth import register_auth
 from api.middleware.error_handlers import register_error_handlers
 from api.middleware.rate_limiter import RateLimiter, register_rate_limiter
 from api.middleware.request_context import register_request_context
-from api.routes import health, metrics, payments
+from api.routes import docs, health, metrics, payments
 from config import Config, ConfigError
 from database.connection import ConnectionPool
 from services.external_services import build_external_services
@@ -92,6 +92,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.register_blueprint(health.bp)
     app.register_blueprint(payments.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(docs.bp)
 
     logger.info(
         "payment service configured",

@@ -8,14 +8,12 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
+from api.openapi import list_parameter, list_parameter_names, validate_request_body
+from models.payment import PAYMENT_METHODS
 from services.payment_service import ChargeRequest, PaymentFilters
 from services.refund_service import RefundRequest
 from utils.errors import ValidationError
 from utils.helpers import MAX_BIGINT, parse_positive_id
-
-LIST_PARAMETERS = ("trip_id", "rider_id", "driver_id", "status", "method", "limit", "offset")
-MAX_LIMIT = 1000
 
 
 def _single(args: MultiDict[str, str], name: str) -> str | None:
@@ -62,34 +60,29 @@ def _int_param(args: MultiDict[str, str], name: str, default: int, minimum: int,
 
 def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
     """Validate the query string of GET /v1/payments; unknown parameters are rejected, not ignored."""
-    unknown = sorted(set(args) - set(LIST_PARAMETERS))
+    allowed = list_parameter_names()
+    unknown = sorted(set(args) - set(allowed))
     if unknown:
         raise ValidationError(
-            f"Unknown query parameter '{unknown[0]}'; allowed: {', '.join(LIST_PARAMETERS)}.", field=unknown[0]
+            f"Unknown query parameter '{unknown[0]}'; allowed: {', '.join(allowed)}.", field=unknown[0]
         )
+    # Bounds, defaults and allowed values are read from the OpenAPI document, so they cannot drift.
+    limit, offset = list_parameter("limit"), list_parameter("offset")
     return PaymentFilters(
         trip_id=_id_param(args, "trip_id"),
         rider_id=_id_param(args, "rider_id"),
         driver_id=_id_param(args, "driver_id"),
-        status=_enum_param(args, "status", PAYMENT_STATUSES),
-        method=_enum_param(args, "method", PAYMENT_METHODS),
-        limit=_int_param(args, "limit", 100, 1, MAX_LIMIT),
-        offset=_int_param(args, "offset", 0, 0, MAX_BIGINT),
+        status=_enum_param(args, "status", tuple(list_parameter("status")["enum"])),
+        method=_enum_param(args, "method", tuple(list_parameter("method")["enum"])),
+        limit=_int_param(args, "limit", limit["default"], limit["minimum"], limit["maximum"]),
+        offset=_int_param(args, "offset", offset["default"], offset["minimum"], offset["maximum"]),
     )
 
 
 # --- request bodies -----------------------------------------------------------------------------
 
-CHARGE_FIELDS = ("idempotency_key", "trip_id", "method", "rider_id", "driver_id", "amount")
 MAX_AMOUNT = Decimal("99999999.99")  # NUMERIC(10,2)
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-def reject_unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    """A misspelt field must never be silently ignored (e.g. `ammount` would charge the computed fare)."""
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ValidationError(f"Unknown field '{unknown[0]}'; allowed: {', '.join(allowed)}.", field=unknown[0])
 
 
 def body_id(body: dict[str, Any], name: str, required: bool) -> int | None:
@@ -154,8 +147,8 @@ def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
 
 
 def parse_charge_request(body: dict[str, Any], key_header: str | None) -> ChargeRequest:
-    """Validate a charge body; every problem is a 400 naming the field."""
-    reject_unknown_fields(body, CHARGE_FIELDS)
+    """Validate a charge body against the document, then parse it; every problem is a 400 naming the field."""
+    validate_request_body("chargePayment", body)
     key = idempotency_key(body, key_header)
     if key is None:
         raise ValidationError(
@@ -172,13 +165,12 @@ def parse_charge_request(body: dict[str, Any], key_header: str | None) -> Charge
     )
 
 
-REFUND_FIELDS = ("amount", "reason", "idempotency_key")
 MAX_REASON_LENGTH = 500
 
 
 def parse_refund_request(body: dict[str, Any], key_header: str | None) -> RefundRequest:
-    """Validate a refund body (every field optional); every problem is a 400 naming the field."""
-    reject_unknown_fields(body, REFUND_FIELDS)
+    """Validate a refund body (every field optional) against the document, then parse it."""
+    validate_request_body("refundPayment", body)
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
         raise ValidationError(

@@ -36,6 +36,7 @@ from tests.fakes import (
     fake_trip_service,
 )
 from tests.helpers import closed_port, database_env
+from tests.openapi_check import check_response
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox")
@@ -316,3 +317,19 @@ def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     yield f"redis://127.0.0.1:{port}/0", process
     process.kill()
     process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def responses_match_the_openapi_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every response a test receives through the Flask test client must match openapi.yaml."""
+    original = FlaskClient.open
+
+    def checked_open(self: FlaskClient, *args: Any, **kwargs: Any) -> Any:
+        response = original(self, *args, **kwargs)
+        request = response.request
+        body = response.get_json(silent=True) if response.mimetype == "application/json" else None
+        problems = check_response(request.method, request.path, response.status_code, response.mimetype, body)
+        assert not problems, "response differs from openapi.yaml: " + "; ".join(problems)
+        return response
+
+    monkeypatch.setattr(FlaskClient, "open", checked_open)
