@@ -89,6 +89,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     register_auth(app)
     register_rate_limiter(app, RateLimiter(settings))
     register_error_handlers(app)
+    app.url_map.converters["payment_id"] = payments.PaymentIdConverter
     app.register_blueprint(health.bp)
     app.register_blueprint(payments.bp)
     app.register_blueprint(metrics.bp)

@@ -7,8 +7,8 @@ api/validation.py, so what the document promises and what the service accepts ca
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from decimal import Decimal
+from collections.abc import Callable, Iterator
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,43 @@ def document() -> dict[str, Any]:
     return yaml.safe_load(document_text())
 
 
+def _exact(value: Any) -> Decimal:
+    """A JSON number as the exact decimal it was written as (0.01 is not a binary float)."""
+    return Decimal(str(value))
+
+
 def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: dict[str, Any]) -> Iterator[SchemaError]:
-    """MultipleOf computed in exact decimals (JSON numbers arrive as Decimal; 0.01 is not a binary float)."""
+    """Check multipleOf in exact decimals; a number too large to divide is simply not a multiple."""
     if not validator.is_type(instance, "number"):
         return
-    if Decimal(str(instance)) % Decimal(str(divisor)) != 0:
-        yield SchemaError(f"{instance!r} is not a multiple of {divisor}")
+    try:
+        exact = _exact(instance) % _exact(divisor) == 0
+    except (InvalidOperation, ValueError):
+        exact = False
+    if not exact:
+        yield SchemaError(f"{instance} is not a multiple of {divisor}")
 
 
-_ExactValidator = validators.extend(Draft202012Validator, {"multipleOf": _multiple_of})
+def _bound(compare: Callable[[Decimal, Decimal], bool], words: str) -> Callable[..., Iterator[SchemaError]]:
+    """A minimum/maximum keyword compared in exact decimals (99999999.99 must not exceed 99999999.99)."""
+
+    def check(validator: Any, bound: Any, instance: Any, schema: dict[str, Any]) -> Iterator[SchemaError]:
+        if validator.is_type(instance, "number") and not compare(_exact(instance), _exact(bound)):
+            yield SchemaError(f"{instance} is {words} {bound}")
+
+    return check
+
+
+_ExactValidator = validators.extend(
+    Draft202012Validator,
+    {
+        "multipleOf": _multiple_of,
+        "maximum": _bound(lambda value, bound: value <= bound, "greater than the maximum of"),
+        "minimum": _bound(lambda value, bound: value >= bound, "less than the minimum of"),
+        "exclusiveMaximum": _bound(lambda value, bound: value < bound, "not less than"),
+        "exclusiveMinimum": _bound(lambda value, bound: value > bound, "not greater than"),
+    },
+)
 
 
 @functools.cache

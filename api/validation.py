@@ -148,13 +148,14 @@ def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
 
 def parse_charge_request(body: dict[str, Any], key_header: str | None) -> ChargeRequest:
     """Validate a charge body against the document, then parse it; every problem is a 400 naming the field."""
-    validate_request_body("chargePayment", body)
     key = idempotency_key(body, key_header)
     if key is None:
         raise ValidationError(
             "An idempotency key is required: the idempotency_key field or the Idempotency-Key header.",
             field="idempotency_key",
         )
+    # The document requires the key in the body; a key sent only as the header stands in for it.
+    validate_request_body("chargePayment", {**body, "idempotency_key": key})
     return ChargeRequest(
         idempotency_key=key,
         trip_id=body_id(body, "trip_id", required=True) or 0,

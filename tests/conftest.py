@@ -277,7 +277,7 @@ def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> I
             try:
                 requests.get(f"{url}/live", timeout=0.5)
                 return url
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while binding, or a worker still booting
                 if process.poll() is not None:
                     pytest.fail(f"gunicorn exited: {process.stderr.read() if process.stderr else ''}")
                 time.sleep(0.1)

@@ -25,9 +25,10 @@ def _matches(template: str, path: str) -> bool:
 def operation_for(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
     """The documented (template, operation) serving `method path`, or None if the document has none."""
     for template in _templates():
-        item = document()["paths"][template]
-        if _matches(template, path) and method.lower() in item:
-            return template, item[method.lower()]
+        if _matches(template, path):
+            # The first (most literal) match owns the path; without that method it is a 405 by design.
+            item = document()["paths"][template]
+            return (template, item[method.lower()]) if method.lower() in item else None
     return None
 
 

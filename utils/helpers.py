@@ -45,3 +45,11 @@ class PaymentJSONProvider(DefaultJSONProvider):
 def dump_json(value: Any) -> str:
     """Serialise a response body the same way on every path (compact, contract encodings)."""
     return json.dumps(value, default=PaymentJSONProvider.default, separators=(",", ":"), ensure_ascii=False)
+
+
+_CONVERTER_RE = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
+
+
+def route_template(rule: str) -> str:
+    """A Flask rule without converter names: /v1/payments/<payment_id:payment_id> -> /v1/payments/<payment_id>."""
+    return _CONVERTER_RE.sub(r"<\1>", rule)

@@ -8,6 +8,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from utils.helpers import route_template
 from utils.logger import get_logger
 from utils.metrics import HTTP_DURATION, HTTP_REQUESTS
 
@@ -32,7 +33,7 @@ def _finish_request(response: Response) -> Response:
     elapsed = time.perf_counter() - started if started is not None else None
     duration_ms = round(elapsed * 1000, 2) if elapsed is not None else None
     # The route template (/v1/payments/<payment_id>), never the raw path, keeps label values bounded.
-    endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    endpoint = route_template(request.url_rule.rule) if request.url_rule is not None else "<unmatched>"
     HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
     if elapsed is not None:
         HTTP_DURATION.labels(request.method, endpoint).observe(elapsed)

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from services.health_service import HealthService
+from utils.helpers import route_template
 
 bp = Blueprint("health", __name__)
 
@@ -30,7 +31,7 @@ def _endpoint_index() -> dict[str, str]:
         if rule.endpoint == "static":
             continue
         methods = ",".join(sorted(m for m in rule.methods or () if m not in ("HEAD", "OPTIONS")))
-        index[rule.endpoint.split(".")[-1]] = f"{methods} {rule.rule}"
+        index[rule.endpoint.split(".")[-1]] = f"{methods} {route_template(rule.rule)}"
     return index
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import BaseConverter
 
 from api.request_body import read_json_object
 from api.validation import parse_charge_request, parse_list_filters, parse_refund_request
@@ -17,6 +18,16 @@ from services.refund_service import RefundService
 from utils.helpers import parse_positive_id
 
 bp = Blueprint("payments", __name__, url_prefix="/v1")
+
+
+class PaymentIdConverter(BaseConverter):
+    """Any path segment except `charge`, so /v1/payments/charge belongs to the charge route alone.
+
+    Non-numeric ids still reach the handlers and get 404 payment_not_found; only `charge` is kept
+    out, so GET /v1/payments/charge is a 405 that advertises POST instead of a puzzling 404.
+    """
+
+    regex = r"(?!charge$)[^/]+"
 
 
 def _payments() -> PaymentService:
@@ -31,7 +42,7 @@ def list_payments() -> ResponseReturnValue:
     return jsonify(_payments().list_payments(filters))
 
 
-@bp.get("/payments/<payment_id>")
+@bp.get("/payments/<payment_id:payment_id>")
 def get_payment(payment_id: str) -> ResponseReturnValue:
     """Return one payment; a non-numeric id is simply not found."""
     return jsonify(_payments().get_payment(parse_positive_id(payment_id)))
@@ -59,7 +70,7 @@ def charge() -> ResponseReturnValue:
     return outcome_response(_payments().charge(charge_request, idempotency_scope("charge")))
 
 
-@bp.post("/payments/<payment_id>/refund")
+@bp.post("/payments/<payment_id:payment_id>/refund")
 def refund(payment_id: str) -> ResponseReturnValue:
     """Refund part or all of a payment; idempotent when a key is given."""
     body = read_json_object(request, allow_empty=True)
@@ -96,7 +107,7 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
     )
 
 
-@bp.get("/payments/<payment_id>/receipt")
+@bp.get("/payments/<payment_id:payment_id>/receipt")
 def receipt(payment_id: str) -> ResponseReturnValue:
     """The payment's receipt as JSON, or as a printable page for `Accept: text/html`."""
     receipts: ReceiptService = current_app.extensions["receipt_service"]

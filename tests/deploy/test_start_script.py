@@ -104,7 +104,7 @@ def wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
         try:
             if requests.get(f"{url}/ready", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused while binding, or a worker still booting
             pass
         time.sleep(0.2)
     pytest.fail("service did not become ready within 60 s")

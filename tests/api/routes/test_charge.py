@@ -623,9 +623,9 @@ def test_a_malformed_key_header_is_400(
     assert all_empty(db)
 
 
-def test_the_error_body_is_json_even_for_get_on_the_charge_route(charge_client: FlaskClient) -> None:
+def test_get_on_the_charge_route_is_405_advertising_post(charge_client: FlaskClient) -> None:
     response = charge_client.get("/v1/payments/charge")
 
-    # "charge" is read as a payment id on the GET route: not a number, so not found.
-    assert (response.status_code, response.get_json()["code"]) == (404, "payment_not_found")
-    assert json.loads(response.get_data())["status_code"] == 404
+    assert (response.status_code, response.get_json()["code"]) == (405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"] and "GET" not in response.headers["Allow"]
+    assert json.loads(response.get_data())["status_code"] == 405
