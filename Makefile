@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVDB := $(BIN)/python scripts/devdb.py run --
 
-.PHONY: install run test lint bench-read db-stop clean
+.PHONY: install run test fuzz lint db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(DEVDB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+fuzz: $(STAMP)
+	$(DEVDB) bash scripts/fuzz.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -193,3 +193,22 @@ def fake_profile_service() -> Iterator[FakeProfileService]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serve_trips_forever(port: int) -> None:
+    """Run a trip service that knows every trip as COMPLETED (for scripts/fuzz.sh); Ctrl-C stops it."""
+    with fake_trip_service() as fake:
+        fake.answers = _EveryTripCompleted()
+        print(fake.url, flush=True)
+        threading.Event().wait()
+
+
+class _EveryTripCompleted(dict):
+    """An answers table in which any trip id is a completed trip of (id mod 40) km."""
+
+    def get(self, trip_id: int, default: object = None) -> FakeAnswer:  # type: ignore[override]
+        return FakeAnswer(200, {"trip_id": trip_id, "status": "COMPLETED", "distance_km": trip_id % 40})
+
+
+if __name__ == "__main__":
+    serve_trips_forever(0)
