@@ -125,7 +125,8 @@ def body_method(body: dict[str, Any]) -> str:
 def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
     """The key from the body or the Idempotency-Key header (bare or IETF-quoted); both must agree."""
     from_body = body.get("idempotency_key")
-    if from_body is not None and (not isinstance(from_body, str) or not _KEY_RE.match(from_body)):
+    # An explicit null is not "absent": the document types the field as a string.
+    if "idempotency_key" in body and (not isinstance(from_body, str) or not _KEY_RE.match(from_body)):
         raise ValidationError(
             "Field 'idempotency_key' must be 1-255 printable ASCII characters without spaces.",
             field="idempotency_key",

@@ -613,6 +613,17 @@ def test_header_and_body_keys_that_differ_are_400(
     assert all_empty(db)
 
 
+def test_a_null_body_key_is_rejected_even_with_a_header_key(
+    charge_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+
+    response = charge(charge_client, key=None, headers={"Idempotency-Key": "hdr"}, idempotency_key=None)
+
+    assert (response.status_code, response.get_json()["field"]) == (400, "idempotency_key")
+    assert all_empty(db)
+
+
 @pytest.mark.parametrize("header", ["", '""', "has space", "x" * 256])
 def test_a_malformed_key_header_is_400(
     charge_client: FlaskClient, db: psycopg2.extensions.connection, header: str
