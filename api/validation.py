@@ -155,8 +155,7 @@ def parse_charge_request(body: dict[str, Any], key_header: str | None) -> Charge
             "An idempotency key is required: the idempotency_key field or the Idempotency-Key header.",
             field="idempotency_key",
         )
-    # The document requires the key in the body; a key sent only as the header stands in for it.
-    validate_request_body("chargePayment", {**body, "idempotency_key": key})
+    validate_request_body("chargePayment", body)
     return ChargeRequest(
         idempotency_key=key,
         trip_id=body_id(body, "trip_id", required=True) or 0,
