@@ -58,3 +58,16 @@ def database_env(config: Config, **extra: str) -> dict[str, str]:
             env["DB_PASS"] = config.DB_PASS
     env.update(extra)
     return env
+
+
+def payment_count(config: Config) -> int:
+    """How many payments the database named by `config` holds (over a connection of its own)."""
+    import psycopg2
+
+    conn = psycopg2.connect(config.get_database_uri())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM payments")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()

@@ -12,7 +12,7 @@ import pytest
 
 from config import Config
 from tests.conftest import config_for_database, create_database, drop_database
-from tests.helpers import closed_port, database_env
+from tests.helpers import closed_port, database_env, payment_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,18 +37,6 @@ def run_setup(config: Config, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
-def stored(config: Config) -> int:
-    import psycopg2
-
-    conn = psycopg2.connect(config.get_database_uri())
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM payments")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
 def seed_rows() -> int:
     return len((ROOT / "rhfd_payments.csv").read_text().strip().splitlines()) - 1
 
@@ -64,7 +52,7 @@ def test_running_twice_creates_migrates_and_seeds_once(target: Config) -> None:
     assert second.returncode == 0, second.stderr
     assert "schema up to date" in second.stdout
     assert f"{seed_rows()} rows in file, 0 inserted" in second.stdout
-    assert stored(target) == seed_rows()
+    assert payment_count(target) == seed_rows()
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
@@ -81,7 +69,7 @@ def test_a_malformed_csv_is_reported_and_nothing_is_loaded(target: Config, tmp_p
     assert result.returncode == 1
     assert "line 11" in result.stderr and "method" in result.stderr
     assert "nothing loaded" in result.stderr
-    assert stored(target) == 0
+    assert payment_count(target) == 0
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
@@ -93,9 +81,9 @@ def test_seed_csv_can_come_from_the_environment_and_no_seed_skips_it(target: Con
     )
 
     assert run_setup(target, "--no-seed").returncode == 0
-    assert stored(target) == 0
+    assert payment_count(target) == 0
     assert run_setup(target, SEED_CSV=str(small)).returncode == 0
-    assert stored(target) == 1
+    assert payment_count(target) == 1
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
@@ -106,7 +94,7 @@ def test_only_reset_destroys_data(target: Config, tmp_path: Path) -> None:
 
     assert reset.returncode == 0, reset.stderr
     assert "dropped" in reset.stdout
-    assert stored(target) == 0
+    assert payment_count(target) == 0
 
 
 def test_an_unreachable_database_is_a_clear_failure_not_a_traceback(base_config: Config) -> None:

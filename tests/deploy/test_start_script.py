@@ -13,13 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 
 from config import Config
 from tests.conftest import config_for_database, create_database, drop_database
-from tests.helpers import closed_port, database_env
+from tests.helpers import closed_port, database_env, payment_count
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
@@ -113,16 +112,6 @@ def wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
-
-
-def payment_count(config: Config) -> int:
-    conn = psycopg2.connect(config.get_database_uri())
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM payments")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_start_script_migrates_seeds_serves_and_a_restart_keeps_every_payment(
