@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -43,17 +44,29 @@ logconfig_dict = {
 control_socket_disable = True
 
 
+# The metrics directory on_starting made itself (if any), for on_exit to remove.
+_made: dict[str, str] = {}
+
+
 def on_starting(server: Any) -> None:
     """Give prometheus_client a fresh multiprocess directory before any worker starts."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
-        tempfile.gettempdir(), f"payment-service-metrics-{os.getpid()}"
-    )
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        # Our own directory for this master; removed again in on_exit.
+        path = tempfile.mkdtemp(prefix="payment-service-metrics-")
+        _made["metrics_dir"] = path
     os.makedirs(path, exist_ok=True)
     # Files left by an earlier run would add old counts to the new ones. Only prometheus_client's
     # own *.db files are removed, whatever directory the variable names.
     for leftover in glob.glob(os.path.join(path, "*.db")):
         os.remove(leftover)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory if on_starting made it (never one the operator named)."""
+    if "metrics_dir" in _made:
+        shutil.rmtree(_made.pop("metrics_dir"), ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -48,3 +48,24 @@ def test_start_clears_only_old_metric_files(monkeypatch: pytest.MonkeyPatch, tmp
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+def test_a_directory_it_made_itself_is_removed_on_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Empty counts as unset; monkeypatch restores the real environment afterwards.
+    conf = load_conf(monkeypatch, PROMETHEUS_MULTIPROC_DIR="")
+
+    conf.on_starting(server=None)
+    made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert made.is_dir()
+    conf.on_exit(server=None)
+
+    assert not made.exists()
+
+
+def test_a_directory_the_operator_named_is_kept_on_exit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    conf = load_conf(monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+
+    conf.on_starting(server=None)
+    conf.on_exit(server=None)
+
+    assert tmp_path.is_dir()
