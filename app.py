@@ -39,7 +39,6 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     configure_logging(settings.LOG_LEVEL, json_lines=not settings.DEBUG)
 
     app = Flask(__name__)
-    app.json_provider_class = PaymentJSONProvider
     app.json = PaymentJSONProvider(app)
     app.config.update(
         SERVICE=settings,

@@ -98,7 +98,7 @@ def request_schema_pointer(operation_id: str) -> str:
     raise KeyError(operation_id)
 
 
-def _field_of(error: SchemaError, body: dict[str, Any]) -> str:
+def _field_of(error: SchemaError) -> str:
     """Which field an error is about, for the 400 body's `field`."""
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
@@ -134,9 +134,9 @@ def validate_request_body(operation_id: str, body: dict[str, Any]) -> None:
     error = errors[0]
     if error.validator in ("oneOf", "anyOf") and error.context:
         error = min(error.context, key=lambda e: len(e.absolute_path))
-        field = _field_of(errors[0], body)
+        field = _field_of(errors[0])
     else:
-        field = _field_of(error, body)
+        field = _field_of(error)
     raise ValidationError(_message(field, error), field=field)
 
 
