@@ -6,41 +6,16 @@
 #
 # Needs `wrk` (Debian package) and `make install`. Uses DB_HOST/DB_PORT/DB_USER from the
 # environment (default 127.0.0.1:5432 postgres); creates and drops its own database.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 
-export DB_HOST="${DB_HOST:-127.0.0.1}" DB_PORT="${DB_PORT:-5432}" DB_USER="${DB_USER:-postgres}"
-export DB_NAME="payments_bench_$$" LOG_LEVEL=WARNING RATE_LIMIT_ENABLED=false
 PORT="${PORT:-8093}"
-DURATION="${DURATION:-10s}"
 ROWS="${ROWS:-0}"
-PSQL=(psql -q -X -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER")
-
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
-cleanup() {
-    [ -n "${GUNICORN_PID:-}" ] && kill "$GUNICORN_PID" 2>/dev/null && wait "$GUNICORN_PID" 2>/dev/null
-    "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || true
-}
-trap cleanup EXIT
 
 .venv/bin/python database_setup.py >/dev/null
 if [ "$ROWS" -gt 0 ]; then
-    echo "inserting $ROWS synthetic payments..."
-    "${PSQL[@]}" -d "$DB_NAME" <<SQL
-INSERT INTO payments (trip_id, rider_id, driver_id, amount, method, status, reference, created_at, updated_at)
-SELECT 100000 + g, 1 + g % 50000, 1 + g % 5000, round((5 + random() * 80)::numeric, 2),
-       (ARRAY['CARD','UPI','WALLET','CASH'])[1 + g % 4],
-       CASE WHEN g % 50 = 0 THEN 'FAILED' WHEN g % 97 = 0 THEN 'REFUNDED' ELSE 'SUCCESS' END,
-       'BENCH-' || g, now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval
-FROM generate_series(1, $ROWS) AS g;
-ANALYZE payments;
-SQL
+    insert_synthetic_payments "$ROWS"
 fi
-
-.venv/bin/gunicorn app:app -w 2 -b "127.0.0.1:$PORT" --no-control-socket --log-level warning \
-    --access-logfile /dev/null >/tmp/bench_gunicorn.log 2>&1 &
-GUNICORN_PID=$!
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/live" >/dev/null && break; sleep 0.2; done
+start_gunicorn "$PORT" /tmp/bench_gunicorn.log -w 2 --threads 1
 
 run() {
     local label=$1 path=$2
