@@ -139,8 +139,14 @@ class ConnectionPool:
             yield conn
             conn.commit()
         except BROKEN_CONNECTION_ERRORS as exc:
-            broken = True
-            logger.warning("database connection lost", extra={"error": str(exc).strip()})
+            # OperationalError also covers a statement timeout, a lock timeout or a deadlock, after
+            # which the session is fine; only a connection that is gone (psycopg2 marks it closed)
+            # or that cannot even roll back is dropped. Every case is a retryable 503 for the client.
+            broken = bool(conn.closed) or not self._rolled_back(conn)
+            logger.warning(
+                "database connection lost" if broken else "database statement failed",
+                extra={"error": str(exc).strip(), "pgcode": getattr(exc, "pgcode", None)},
+            )
             raise DatabaseUnavailableError() from exc
         except BaseException:
             if not conn.closed:
@@ -156,6 +162,15 @@ class ConnectionPool:
                 except BROKEN_CONNECTION_ERRORS:
                     broken = True
             self.putconn(conn, discard=broken)
+
+    @staticmethod
+    def _rolled_back(conn: psycopg2.extensions.connection) -> bool:
+        """Roll back after a failed statement; False when the connection turned out to be unusable."""
+        try:
+            conn.rollback()
+            return True
+        except psycopg2.Error:
+            return False
 
     @contextmanager
     def cursor(self, single_statement: bool = False) -> Iterator[psycopg2.extras.RealDictCursor]:

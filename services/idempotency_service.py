@@ -62,9 +62,12 @@ UPDATE idempotency_keys
        lock_token = NULL, locked_at = NULL
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
 """
+# A claim that reached its recovery point is never released, even if this request believes it did
+# not: the COMMIT that recorded the attempt may have succeeded while its acknowledgement was lost
+# (connection dropped). Deleting the row would orphan the payment; kept, a retry resumes it.
 RELEASE_KEY = """
 DELETE FROM idempotency_keys
-WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s AND payment_id IS NULL
 """
 PURGE_EXPIRED = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 

@@ -100,6 +100,23 @@ def test_a_connection_lost_mid_transaction_becomes_503_and_is_dropped(
     assert _backend_pid(pool) != pid
 
 
+def test_a_statement_timeout_becomes_503_but_keeps_the_healthy_connection(
+    test_config: Config, db: psycopg2.extensions.connection
+) -> None:
+    pool = ConnectionPool(
+        test_config.get_database_uri(), size=1, wait_timeout=0.5, connect_timeout=2, statement_timeout_ms=100
+    )
+    try:
+        pid = _backend_pid(pool)
+        with pytest.raises(DatabaseUnavailableError), pool.cursor() as cur:
+            cur.execute("SELECT pg_sleep(2)")
+
+        assert pool.idle_count() == 1
+        assert _backend_pid(pool) == pid
+    finally:
+        pool.close()
+
+
 def test_an_exhausted_pool_waits_then_fails_with_database_unavailable(pool: ConnectionPool) -> None:
     held = [pool.getconn(), pool.getconn()]
     try:
