@@ -211,6 +211,8 @@ class Config:
     HTTP_READ_TIMEOUT: float = 3.0
     HEALTH_CHECK_TIMEOUT: float = 1.0
     RECEIPT_LOOKUP_TIMEOUT: float = 1.0
+    TRIP_SERVICE_MAX_CONCURRENCY: int = 2
+    TRIP_SERVICE_QUEUE_TIMEOUT: float = 0.25
     HEALTH_CHECK_CACHE_SECONDS: float = 5.0
 
     RATE_LIMIT_ENABLED: bool = True
@@ -270,6 +272,8 @@ class Config:
             HTTP_READ_TIMEOUT=_float(env, "HTTP_READ_TIMEOUT", 3.0, 0.01, 120.0),
             HEALTH_CHECK_TIMEOUT=_float(env, "HEALTH_CHECK_TIMEOUT", 1.0, 0.01, 1.0),
             RECEIPT_LOOKUP_TIMEOUT=_float(env, "RECEIPT_LOOKUP_TIMEOUT", 1.0, 0.01, 10.0),
+            TRIP_SERVICE_MAX_CONCURRENCY=_int(env, "TRIP_SERVICE_MAX_CONCURRENCY", 2, 1, 1000),
+            TRIP_SERVICE_QUEUE_TIMEOUT=_float(env, "TRIP_SERVICE_QUEUE_TIMEOUT", 0.25, 0.0, 60.0),
             HEALTH_CHECK_CACHE_SECONDS=_float(env, "HEALTH_CHECK_CACHE_SECONDS", 5.0, 0.0, 3600.0),
             RATE_LIMIT_ENABLED=_bool(env, "RATE_LIMIT_ENABLED", True),
             RATE_LIMIT_DEFAULT=_rate_limit(env, "RATE_LIMIT_DEFAULT", "1000 per minute"),

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -125,6 +128,29 @@ def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> 
     return Trip(trip_id, status, distance, surge, _optional_id("rider_id"), _optional_id("driver_id"))
 
 
+class Bulkhead:
+    """At most `limit` calls in flight from this process; a caller waits `queue_timeout` at most for a slot.
+
+    A dependency that hangs then holds `limit` threads, not all of them, so the worker keeps
+    serving everything else (reads, refunds, health) while charges fail fast with a 503.
+    """
+
+    def __init__(self, limit: int, queue_timeout: float) -> None:
+        """A semaphore of `limit` slots."""
+        self._slots = threading.BoundedSemaphore(limit)
+        self._queue_timeout = queue_timeout
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Yield True holding a slot, or False if none became free in time."""
+        acquired = self._slots.acquire(timeout=self._queue_timeout)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                self._slots.release()
+
+
 class TripClient(Protocol):
     """Looks up a trip; raises TripNotFoundError, TripServiceUnavailableError or TripServiceBadResponseError."""
 
@@ -143,6 +169,7 @@ class HttpTripClient:
         self._surge_levels = config.SURGE_MULTIPLIERS
         self._debug = config.DEBUG
         self._session = session or internal_session()
+        self._bulkhead = Bulkhead(config.TRIP_SERVICE_MAX_CONCURRENCY, config.TRIP_SERVICE_QUEUE_TIMEOUT)
 
     def _fetch(self, trip_id: int) -> requests.Response:
         """GET the trip; a refused/reset connection is retried once, a timeout is not (it already cost time)."""
@@ -157,10 +184,13 @@ class HttpTripClient:
 
     def get_trip(self, trip_id: int) -> Trip:
         """Return the trip, or the reference's mock trip in DEBUG when the trip service cannot answer."""
-        try:
-            response = self._fetch(trip_id)
-        except requests.RequestException as exc:
-            return self._unavailable(trip_id, type(exc).__name__)
+        with self._bulkhead.slot() as acquired:
+            if not acquired:
+                return self._unavailable(trip_id, "too many trip service calls in flight")
+            try:
+                response = self._fetch(trip_id)
+            except requests.RequestException as exc:
+                return self._unavailable(trip_id, type(exc).__name__)
         if response.status_code == 404:
             raise TripNotFoundError(trip_id)
         if response.status_code >= 500:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -317,6 +318,32 @@ def test_a_hanging_trip_service_is_503_within_the_read_timeout_plus_a_second(
     assert (response.status_code, response.get_json()["code"]) == (503, "trip_service_unavailable")
     assert elapsed < 1.0 + 1.0
     assert all_empty(db)
+
+
+def test_calls_beyond_the_trip_service_bulkhead_fail_fast_instead_of_waiting_on_a_hung_service(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    app = make_app(
+        TRIP_SERVICE_URL=trips.url, HTTP_READ_TIMEOUT=2.0, TRIP_SERVICE_MAX_CONCURRENCY=1,
+        TRIP_SERVICE_QUEUE_TIMEOUT=0.1, GATEWAY_SUCCESS_RATE=1.0,
+    )  # fmt: skip
+    trips.answer(101, 200, {"status": "COMPLETED", "distance_km": 1}, delay=3.0)
+    trips.trip(102)
+    hung = threading.Thread(target=lambda: charge(app.test_client(), key="k-1", trip_id=101))
+    hung.start()
+    deadline = time.monotonic() + 2
+    while trips.calls.get(101) != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    started = time.monotonic()
+    response = charge(app.test_client(), key="k-2", trip_id=102)
+    elapsed = time.monotonic() - started
+    hung.join()
+
+    assert (response.status_code, response.get_json()["code"]) == (503, "trip_service_unavailable")
+    assert elapsed < 1.0  # the queue timeout, not the 2 s read timeout
+    assert trips.calls.get(102) is None
+    assert charge(app.test_client(), key="k-2", trip_id=102).status_code == 201  # the slot is free again
 
 
 def test_an_unreachable_trip_service_is_503(make_app: Callable[..., Flask], db: psycopg2.extensions.connection) -> None:
