@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +17,6 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 import redis
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from psycopg2 import sql
@@ -35,7 +32,7 @@ from tests.fakes import (
     fake_profile_service,
     fake_trip_service,
 )
-from tests.helpers import closed_port, database_env
+from tests.helpers import Gunicorn, closed_port, database_env, start_gunicorn
 from tests.openapi_check import check_response
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,47 +245,21 @@ def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> I
     Keyword arguments become environment variables of the server (e.g. TRIP_SERVICE_URL=...).
     Rate limiting is off unless asked for: these servers take bursts that only its own tests aim at.
     """
-    processes: list[subprocess.Popen[str]] = []
-    metrics_dirs: list[str] = []
+    servers: list[Gunicorn] = []
 
     def start(workers: int = 2, threads: int = 8, **env: object) -> str:
-        port = closed_port()
-        metrics_dir = tempfile.mkdtemp(prefix="payment-metrics-")
-        metrics_dirs.append(metrics_dir)
-        server_env = {
-            "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_ENABLED": "false",
-            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
-            **{k: str(v) for k, v in env.items()},
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app", "-w", str(workers),
-             "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
-            cwd=ROOT,
-            env=database_env(test_config, **server_env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{url}/live", timeout=0.5)
-                return url
-            except requests.RequestException:  # refused while binding, or a worker still booting
-                if process.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {process.stderr.read() if process.stderr else ''}")
-                time.sleep(0.1)
-        pytest.fail("gunicorn did not start within 30 s")
+        try:
+            server = start_gunicorn(
+                database_env(test_config, **{k: str(v) for k, v in env.items()}), workers=workers, threads=threads
+            )
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        servers.append(server)
+        return server.url
 
     yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=15)
-    for metrics_dir in metrics_dirs:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -73,8 +73,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
-    server = _Server(("127.0.0.1", 0), handler)
+def _serve(handler: type[BaseHTTPRequestHandler], port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    server = _Server(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -124,9 +124,14 @@ def fake_trip_service() -> Iterator[FakeTripService]:
 
 
 @contextmanager
-def fake_notification_service() -> Iterator[FakeNotificationService]:
-    """Run a FakeNotificationService for the duration of the block."""
-    fake = FakeNotificationService()
+def fake_notification_service(
+    port: int = 0, fake: FakeNotificationService | None = None
+) -> Iterator[FakeNotificationService]:
+    """Run a FakeNotificationService for the duration of the block.
+
+    Passing the `port` and `fake` of an earlier run brings the same service back after an outage.
+    """
+    fake = fake or FakeNotificationService()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -148,7 +153,7 @@ def fake_notification_service() -> Iterator[FakeNotificationService]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server, fake.url = _serve(Handler)
+    server, fake.url = _serve(Handler, port)
     try:
         yield fake
     finally:
@@ -198,16 +203,21 @@ def fake_profile_service() -> Iterator[FakeProfileService]:
 def serve_trips_forever(port: int) -> None:
     """Run a trip service that knows every trip as COMPLETED (for scripts/fuzz.sh); Ctrl-C stops it."""
     with fake_trip_service() as fake:
-        fake.answers = _EveryTripCompleted()
+        fake.answers = EveryTripCompleted()
         print(fake.url, flush=True)
         threading.Event().wait()
 
 
-class _EveryTripCompleted(dict):
-    """An answers table in which any trip id is a completed trip of (id mod 40) km."""
+class EveryTripCompleted(dict):
+    """An answers table in which any trip id is a completed trip of (id mod 40) km, after `delay` seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.delay = delay
 
     def get(self, trip_id: int, default: object = None) -> FakeAnswer:  # type: ignore[override]
-        return FakeAnswer(200, {"trip_id": trip_id, "status": "COMPLETED", "distance_km": trip_id % 40})
+        body = {"trip_id": trip_id, "status": "COMPLETED", "distance_km": trip_id % 40}
+        return FakeAnswer(200, body, delay=self.delay)
 
 
 if __name__ == "__main__":

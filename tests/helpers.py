@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
 
 from config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def closed_port() -> int:
@@ -71,3 +82,90 @@ def payment_count(config: Config) -> int:
             return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+@dataclass
+class Gunicorn:
+    """A `gunicorn app:app` server started by a test: its URL, master process and metrics directory."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    metrics_dir: str
+    log_path: Path
+    workers_wanted: int = 2
+
+    def log_text(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """The master's live worker processes (Linux: /proc/<pid>/task/<pid>/children)."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except OSError:
+            return []
+
+    def wait_for_workers(self, timeout: float = 30) -> bool:
+        """Wait until the master runs its full set of workers again and they answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.worker_pids()) == self.workers_wanted:
+                try:
+                    if requests.get(f"{self.url}/live", timeout=1).status_code == 200:
+                        return True
+                except requests.RequestException:
+                    pass
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM) and remove its metrics directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> Gunicorn:
+    """Start `gunicorn -c gunicorn.conf.py app:app` on a free loopback port and wait until it answers.
+
+    `env` is the server's whole environment; rate limiting is off unless it says otherwise. Its
+    output goes to a file (a pipe nobody reads would block a server that logs a lot).
+    Raises RuntimeError if the server exits or does not answer within 30 s.
+    """
+    port = closed_port()
+    metrics_dir = tempfile.mkdtemp(prefix="payment-metrics-")
+    log_path = Path(metrics_dir) / "server.log"
+    server_env = {
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_ENABLED": "false",
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app", "-w", str(workers),
+         "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+        cwd=ROOT,
+        env=server_env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    server = Gunicorn(f"http://127.0.0.1:{port}", process, metrics_dir, log_path, workers)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{server.url}/live", timeout=0.5)
+            return server
+        except requests.RequestException:  # refused while binding, or a worker still booting
+            if process.poll() is not None:
+                output = server.log_text()
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+                raise RuntimeError(f"gunicorn exited: {output}") from None
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError("gunicorn did not start within 30 s")
