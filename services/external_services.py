@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -20,6 +17,8 @@ import requests
 from config import Config
 from utils.errors import AppError
 from utils.logger import get_logger
+from utils.metrics import DEPENDENCY_REJECTIONS
+from utils.resilience import Bulkhead, CircuitBreaker
 
 logger = get_logger(__name__)
 
@@ -128,29 +127,6 @@ def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> 
     return Trip(trip_id, status, distance, surge, _optional_id("rider_id"), _optional_id("driver_id"))
 
 
-class Bulkhead:
-    """At most `limit` calls in flight from this process; a caller waits `queue_timeout` at most for a slot.
-
-    A dependency that hangs then holds `limit` threads, not all of them, so the worker keeps
-    serving everything else (reads, refunds, health) while charges fail fast with a 503.
-    """
-
-    def __init__(self, limit: int, queue_timeout: float) -> None:
-        """A semaphore of `limit` slots."""
-        self._slots = threading.BoundedSemaphore(limit)
-        self._queue_timeout = queue_timeout
-
-    @contextmanager
-    def slot(self) -> Iterator[bool]:
-        """Yield True holding a slot, or False if none became free in time."""
-        acquired = self._slots.acquire(timeout=self._queue_timeout)
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                self._slots.release()
-
-
 class TripClient(Protocol):
     """Looks up a trip; raises TripNotFoundError, TripServiceUnavailableError or TripServiceBadResponseError."""
 
@@ -160,7 +136,12 @@ class TripClient(Protocol):
 
 
 class HttpTripClient:
-    """`GET {TRIP_SERVICE_URL}/v1/trips/{id}` with bounded timeouts and one quick retry on connection errors."""
+    """`GET {TRIP_SERVICE_URL}/v1/trips/{id}` with bounded timeouts and one quick retry on connection errors.
+
+    A bulkhead caps the calls in flight and a circuit breaker stops calling a trip service that
+    keeps failing (timeouts, refused connections, 5xx), so a hung trip service costs a charge
+    microseconds, not a read timeout, and cannot tie up the worker's threads.
+    """
 
     def __init__(self, config: Config, session: requests.Session | None = None) -> None:
         """Take the URL, timeouts, surge table and DEBUG flag from config."""
@@ -170,6 +151,7 @@ class HttpTripClient:
         self._debug = config.DEBUG
         self._session = session or internal_session()
         self._bulkhead = Bulkhead(config.TRIP_SERVICE_MAX_CONCURRENCY, config.TRIP_SERVICE_QUEUE_TIMEOUT)
+        self.breaker = CircuitBreaker(config.TRIP_SERVICE_BREAKER_THRESHOLD, config.TRIP_SERVICE_BREAKER_RESET)
 
     def _fetch(self, trip_id: int) -> requests.Response:
         """GET the trip; a refused/reset connection is retried once, a timeout is not (it already cost time)."""
@@ -184,13 +166,9 @@ class HttpTripClient:
 
     def get_trip(self, trip_id: int) -> Trip:
         """Return the trip, or the reference's mock trip in DEBUG when the trip service cannot answer."""
-        with self._bulkhead.slot() as acquired:
-            if not acquired:
-                return self._unavailable(trip_id, "too many trip service calls in flight")
-            try:
-                response = self._fetch(trip_id)
-            except requests.RequestException as exc:
-                return self._unavailable(trip_id, type(exc).__name__)
+        response, reason = self._guarded_fetch(trip_id)
+        if response is None:
+            return self._unavailable(trip_id, reason)
         if response.status_code == 404:
             raise TripNotFoundError(trip_id)
         if response.status_code >= 500:
@@ -203,6 +181,30 @@ class HttpTripClient:
         except ValueError:
             raise TripServiceBadResponseError("the body is not JSON") from None
         return parse_trip(trip_id, payload, self._surge_levels)
+
+    def _guarded_fetch(self, trip_id: int) -> tuple[requests.Response | None, str]:
+        """The trip service's response, or None and why it could not be asked or did not answer."""
+        if not self.breaker.allow():
+            DEPENDENCY_REJECTIONS.labels("trip_service", "circuit_open").inc()
+            return None, "circuit open"
+        healthy = False
+        try:
+            with self._bulkhead.slot() as acquired:
+                if not acquired:
+                    DEPENDENCY_REJECTIONS.labels("trip_service", "bulkhead_full").inc()
+                    return None, "too many calls in flight"
+                try:
+                    response = self._fetch(trip_id)
+                except requests.RequestException as exc:
+                    return None, type(exc).__name__
+            healthy = response.status_code < 500
+            return response, f"HTTP {response.status_code}"
+        finally:
+            # Every call the breaker allowed reports back, or a half-open trial would never end.
+            if healthy:
+                self.breaker.record_success()
+            else:
+                self.breaker.record_failure()
 
     def _unavailable(self, trip_id: int, reason: str) -> Trip:
         """Raise 503, or in DEBUG fall back to the reference's mock completed trip."""

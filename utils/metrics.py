@@ -33,3 +33,8 @@ NOTIFICATIONS = Counter(
     "notifications_total", "Notification deliveries, by type and result (delivered, failed, dropped).",
     ["type", "result"],
 )  # fmt: skip
+DEPENDENCY_REJECTIONS = Counter(
+    "dependency_calls_rejected_total",
+    "Calls to another service not made: circuit open, or too many already in flight (bulkhead).",
+    ["dependency", "reason"],
+)

@@ -346,6 +346,30 @@ def test_calls_beyond_the_trip_service_bulkhead_fail_fast_instead_of_waiting_on_
     assert charge(app.test_client(), key="k-2", trip_id=102).status_code == 201  # the slot is free again
 
 
+def test_a_failing_trip_service_opens_the_circuit_and_charges_fail_without_calling_it(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    app = make_app(
+        TRIP_SERVICE_URL=trips.url, TRIP_SERVICE_BREAKER_THRESHOLD=3, TRIP_SERVICE_BREAKER_RESET=0.5,
+        GATEWAY_SUCCESS_RATE=1.0,
+    )  # fmt: skip
+    trips.answer(101, 500, {"error": "boom"})
+    for n in range(3):
+        assert charge(app.test_client(), key=f"k-{n}").status_code == 503
+    assert trips.calls[101] == 3
+
+    refused = charge(app.test_client(), key="k-3")
+
+    assert (refused.status_code, refused.get_json()["code"]) == (503, "trip_service_unavailable")
+    assert trips.calls[101] == 3  # the circuit is open: not asked again
+    trips.trip(101)
+    time.sleep(0.6)
+    recovered = charge(app.test_client(), key="k-4")  # the trial call after the reset time
+    assert recovered.status_code == 201
+    assert trips.calls[101] == 4
+    assert row_counts(db)["payments"] == 1
+
+
 def test_an_unreachable_trip_service_is_503(make_app: Callable[..., Flask], db: psycopg2.extensions.connection) -> None:
     app = make_app(TRIP_SERVICE_URL=f"http://127.0.0.1:{closed_port()}", GATEWAY_SUCCESS_RATE=1.0)
 
