@@ -10,6 +10,14 @@ from flask import Request
 
 from utils.errors import AppError, ValidationError
 
+try:  # gunicorn raises its own ParseException (InvalidChunkSize, ChunkMissingTerminator, ...) mid-read
+    from gunicorn.http.errors import ParseException as _ServerBodyError
+except ImportError:  # another WSGI server: OSError covers the usual "connection cut short"
+    _ServerBodyError = OSError  # type: ignore[assignment,misc]
+
+# What the WSGI server raises when the body on the wire is not framed as its headers say.
+BODY_FRAMING_ERRORS = (OSError, _ServerBodyError)
+
 
 class UnsupportedMediaTypeError(AppError):
     """The body is not declared as JSON."""
@@ -39,7 +47,11 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
 
     Floats are parsed as Decimal, so an amount of 150.5 arrives exactly as written.
     """
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    except BODY_FRAMING_ERRORS:
+        # A bad chunk size, a missing chunk terminator or a body cut short: the client's fault.
+        raise AppError("The request body could not be read as sent.", status_code=400, code="bad_request") from None
     if not raw.strip():
         if allow_empty:
             return {}

@@ -169,3 +169,32 @@ def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> G
             time.sleep(0.1)
     server.stop()
     raise RuntimeError("gunicorn did not start within 30 s")
+
+
+def raw_request(method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> bytes:
+    """An HTTP/1.1 request as exact bytes (for requests no HTTP library would send)."""
+    lines = [method + b" " + path + b" HTTP/1.1", b"Host: payments", b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def send_raw(host: str, port: int, payload: bytes, timeout: float = 15) -> int:
+    """Send raw bytes as one request; return the response status, or 0 if the server closed without one."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may answer and close before reading everything (e.g. 413)
+        data = b""
+        try:
+            while b"\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+    if not data.startswith(b"HTTP/1."):
+        return 0
+    return int(data.split(b" ", 2)[1])
