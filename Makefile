@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVDB := $(BIN)/python scripts/devdb.py run --
 
-.PHONY: install run test fuzz lint db-stop clean
+.PHONY: install run test test-faults fuzz lint db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(DEVDB) sh -c '$(BIN)/python database_setup.py && exec $(BIN)/python app.py'
 
+# The whole suite, fault scenarios included (PYTEST_ARGS='-m "not faults"' skips those ~2 minutes).
 test: $(STAMP)
 	$(DEVDB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Only the fault scenarios; they run their own PostgreSQL, so no database needs configuring.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 fuzz: $(STAMP)
 	$(DEVDB) bash scripts/fuzz.sh

@@ -1,0 +1,129 @@
+"""Fault-test fixtures: a PostgreSQL of their own, gunicorn on it, controllable fakes, a report table.
+
+Everything here runs under the `faults` marker (`make test-faults`; `make test` and .ci/run include
+it). The service runs as in production (gunicorn, 2 workers, gthread) against a database server
+the tests crash and restart; the trip and notification services are fakes the tests control.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from database.migrate import apply_migrations
+from tests.conftest import TRUNCATE_DATA
+from tests.faults.load import Verdict
+from tests.faults.postgres import OwnPostgres
+from tests.helpers import ROOT, Gunicorn, start_gunicorn
+
+DATABASE = "payments_faults"
+REPORT: list[Verdict] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/faults with `faults`."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture(scope="session")
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A running PostgreSQL server of this run's own, with a migrated database `payments_faults`."""
+    server = OwnPostgres()
+    try:
+        server.init()
+        server.start()
+        conn = psycopg2.connect(server.dsn("postgres"))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {DATABASE}")
+        conn.close()
+        conn = psycopg2.connect(server.dsn(DATABASE))
+        try:
+            apply_migrations(conn)
+        finally:
+            conn.close()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def fault_dsn(own_postgres: OwnPostgres) -> str:
+    """The fault database, running and emptied before the test."""
+    if not own_postgres.running():
+        own_postgres.start()
+    conn = psycopg2.connect(own_postgres.dsn(DATABASE))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(TRUNCATE_DATA)
+    finally:
+        conn.close()
+    return own_postgres.dsn(DATABASE)
+
+
+@pytest.fixture
+def fault_server(fault_dsn: str) -> Iterator[Callable[..., Gunicorn]]:
+    """Factory: gunicorn on the fault database with the given environment; stopped afterwards."""
+    servers: list[Gunicorn] = []
+
+    def start(workers: int = 2, threads: int = 4, **env: object) -> Gunicorn:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
+        base.update(
+            DATABASE_URL=fault_dsn,
+            GATEWAY_SUCCESS_RATE="1.0",
+            # Fail fast while the database is away, so clients see 503s within a few seconds.
+            DB_CONNECT_TIMEOUT="2",
+            DB_POOL_TIMEOUT="2",
+            DB_STATEMENT_TIMEOUT_MS="3000",
+            HTTP_READ_TIMEOUT="2",
+            # Short enough that a claim left behind by a killed request frees within the test.
+            IDEMPOTENCY_LOCK_TIMEOUT="5",
+            LOG_LEVEL="WARNING",
+        )
+        base.update({k: str(v) for k, v in env.items()})
+        server = start_gunicorn(base, workers=workers, threads=threads)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def report() -> Callable[[Verdict], None]:
+    """Add a row to the fault report printed at the end of the run."""
+    return REPORT.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault report: one row per scenario."""
+    if not REPORT:
+        return
+    header = (
+        "scenario", "sent", "acked", "acked+present", "duplicates", "orphans", "stuck", "503s", "other 5xx",
+        "recovery s",
+    )  # fmt: skip
+    rows = [
+        (v.scenario, v.sent, v.acknowledged, v.present, v.duplicates, v.orphans, v.stuck, v.status_503, v.other_5xx,
+         "-" if v.recovery_seconds is None else f"{v.recovery_seconds:.2f}")
+        for v in REPORT
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    notes = [f"- {v.scenario}: {v.notes}" for v in REPORT if v.notes]
+    text = "\n".join(lines + (["", *notes] if notes else []))
+    terminalreporter.section("fault report")
+    terminalreporter.write_line(text)
+    out = ROOT / ".ci" / "artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fault-report.md").write_text(text + "\n")

@@ -1,0 +1,84 @@
+"""Scenario 1: the database crashes under a steady stream of charges and comes back ~5 s later."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import requests
+
+from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
+from tests.faults.load import (
+    ChargeClients,
+    Verdict,
+    check_against_database,
+    first_success_after,
+    keys_in_flight,
+)
+from tests.faults.postgres import OwnPostgres
+from tests.helpers import Gunicorn
+
+OUTAGE_SECONDS = 5
+# DB_POOL_TIMEOUT + DB_CONNECT_TIMEOUT of the fault server, plus a second of slack.
+ANSWER_BOUND_SECONDS = 2 + 2 + 1
+
+
+def wait_until_ready(url: str, timeout: float) -> float | None:
+    """Seconds until GET /ready answers 200, or None."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if requests.get(f"{url}/ready", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    return None
+
+
+def test_a_database_crash_under_load_loses_and_duplicates_no_payment(
+    own_postgres: OwnPostgres,
+    fault_dsn: str,
+    fault_server: Callable[..., Gunicorn],
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    report: Callable[[Verdict], None],
+) -> None:
+    trips.answers = EveryTripCompleted()
+    server = fault_server(TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url)
+    clients = ChargeClients(server.url, count=8).start()
+    time.sleep(4)
+
+    down_at = time.monotonic()
+    own_postgres.stop("immediate")  # a crash: no checkpoint, recovery from WAL on start
+    time.sleep(OUTAGE_SECONDS)
+    own_postgres.start()
+    up_at = time.monotonic()
+    ready_after = wait_until_ready(server.url, timeout=10)
+    time.sleep(6)
+    ledger = clients.stop()
+
+    present, duplicates, orphans = check_against_database(fault_dsn, ledger)
+    unavailable = ledger.server_errors(503)
+    recovery = first_success_after(ledger, up_at)
+    report(
+        Verdict(
+            "1. database crash, 5 s", len(ledger.attempts), len(ledger.acknowledged), present, duplicates, orphans,
+            sum(k.stuck for k in ledger.keys), len(unavailable), len(ledger.other_5xx()), recovery,
+            f"/ready 200 {ready_after:.2f} s after start; slowest answer "
+            f"{max(a.seconds for a in ledger.attempts):.2f} s; statuses {dict(ledger.statuses())}",
+        )
+    )  # fmt: skip
+
+    assert unavailable, "the outage was not seen by any request"
+    assert ledger.other_5xx() == []
+    assert {a.code for a in unavailable} == {"database_unavailable"}
+    assert all(down_at <= a.ended and a.started <= up_at + 5 for a in unavailable), "503 outside the fault window"
+    assert max(a.seconds for a in ledger.attempts) <= ANSWER_BOUND_SECONDS
+    assert ledger.statuses()[0] == 0, "a request timed out or lost its connection"
+    assert ready_after is not None and ready_after <= 5
+    assert recovery is not None and recovery <= 5
+    assert all(k.status in (201, 202) for k in ledger.keys), "a key ended without an acknowledgement"
+    assert present == len(ledger.acknowledged)
+    assert (duplicates, orphans) == (0, 0)
+    assert keys_in_flight(fault_dsn) == 0

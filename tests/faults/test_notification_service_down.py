@@ -1,0 +1,105 @@
+"""Scenario 4: the notification service is down (connections refused) for 30 s under load."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import psycopg2
+
+from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService, fake_notification_service
+from tests.faults.load import ChargeClients, Ledger, Verdict, check_against_database, keys_in_flight
+from tests.helpers import Gunicorn, closed_port
+
+OUTAGE_SECONDS = 30
+
+
+def outbox_undelivered(dsn: str) -> int:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM notification_outbox WHERE status <> 'DELIVERED'")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def outbox_ids(dsn: str) -> set[str]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT notification_id FROM notification_outbox")
+            return {row[0] for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def charge_seconds(ledger: Ledger, start: float, end: float) -> list[float]:
+    """Latencies of acknowledged charges sent within [start, end), sorted."""
+    return sorted(a.seconds for a in ledger.attempts if start <= a.started < end and a.status in (201, 202))
+
+
+def p95(values: list[float]) -> float:
+    return values[int(len(values) * 0.95)]
+
+
+def test_a_notification_outage_slows_no_charge_and_every_notification_arrives_exactly_once(
+    fault_dsn: str,
+    fault_server: Callable[..., Gunicorn],
+    trips: FakeTripService,
+    report: Callable[[Verdict], None],
+) -> None:
+    trips.answers = EveryTripCompleted()
+    port = closed_port()
+    notifications = FakeNotificationService()
+    with fake_notification_service(port, notifications):
+        # A 4 s backoff cap (default 300 s) keeps the wait after the outage short for the test.
+        server = fault_server(
+            TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=f"http://127.0.0.1:{port}", NOTIFY_BACKOFF_MAX=4
+        )
+        started = time.monotonic()
+        clients = ChargeClients(server.url, count=4).start()
+        time.sleep(6)
+    down_from = time.monotonic()  # the fake stopped listening: connections are refused
+    time.sleep(OUTAGE_SECONDS)
+    with fake_notification_service(port, notifications):
+        up_at = time.monotonic()
+        time.sleep(2)
+        ledger = clients.stop()
+        deadline = time.monotonic() + 60
+        while outbox_undelivered(fault_dsn) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        drained_after = time.monotonic() - up_at
+    time.sleep(0.5)  # a send in flight when the service stopped would show up as a late duplicate
+
+    present, duplicates, orphans = check_against_database(fault_dsn, ledger)
+    received = Counter(n["notification_id"] for n in notifications.received)
+    twice = {nid: count for nid, count in received.items() if count > 1}
+    baseline = charge_seconds(ledger, started + 1, down_from)
+    during = charge_seconds(ledger, down_from, up_at)
+    report(
+        Verdict(
+            "4. notification service down, 30 s", len(ledger.attempts), len(ledger.acknowledged), present,
+            duplicates, orphans, sum(k.stuck for k in ledger.keys), len(ledger.server_errors(503)),
+            len(ledger.other_5xx()), drained_after,
+            f"charge p50/p95 {statistics.median(baseline) * 1000:.1f}/{p95(baseline) * 1000:.1f} ms before, "
+            f"{statistics.median(during) * 1000:.1f}/{p95(during) * 1000:.1f} ms during the outage; "
+            f"{len(received)} notifications delivered, {len(twice)} twice; recovery = outbox drained",
+        )
+    )  # fmt: skip
+
+    assert ledger.server_errors() == []
+    assert all(k.status in (201, 202) for k in ledger.keys)
+    assert present == len(ledger.acknowledged)
+    assert (duplicates, orphans) == (0, 0)
+    assert keys_in_flight(fault_dsn) == 0
+    # Charges never wait for the notification service (they only write the outbox row).
+    assert len(during) > 100
+    assert statistics.median(during) <= 2 * statistics.median(baseline) + 0.01
+    assert p95(during) <= 2 * p95(baseline) + 0.02
+    assert outbox_undelivered(fault_dsn) == 0
+    expected = {f"payment-{k.payment_id}-{k.payment_status.lower()}" for k in ledger.acknowledged}
+    assert set(received) == expected == outbox_ids(fault_dsn)
+    assert twice == {}
