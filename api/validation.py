@@ -10,7 +10,7 @@ from werkzeug.datastructures import MultiDict
 
 from api.openapi import list_parameter, list_parameter_names, validate_request_body
 from models.payment import PAYMENT_METHODS
-from services.payment_service import ChargeRequest, PaymentFilters
+from services.payment_service import ChargeRequest, PageCursor, PaymentFilters
 from services.refund_service import RefundRequest
 from utils.errors import ValidationError
 from utils.helpers import MAX_BIGINT, parse_positive_id
@@ -68,7 +68,7 @@ def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
         )
     # Bounds, defaults and allowed values are read from the OpenAPI document, so they cannot drift.
     limit, offset = list_parameter("limit"), list_parameter("offset")
-    return PaymentFilters(
+    filters = PaymentFilters(
         trip_id=_id_param(args, "trip_id"),
         rider_id=_id_param(args, "rider_id"),
         driver_id=_id_param(args, "driver_id"),
@@ -76,7 +76,24 @@ def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
         method=_enum_param(args, "method", tuple(list_parameter("method")["enum"])),
         limit=_int_param(args, "limit", limit["default"], limit["minimum"], limit["maximum"]),
         offset=_int_param(args, "offset", offset["default"], offset["minimum"], offset["maximum"]),
+        after=_cursor_param(args),
     )
+    if filters.after is not None and filters.offset:
+        raise ValidationError("Use either 'cursor' or 'offset', not both.", field="cursor")
+    return filters
+
+
+def _cursor_param(args: MultiDict[str, str]) -> PageCursor | None:
+    """Parse the optional `cursor` (a previous page's `next_cursor`)."""
+    raw = _single(args, "cursor")
+    if raw is None:
+        return None
+    cursor = PageCursor.decode(raw)
+    if cursor is None:
+        raise ValidationError(
+            "Query parameter 'cursor' must be a next_cursor value from an earlier page.", field="cursor"
+        )
+    return cursor
 
 
 # --- request bodies -----------------------------------------------------------------------------

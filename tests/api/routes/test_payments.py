@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -85,7 +86,9 @@ def test_list_is_empty_on_an_empty_table(client: FlaskClient) -> None:
     response = client.get("/v1/payments")
 
     assert response.status_code == 200
-    assert response.get_json() == {"payments": [], "count": 0, "limit": 100, "offset": 0, "has_more": False}
+    assert response.get_json() == {
+        "payments": [], "count": 0, "limit": 100, "offset": 0, "has_more": False, "next_cursor": None,
+    }  # fmt: skip
 
 
 def test_list_is_newest_first_with_payment_id_breaking_ties(
@@ -129,6 +132,75 @@ def test_exactly_a_full_last_page_has_no_more(client: FlaskClient, insert_paymen
     body = client.get("/v1/payments?limit=3").get_json()
 
     assert (body["count"], body["has_more"]) == (3, False)
+
+
+def test_next_cursor_walks_every_page_in_order_with_filters_and_ties(
+    client: FlaskClient, insert_payment: Callable[..., int]
+) -> None:
+    moment = datetime(2025, 1, 1, tzinfo=UTC)
+    # Several payments share a created_at, so the cursor must break ties by payment_id.
+    cards = [insert_payment(method="CARD", created_at=moment - timedelta(minutes=n // 3)) for n in range(11)]
+    insert_payment(method="UPI", created_at=moment)
+    expected = [p["payment_id"] for p in client.get("/v1/payments?method=CARD&limit=1000").get_json()["payments"]]
+
+    seen, query = [], "method=CARD&limit=3"
+    while True:
+        body = client.get(f"/v1/payments?{query}").get_json()
+        seen += [p["payment_id"] for p in body["payments"]]
+        if body["next_cursor"] is None:
+            assert body["has_more"] is False
+            break
+        assert body["has_more"] is True
+        query = f"method=CARD&limit=3&cursor={body['next_cursor']}"
+
+    assert seen == expected
+    assert sorted(seen) == sorted(cards)
+
+
+def test_an_offset_page_also_offers_the_cursor_of_the_next_page(
+    client: FlaskClient, insert_payment: Callable[..., int]
+) -> None:
+    for _ in range(6):
+        insert_payment()
+
+    by_offset = client.get("/v1/payments?limit=2&offset=2").get_json()
+    following = client.get(f"/v1/payments?limit=2&cursor={by_offset['next_cursor']}").get_json()
+
+    assert following["payments"] == client.get("/v1/payments?limit=2&offset=4").get_json()["payments"]
+
+
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-a-cursor",
+        _cursor("2025-01-01T00:00:00|5"),  # no time zone
+        _cursor("2025-01-01T00:00:00+00:00|0"),
+        _cursor("2025-01-01T00:00:00+00:00|-4"),
+        _cursor("2025-01-01T00:00:00+00:00|99999999999999999999"),
+        _cursor("yesterday|5"),
+        "%FF%FE",
+        "a" * 201,
+    ],
+)
+def test_a_malformed_cursor_is_400_naming_it(client: FlaskClient, cursor: str) -> None:
+    response = client.get(f"/v1/payments?cursor={cursor}")
+
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "cursor"
+
+
+def test_cursor_and_offset_together_are_400(client: FlaskClient, insert_payment: Callable[..., int]) -> None:
+    for _ in range(3):
+        insert_payment()
+    cursor = client.get("/v1/payments?limit=1").get_json()["next_cursor"]
+
+    response = client.get(f"/v1/payments?limit=1&offset=1&cursor={cursor}")
+
+    assert (response.status_code, response.get_json()["field"]) == (400, "cursor")
 
 
 @pytest.mark.parametrize(
