@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVDB := $(BIN)/python scripts/devdb.py run --
 
-.PHONY: install run test test-faults fuzz lint db-stop clean
+.PHONY: install run test test-faults bench fuzz lint db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 # Only the fault scenarios; they run their own PostgreSQL, so no database needs configuring.
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+
+# The benchmark (bench/bench.py): needs wrk (installed here with apt-get when missing and possible).
+bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || true
+	$(DEVDB) $(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 fuzz: $(STAMP)
 	$(DEVDB) bash scripts/fuzz.sh

@@ -1,0 +1,20 @@
+-- POST /v1/payments/charge: every request a new idempotency key and a new trip.
+-- Arguments: RUN (a number bench.py makes new for every wrk run).
+dofile("bench/lua/report.lua")
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+local counter, run = 0, 1
+function init(args)
+  run = tonumber(args[#args]) or 1
+end
+function request()
+  counter = counter + 1
+  -- Far above the generated trips; unique per wrk run, thread and request (exact in a double).
+  local trip = 1000000000000 + run * 100000000 + tid * 10000000 + counter
+  local body = string.format(
+    '{"idempotency_key":"bench-%d-%d-%d","trip_id":%.0f,"method":"CARD","rider_id":7}', run, tid, counter, trip)
+  return wrk.format("POST", "/v1/payments/charge", {["Content-Type"] = "application/json"}, body)
+end
