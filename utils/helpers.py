@@ -26,6 +26,9 @@ class PaymentJSONProvider(DefaultJSONProvider):
     """Flask JSON provider that writes money as numbers and times as ISO 8601 with offset."""
 
     sort_keys = False
+    # Always compact: Flask pretty-prints in DEBUG otherwise, through the pure-Python encoder
+    # (measured: 2.6 ms of a 100-row page), and bodies would differ from the stored idempotent ones.
+    compact = True
 
     @staticmethod
     def default(o: Any) -> Any:
