@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -71,17 +72,27 @@ def database_env(config: Config, **extra: str) -> dict[str, str]:
     return env
 
 
-def payment_count(config: Config) -> int:
-    """How many payments the database named by `config` holds (over a connection of its own)."""
+def query_rows(dsn: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run one read-only statement over a connection of its own; return every row."""
     import psycopg2
 
-    conn = psycopg2.connect(config.get_database_uri())
+    conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM payments")
-            return cur.fetchone()[0]
+            cur.execute(statement)
+            return cur.fetchall()
     finally:
         conn.close()
+
+
+def query_value(dsn: str, statement: str) -> Any:
+    """The single value a statement such as SELECT count(*) returns."""
+    return query_rows(dsn, statement)[0][0]
+
+
+def payment_count(config: Config) -> int:
+    """How many payments the database named by `config` holds (over a connection of its own)."""
+    return query_value(config.get_database_uri(), "SELECT count(*) FROM payments")
 
 
 @dataclass

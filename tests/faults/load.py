@@ -16,8 +16,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
 import requests
+
+from tests.helpers import query_rows, query_value
 
 RETRY_STATUSES = {429, 503}
 
@@ -194,13 +195,7 @@ def check_against_database(dsn: str, ledger: Ledger, known: frozenset[int] = fro
     Duplicates: payments beyond the first for a trip (each key charges its own trip).
     Orphans: payments no client was told about (money taken without an acknowledgement).
     """
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT payment_id, trip_id, status FROM payments")
-            rows = cur.fetchall()
-    finally:
-        conn.close()
+    rows = query_rows(dsn, "SELECT payment_id, trip_id, status FROM payments")
     by_id = {payment_id: (trip_id, status) for payment_id, trip_id, status in rows}
     per_trip = Counter(trip_id for _, trip_id, _ in rows)
     present = sum(1 for k in ledger.acknowledged if by_id.get(k.payment_id) == (k.trip_id, k.payment_status))
@@ -212,13 +207,7 @@ def check_against_database(dsn: str, ledger: Ledger, known: frozenset[int] = fro
 
 def keys_in_flight(dsn: str) -> int:
     """Idempotency keys still claimed without a final response."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM idempotency_keys WHERE response_status IS NULL")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    return query_value(dsn, "SELECT count(*) FROM idempotency_keys WHERE response_status IS NULL")
 
 
 def first_success_after(ledger: Ledger, moment: float) -> float | None:

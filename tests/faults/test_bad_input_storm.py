@@ -11,12 +11,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
-import psycopg2
 import requests
 
 from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
 from tests.faults.load import Verdict
-from tests.helpers import Gunicorn, raw_request, send_raw
+from tests.helpers import Gunicorn, query_value, raw_request, send_raw
 
 REQUESTS = 10_000
 API_KEY = "storm-secret-key-0123456789"
@@ -152,17 +151,8 @@ class Storm:
 
 
 def row_total(dsn: str) -> int:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            return sum(_count(cur, table) for table in TABLES)
-    finally:
-        conn.close()
-
-
-def _count(cur: psycopg2.extensions.cursor, table: str) -> int:
-    cur.execute(f"SELECT count(*) FROM {table}")  # table names from the constant above
-    return cur.fetchone()[0]
+    """Rows in all the data tables together."""
+    return query_value(dsn, "SELECT " + " + ".join(f"(SELECT count(*) FROM {table})" for table in TABLES))
 
 
 def test_a_storm_of_malformed_requests_gets_only_4xx_and_writes_nothing(

@@ -7,33 +7,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import psycopg2
-
 from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService, fake_notification_service
 from tests.faults.load import ChargeClients, Ledger, Verdict, check_against_database, keys_in_flight
-from tests.helpers import Gunicorn, closed_port
+from tests.helpers import Gunicorn, closed_port, query_rows, query_value
 
 OUTAGE_SECONDS = 30
 
 
 def outbox_undelivered(dsn: str) -> int:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM notification_outbox WHERE status <> 'DELIVERED'")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    return query_value(dsn, "SELECT count(*) FROM notification_outbox WHERE status <> 'DELIVERED'")
 
 
 def outbox_ids(dsn: str) -> set[str]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT notification_id FROM notification_outbox")
-            return {row[0] for row in cur.fetchall()}
-    finally:
-        conn.close()
+    return {row[0] for row in query_rows(dsn, "SELECT notification_id FROM notification_outbox")}
 
 
 def charge_seconds(ledger: Ledger, start: float, end: float) -> list[float]:
