@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import re
@@ -209,7 +210,7 @@ class Result:
     rss_mb: list[float] = field(default_factory=list)
 
 
-_RUNS: list[int] = []
+_RUNS = itertools.count(1)
 
 
 def run_wrk(
@@ -217,9 +218,8 @@ def run_wrk(
 ) -> Result:
     """Run wrk against `url` and parse the line bench/lua/report.lua prints."""
     # The last argument is a number new to every wrk run, so scripts make keys and trips never used before.
-    _RUNS.append(len(_RUNS) + 1)
     command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(LUA / script), url]
-    command += ["--", *args, str(_RUNS[-1])]
+    command += ["--", *args, str(next(_RUNS))]
     output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     match = re.search(r"^BENCH (\{.*\})$", output, re.MULTILINE)
     if match is None:

@@ -17,6 +17,7 @@ import pytest
 
 from database.migrate import apply_migrations
 from tests.conftest import TRUNCATE_DATA
+from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
 from tests.faults.load import Verdict
 from tests.faults.postgres import OwnPostgres
 from tests.helpers import ROOT, Gunicorn, start_gunicorn
@@ -71,14 +72,24 @@ def fault_dsn(own_postgres: OwnPostgres) -> str:
 
 
 @pytest.fixture
-def fault_server(fault_dsn: str) -> Iterator[Callable[..., Gunicorn]]:
-    """Factory: gunicorn on the fault database with the given environment; stopped afterwards."""
+def fault_server(
+    fault_dsn: str, trips: FakeTripService, notifications: FakeNotificationService
+) -> Iterator[Callable[..., Gunicorn]]:
+    """Factory: gunicorn on the fault database with the given environment; stopped afterwards.
+
+    The server talks to the `trips` fake, which knows every trip as completed
+    (`trips.answers.delay` slows or hangs it), and to the `notifications` fake, unless the
+    environment given names other URLs.
+    """
+    trips.answers = EveryTripCompleted()
     servers: list[Gunicorn] = []
 
     def start(workers: int = 2, threads: int = 4, **env: object) -> Gunicorn:
         base = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
         base.update(
             DATABASE_URL=fault_dsn,
+            TRIP_SERVICE_URL=trips.url,
+            NOTIFICATION_SERVICE_URL=notifications.url,
             GATEWAY_SUCCESS_RATE="1.0",
             # Fail fast while the database is away, so clients see 503s within a few seconds.
             DB_CONNECT_TIMEOUT="2",

@@ -92,14 +92,12 @@ class ChargeClients:
         first_trip: int = 1,
         request_timeout: float = 10.0,
         key_deadline: float = 60.0,
-        headers: dict[str, str] | None = None,
     ) -> None:
         """Prepare the threads; `start()` runs them."""
         self.base_url = base_url
         self.ledger = Ledger()
         self.request_timeout = request_timeout
         self.key_deadline = key_deadline
-        self.headers = headers or {}
         self._trips = itertools.count(first_trip)
         self._trip_lock = threading.Lock()
         self._stop = threading.Event()
@@ -140,9 +138,7 @@ class ChargeClients:
         while time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                response = session.post(
-                    f"{self.base_url}/v1/payments/charge", json=body, headers=self.headers, timeout=self.request_timeout
-                )
+                response = session.post(f"{self.base_url}/v1/payments/charge", json=body, timeout=self.request_timeout)
             except requests.RequestException as exc:
                 self.ledger.record(Attempt(started, time.monotonic(), 0, error=type(exc).__name__))
                 session.close()  # a dropped connection: start afresh

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import requests
 
-from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
 from tests.faults.load import (
     ChargeClients,
     Verdict,
@@ -40,12 +39,9 @@ def test_a_database_crash_under_load_loses_and_duplicates_no_payment(
     own_postgres: OwnPostgres,
     fault_dsn: str,
     fault_server: Callable[..., Gunicorn],
-    trips: FakeTripService,
-    notifications: FakeNotificationService,
     report: Callable[[Verdict], None],
 ) -> None:
-    trips.answers = EveryTripCompleted()
-    server = fault_server(TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url)
+    server = fault_server()
     clients = ChargeClients(server.url, count=8).start()
     time.sleep(4)
 

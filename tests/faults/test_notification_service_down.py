@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService, fake_notification_service
+from tests.fakes import FakeNotificationService, fake_notification_service
 from tests.faults.load import ChargeClients, Ledger, Verdict, check_against_database, keys_in_flight
 from tests.helpers import Gunicorn, closed_port, query_rows, query_value
 
@@ -34,17 +34,13 @@ def p95(values: list[float]) -> float:
 def test_a_notification_outage_slows_no_charge_and_every_notification_arrives_exactly_once(
     fault_dsn: str,
     fault_server: Callable[..., Gunicorn],
-    trips: FakeTripService,
     report: Callable[[Verdict], None],
 ) -> None:
-    trips.answers = EveryTripCompleted()
     port = closed_port()
     notifications = FakeNotificationService()
     with fake_notification_service(port, notifications):
         # A 4 s backoff cap (default 300 s) keeps the wait after the outage short for the test.
-        server = fault_server(
-            TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=f"http://127.0.0.1:{port}", NOTIFY_BACKOFF_MAX=4
-        )
+        server = fault_server(NOTIFICATION_SERVICE_URL=f"http://127.0.0.1:{port}", NOTIFY_BACKOFF_MAX=4)
         started = time.monotonic()
         clients = ChargeClients(server.url, count=4).start()
         time.sleep(6)

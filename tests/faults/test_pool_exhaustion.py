@@ -9,7 +9,6 @@ from collections.abc import Callable
 import psycopg2
 import requests
 
-from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
 from tests.faults.load import (
     Attempt,
     ChargeClients,
@@ -29,17 +28,16 @@ LOCK_SECONDS = 6
 def test_an_exhausted_pool_answers_503_after_the_pool_timeout_and_recovers_fully(
     fault_dsn: str,
     fault_server: Callable[..., Gunicorn],
-    trips: FakeTripService,
-    notifications: FakeNotificationService,
     report: Callable[[Verdict], None],
 ) -> None:
-    trips.answers = EveryTripCompleted()
     # 16 threads per worker, so no request waits for a thread: every wait measured here is the
     # service's own (pool timeout or statement timeout), not gunicorn's queue.
     server = fault_server(
-        threads=16, TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url,
-        DB_POOL_SIZE=POOL_SIZE, DB_POOL_TIMEOUT=POOL_TIMEOUT, DB_STATEMENT_TIMEOUT_MS=int(STATEMENT_TIMEOUT * 1000),
-    )  # fmt: skip
+        threads=16,
+        DB_POOL_SIZE=POOL_SIZE,
+        DB_POOL_TIMEOUT=POOL_TIMEOUT,
+        DB_STATEMENT_TIMEOUT_MS=int(STATEMENT_TIMEOUT * 1000),
+    )
     clients = ChargeClients(server.url, count=8).start()
     time.sleep(2)
 

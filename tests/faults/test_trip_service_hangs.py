@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psycopg2
 import requests
 
-from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
+from tests.fakes import FakeTripService
 from tests.faults.load import ChargeClients, Verdict, check_against_database, first_success_after, keys_in_flight
 from tests.helpers import Gunicorn
 
@@ -38,13 +38,11 @@ def test_a_hung_trip_service_fails_charges_fast_and_reads_keep_answering(
     fault_dsn: str,
     fault_server: Callable[..., Gunicorn],
     trips: FakeTripService,
-    notifications: FakeNotificationService,
     report: Callable[[Verdict], None],
 ) -> None:
-    answers = EveryTripCompleted()
-    trips.answers = answers
     payment_id = _seed_payment(fault_dsn)
-    server = fault_server(TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url)
+    server = fault_server()
+    answers = trips.answers
     reads: list[tuple[float, float, int]] = []
     stop_reading = threading.Event()
 

@@ -7,7 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
+from tests.fakes import FakeTripService
 from tests.faults.load import ChargeClients, Verdict, check_against_database, first_success_after, keys_in_flight
 from tests.helpers import Gunicorn
 
@@ -18,12 +18,11 @@ def test_killed_workers_are_replaced_and_retries_end_in_exactly_one_payment_per_
     fault_dsn: str,
     fault_server: Callable[..., Gunicorn],
     trips: FakeTripService,
-    notifications: FakeNotificationService,
     report: Callable[[Verdict], None],
 ) -> None:
     # A slow trip lookup keeps several charges in flight in every worker at any moment.
-    trips.answers = EveryTripCompleted(delay=0.05)
-    server = fault_server(TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url)
+    server = fault_server()
+    trips.answers.delay = 0.05
     clients = ChargeClients(server.url, count=8).start()
     time.sleep(3)
 
