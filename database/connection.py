@@ -149,11 +149,7 @@ class ConnectionPool:
             )
             raise DatabaseUnavailableError() from exc
         except BaseException:
-            if not conn.closed:
-                try:
-                    conn.rollback()
-                except BROKEN_CONNECTION_ERRORS:
-                    broken = True
+            broken = bool(conn.closed) or not self._rolled_back(conn)
             raise
         finally:
             if single_statement and not conn.closed:
