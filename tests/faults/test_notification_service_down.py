@@ -12,6 +12,7 @@ from tests.faults.load import ChargeClients, Ledger, Verdict, check_against_data
 from tests.helpers import Gunicorn, closed_port, query_rows, query_value
 
 OUTAGE_SECONDS = 30
+OUTBOX_STATES = "SELECT status, count(*), max(attempts) FROM notification_outbox GROUP BY status"
 
 
 def outbox_undelivered(dsn: str) -> int:
@@ -39,8 +40,12 @@ def test_a_notification_outage_slows_no_charge_and_every_notification_arrives_ex
     port = closed_port()
     notifications = FakeNotificationService()
     with fake_notification_service(port, notifications):
-        # A 4 s backoff cap (default 300 s) keeps the wait after the outage short for the test.
-        server = fault_server(NOTIFICATION_SERVICE_URL=f"http://127.0.0.1:{port}", NOTIFY_BACKOFF_MAX=4)
+        # A 4 s backoff cap (default 300 s) keeps the wait after the outage short for the test. With
+        # that cap, the default 10 attempts can all be spent in ~16 s; 30 attempts last at least ~57 s,
+        # as the defaults (10 attempts, at least ~4 minutes) outlast a 30 s outage in production.
+        server = fault_server(
+            NOTIFICATION_SERVICE_URL=f"http://127.0.0.1:{port}", NOTIFY_BACKOFF_MAX=4, NOTIFY_MAX_ATTEMPTS=30
+        )
         started = time.monotonic()
         clients = ChargeClients(server.url, count=4).start()
         time.sleep(6)
@@ -81,7 +86,7 @@ def test_a_notification_outage_slows_no_charge_and_every_notification_arrives_ex
     assert len(during) > 100
     assert statistics.median(during) <= 2 * statistics.median(baseline) + 0.01
     assert p95(during) <= 2 * p95(baseline) + 0.02
-    assert outbox_undelivered(fault_dsn) == 0
+    assert outbox_undelivered(fault_dsn) == 0, query_rows(fault_dsn, OUTBOX_STATES)
     expected = {f"payment-{k.payment_id}-{k.payment_status.lower()}" for k in ledger.acknowledged}
     assert set(received) == expected == outbox_ids(fault_dsn)
     assert twice == {}
