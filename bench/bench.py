@@ -236,7 +236,7 @@ def pgbench_script() -> str:
     """The statements one charge executes, from the service modules, with pgbench variables for parameters."""
     values = {
         "scope": "'bench'",
-        "key_hash": "encode(sha256(:k::text::bytea), 'hex')",
+        "key_hash": "encode(sha256(:k::text::bytea), 'hex')::char(64)",
         "fingerprint": "encode(sha256('fingerprint'), 'hex')",
         "path": "'/v1/payments/charge'",
         "token": "md5(:k::text)::uuid",
