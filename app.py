@@ -54,6 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
         wait_timeout=settings.DB_POOL_TIMEOUT,
         connect_timeout=settings.DB_CONNECT_TIMEOUT,
         statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS,
+        prepare_statements=settings.DB_PREPARED_STATEMENTS,
     )
     dependencies = DependencyMonitor(
         {"trip_service": settings.TRIP_SERVICE_URL, "notification_service": settings.NOTIFICATION_SERVICE_URL},

@@ -202,6 +202,7 @@ class Config:
     DB_POOL_TIMEOUT: float = 5.0
     DB_CONNECT_TIMEOUT: int = 3
     DB_STATEMENT_TIMEOUT_MS: int = 5000
+    DB_PREPARED_STATEMENTS: bool = True
 
     TRIP_SERVICE_URL: str = "http://localhost:8081"
     NOTIFICATION_SERVICE_URL: str = "http://localhost:8084"
@@ -266,6 +267,7 @@ class Config:
             DB_POOL_TIMEOUT=_float(env, "DB_POOL_TIMEOUT", 5.0, 0.01, 300.0),
             DB_CONNECT_TIMEOUT=_int(env, "DB_CONNECT_TIMEOUT", 3, 1, 300),
             DB_STATEMENT_TIMEOUT_MS=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 3_600_000),
+            DB_PREPARED_STATEMENTS=_bool(env, "DB_PREPARED_STATEMENTS", True),
             TRIP_SERVICE_URL=_url(env, "TRIP_SERVICE_URL", cls.TRIP_SERVICE_URL),
             NOTIFICATION_SERVICE_URL=_url(env, "NOTIFICATION_SERVICE_URL", cls.NOTIFICATION_SERVICE_URL),
             RIDER_SERVICE_URL=_url(env, "RIDER_SERVICE_URL", cls.RIDER_SERVICE_URL),

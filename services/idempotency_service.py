@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from database.connection import ConnectionPool
+from database.connection import ConnectionPool, Prepared
 from utils.errors import AppError
 from utils.logger import get_logger
 
@@ -23,7 +23,7 @@ logger = get_logger(__name__)
 
 # Claim the key. An existing row is taken over only when it has expired (it counts as new) or
 # when it is a claim abandoned for longer than the lock timeout by a request with the same body.
-CLAIM_KEY = """
+CLAIM_KEY = Prepared("""
 INSERT INTO idempotency_keys AS k
        (scope, key_hash, request_fingerprint, request_path, lock_token, locked_at, expires_at)
 VALUES (%(scope)s, %(key_hash)s, %(fingerprint)s, %(path)s, %(token)s, now(),
@@ -44,31 +44,31 @@ ON CONFLICT (scope, key_hash) DO UPDATE
         AND k.locked_at < now() - make_interval(secs => %(lock_timeout)s)
         AND k.request_fingerprint = EXCLUDED.request_fingerprint)
 RETURNING k.payment_id
-"""
-SELECT_KEY = """
+""")
+SELECT_KEY = Prepared("""
 SELECT request_fingerprint, response_status, response_body
 FROM idempotency_keys
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s
-"""
+""")
 # Every write below is conditional on our lock token: a request that lost its claim to a
 # takeover can no longer touch the row.
-RECORD_RECOVERY_POINT = """
+RECORD_RECOVERY_POINT = Prepared("""
 UPDATE idempotency_keys SET payment_id = %(payment_id)s
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
-"""
-COMPLETE_KEY = """
+""")
+COMPLETE_KEY = Prepared("""
 UPDATE idempotency_keys
    SET response_status = %(status)s, response_body = %(body)s, completed_at = now(),
        lock_token = NULL, locked_at = NULL
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
-"""
+""")
 # A claim that reached its recovery point is never released, even if this request believes it did
 # not: the COMMIT that recorded the attempt may have succeeded while its acknowledgement was lost
 # (connection dropped). Deleting the row would orphan the payment; kept, a retry resumes it.
-RELEASE_KEY = """
+RELEASE_KEY = Prepared("""
 DELETE FROM idempotency_keys
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s AND payment_id IS NULL
-"""
+""")
 PURGE_EXPIRED = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 
 RETRY_AFTER_SECONDS = 1

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from config import Config
-from database.connection import ConnectionPool, DatabaseUnavailableError
+from database.connection import ConnectionPool, DatabaseUnavailableError, Prepared
 from services.external_services import internal_session
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -25,15 +25,15 @@ from utils.metrics import NOTIFICATIONS
 
 logger = get_logger(__name__)
 
-INSERT_NOTIFICATION = """
+INSERT_NOTIFICATION = Prepared("""
 INSERT INTO notification_outbox (notification_id, event_type, payload)
 VALUES (%(notification_id)s, %(event_type)s, %(payload)s)
 ON CONFLICT (notification_id) DO NOTHING
-"""
+""")
 # SKIP LOCKED lets several dispatchers (threads, workers, instances) claim disjoint rows; the lease
 # (next_attempt_at pushed past the send timeout) keeps a claimed row from being claimed again while
 # it is being sent, and brings it back if the dispatcher dies mid-send.
-CLAIM_DUE = """
+CLAIM_DUE = Prepared("""
 WITH due AS (
     SELECT notification_id FROM notification_outbox
     WHERE status = 'PENDING' AND next_attempt_at <= now()
@@ -48,22 +48,22 @@ UPDATE notification_outbox AS o
   FROM due
  WHERE o.notification_id = due.notification_id
 RETURNING o.notification_id, o.event_type, o.payload, o.attempts
-"""
-MARK_DELIVERED = """
+""")
+MARK_DELIVERED = Prepared("""
 UPDATE notification_outbox
    SET status = 'DELIVERED', delivered_at = now(), last_error = NULL, updated_at = now()
  WHERE notification_id = %(notification_id)s AND status = 'PENDING'
-"""
-SCHEDULE_RETRY = """
+""")
+SCHEDULE_RETRY = Prepared("""
 UPDATE notification_outbox
    SET next_attempt_at = now() + make_interval(secs => %(delay)s), last_error = %(error)s, updated_at = now()
  WHERE notification_id = %(notification_id)s AND status = 'PENDING'
-"""
-MARK_DEAD = """
+""")
+MARK_DEAD = Prepared("""
 UPDATE notification_outbox
    SET status = 'DEAD', last_error = %(error)s, updated_at = now()
  WHERE notification_id = %(notification_id)s AND status = 'PENDING'
-"""
+""")
 LIST_DEAD = """
 SELECT notification_id, event_type, attempts, last_error, created_at, updated_at
 FROM notification_outbox

@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from config import Config
-from database.connection import ConnectionPool
+from database.connection import ConnectionPool, Prepared
 from models.payment import payment_to_dict
 from services.external_services import ExternalServices, GatewayResult, Trip
 from services.idempotency_service import (
@@ -39,12 +39,12 @@ logger = get_logger(__name__)
 CENT = Decimal("0.01")
 CHARGE_PATH = "/v1/payments/charge"
 
-SELECT_PAYMENT = """
+SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
        amount_refunded, created_at, updated_at
 FROM payments
 WHERE payment_id = %(payment_id)s
-"""
+""")
 
 # psycopg2 interpolates parameters on the client, so PostgreSQL plans this with literal values:
 # "NULL::bigint IS NULL" folds to true and drops out, leaving only the given filters, which the
@@ -113,28 +113,28 @@ class PaymentFilters:
 # Serialises the decision "insert a live payment for this trip, or name the one that exists" per
 # trip. The unique partial index remains what guarantees one live payment; the lock only makes sure
 # a loser can always name the winner (without it, the winner may turn FAILED in between).
-LOCK_TRIP = "SELECT pg_advisory_xact_lock(hashtextextended('payments.trip:' || %(trip_id)s, 0))"
-INSERT_ATTEMPT = """
+LOCK_TRIP = Prepared("SELECT pg_advisory_xact_lock(hashtextextended('payments.trip:' || %(trip_id)s, 0))")
+INSERT_ATTEMPT = Prepared("""
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare)
 VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
         %(reference)s, %(fare)s)
 ON CONFLICT (trip_id) WHERE status <> 'FAILED' DO NOTHING
 RETURNING payment_id
-"""
-SELECT_LIVE_PAYMENT_FOR_TRIP = """
+""")
+SELECT_LIVE_PAYMENT_FOR_TRIP = Prepared("""
 SELECT payment_id FROM payments WHERE trip_id = %(trip_id)s AND status <> 'FAILED'
-"""
-SELECT_PAYMENT_FOR_CHARGE = """
+""")
+SELECT_PAYMENT_FOR_CHARGE = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
        amount_refunded, created_at, updated_at, error_code, fare
 FROM payments
 WHERE payment_id = %(payment_id)s
-"""
-RECORD_OUTCOME = """
+""")
+RECORD_OUTCOME = Prepared("""
 UPDATE payments
    SET status = %(status)s, error_code = %(error_code)s, updated_at = now()
  WHERE payment_id = %(payment_id)s AND status = 'PENDING'
-"""
+""")
 CHARGE_MESSAGES = {
     "SUCCESS": "Payment processed successfully.",
     "FAILED": "Payment failed at the gateway.",

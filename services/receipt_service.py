@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from database.connection import ConnectionPool
+from database.connection import ConnectionPool, Prepared
 from models.payment import payment_to_dict
 from services.external_services import ProfileClient
 from services.notification_service import Outbox
@@ -19,30 +19,30 @@ logger = get_logger(__name__)
 
 RECEIPTABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
 
-SELECT_PAYMENT = """
+SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
        amount_refunded, created_at, updated_at, fare
 FROM payments
 WHERE payment_id = %(payment_id)s
-"""
-SELECT_RECEIPT = """
+""")
+SELECT_RECEIPT = Prepared("""
 SELECT receipt_id, receipt_number, payment_id, receipt_data, generated_at
 FROM payment_receipts
 WHERE payment_id = %(payment_id)s
-"""
-SELECT_REFUNDS = """
+""")
+SELECT_REFUNDS = Prepared("""
 SELECT refund_id, refund_amount, reason, created_at
 FROM payment_refunds
 WHERE payment_id = %(payment_id)s
 ORDER BY created_at, refund_id
-"""
+""")
 # Simultaneous first requests all try; the unique payment_id lets exactly one row in.
-INSERT_RECEIPT = """
+INSERT_RECEIPT = Prepared("""
 INSERT INTO payment_receipts (payment_id, receipt_number, receipt_data, generated_at)
 VALUES (%(payment_id)s, %(receipt_number)s, %(receipt_data)s, %(generated_at)s)
 ON CONFLICT (payment_id) DO NOTHING
 RETURNING receipt_id, receipt_number, payment_id, receipt_data, generated_at
-"""
+""")
 
 
 class ReceiptUnavailableError(AppError):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from database.connection import ConnectionPool
+from database.connection import ConnectionPool, Prepared
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -27,25 +27,25 @@ logger = get_logger(__name__)
 REFUNDABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED")
 
 # The lock makes concurrent refunds of one payment queue up, so each sees what the others took.
-LOCK_PAYMENT = """
+LOCK_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status
 FROM payments
 WHERE payment_id = %(payment_id)s
 FOR UPDATE
-"""
-INSERT_REFUND = """
+""")
+INSERT_REFUND = Prepared("""
 INSERT INTO payment_refunds (payment_id, refund_amount, reason)
 VALUES (%(payment_id)s, %(refund_amount)s, %(reason)s)
 RETURNING refund_id, created_at
-"""
-APPLY_REFUND = """
+""")
+APPLY_REFUND = Prepared("""
 UPDATE payments
    SET amount_refunded = amount_refunded + %(refund_amount)s,
        status = CASE WHEN amount_refunded + %(refund_amount)s = amount THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END,
        updated_at = now()
  WHERE payment_id = %(payment_id)s
 RETURNING amount, amount_refunded, status
-"""
+""")
 
 
 @dataclass(frozen=True)
