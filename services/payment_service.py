@@ -130,10 +130,13 @@ SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, statu
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
+# Returns the row SELECT_PAYMENT_FOR_CHARGE would, saving that round trip when the update applies.
 RECORD_OUTCOME = Prepared("""
 UPDATE payments
    SET status = %(status)s, error_code = %(error_code)s, updated_at = now()
  WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+          amount_refunded, created_at, updated_at, error_code, fare
 """)
 CHARGE_MESSAGES = {
     "SUCCESS": "Payment processed successfully.",
@@ -400,13 +403,17 @@ class PaymentService:
     def _record_outcome(self, claim: Claim, payment_id: int, result: GatewayResult) -> tuple[Outcome, dict[str, Any]]:
         """Store the gateway's verdict and the final response under the key, in one transaction."""
         with self.pool.cursor() as cur:
+            row = None
             if result.status != "PENDING":
                 cur.execute(
                     RECORD_OUTCOME,
                     {"payment_id": payment_id, "status": result.status, "error_code": result.error_code},
                 )
-            cur.execute(SELECT_PAYMENT_FOR_CHARGE, {"payment_id": payment_id})
-            row = cur.fetchone()
+                row = cur.fetchone()
+            if row is None:
+                # Still PENDING, or no longer PENDING because another request settled it first.
+                cur.execute(SELECT_PAYMENT_FOR_CHARGE, {"payment_id": payment_id})
+                row = cur.fetchone()
             body = payment_to_dict(row)
             body["message"] = CHARGE_MESSAGES.get(row["status"], "Payment recorded.")
             body["timestamp"] = datetime.now(UTC)
