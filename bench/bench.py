@@ -276,7 +276,6 @@ def pgbench_script() -> str:
         "COMMIT;",
         "BEGIN;",
         statement(payment_service.RECORD_OUTCOME),
-        statement(payment_service.SELECT_PAYMENT_FOR_CHARGE),
         statement(complete),
         statement(notification_service.INSERT_NOTIFICATION),
         "COMMIT;",
@@ -295,7 +294,9 @@ def run_pgbench(dsn: str, duration: int, clients: int) -> Result:
         script.write(pgbench_script())
     try:
         output = subprocess.run(
-            [binary, "-n", "-c", str(clients), "-j", "2", "-T", str(duration), "-r", "-f", script.name, dsn],
+            # Prepared, as the service runs these statements.
+            [binary, "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(duration), "-r",
+             "-f", script.name, dsn],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     finally:

@@ -55,7 +55,7 @@ def test_the_pgbench_script_runs_one_charges_statements_against_the_schema(
     path.write_text(script)
 
     result = subprocess.run(
-        [binary, "-n", "-c", "2", "-t", "5", "-f", str(path), test_config.get_database_uri()],
+        [binary, "-n", "-M", "prepared", "-c", "2", "-t", "5", "-f", str(path), test_config.get_database_uri()],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
 
@@ -67,6 +67,19 @@ def test_the_pgbench_script_runs_one_charges_statements_against_the_schema(
         assert cur.fetchone()[0] == 10
         cur.execute("SELECT count(*) FROM notification_outbox")
         assert cur.fetchone()[0] == 10
+
+
+def test_the_pgbench_script_finds_idempotency_keys_by_their_primary_key(db: psycopg2.extensions.connection) -> None:
+    # A key_hash of type text would compare as text and make every key update a scan.
+    updates = [line for line in bench.pgbench_script().splitlines() if line.startswith("UPDATE idempotency_keys")]
+    assert len(updates) == 2
+    with db.cursor() as cur:
+        cur.execute("SET enable_seqscan = off")
+        for update in updates:
+            cur.execute("EXPLAIN " + update.replace(":payment_id", "1").replace(":k", "1").rstrip(";"))
+            plan = "\n".join(row[0] for row in cur.fetchall())
+            assert re.search(r"Index Cond: .*key_hash = ", plan), plan
+        cur.execute("RESET enable_seqscan")
 
 
 @pytest.mark.parametrize("payment_id", [50, 100, 97, 194, 4850])
