@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from gunicorn.glogging import Logger
+
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('SERVICE_PORT', '8082')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads let a worker overlap waits on the database and the trip service.
@@ -21,6 +23,20 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
 accesslog = None
+
+
+class NoAccessLogLogger(Logger):
+    """gunicorn's logger with its access log switched off for good."""
+
+    # With logconfig_dict set (below), gunicorn assumes an access log might be configured and
+    # formats every request's log atoms only to drop them: 17% of a worker's time on GET /live.
+    access_log_enabled = False
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """Write nothing: the app's own access line covers every request."""
+
+
+logger_class = NoAccessLogLogger
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # gunicorn's own lines (start, worker exits, timeouts) as JSON too, in the app's field names.

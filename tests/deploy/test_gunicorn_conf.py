@@ -69,3 +69,17 @@ def test_a_directory_the_operator_named_is_kept_on_exit(monkeypatch: pytest.Monk
     conf.on_exit(server=None)
 
     assert tmp_path.is_dir()
+
+
+def test_gunicorn_builds_no_access_log_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.config import Config as GunicornConfig
+
+    conf = load_conf(monkeypatch)
+    cfg = GunicornConfig()
+    cfg.set("logger_class", conf.logger_class)
+    cfg.set("logconfig_dict", conf.logconfig_dict)
+    logger = cfg.logger_class(cfg)
+
+    # The logging config alone would make gunicorn's own logger format an access line per request.
+    assert logger.access_log_enabled is False
+    assert logger.access(None, None, {}, None) is None
