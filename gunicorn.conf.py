@@ -21,6 +21,13 @@ worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Connections a gthread worker holds at once (keep-alive included). gunicorn's default, 1000, lets
+# whichever worker wakes first take every connection of a burst: 16 keep-alive clients were seen
+# split 16/0 or 12/4 between 2 workers, halving throughput behind one worker's GIL. Twice the
+# threads keeps each worker's queue short and sends further connections to the other worker; a
+# worker keeps at most (connections - threads) idle keep-alive connections and closes the rest
+# after their response, so a waiting client gets a slot within one request's time.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(2 * threads)))
 # The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
 accesslog = None
 

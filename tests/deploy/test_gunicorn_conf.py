@@ -13,7 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
-    for name in ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "SERVICE_PORT"):
+    for name in (
+        "GUNICORN_BIND",
+        "GUNICORN_WORKERS",
+        "GUNICORN_THREADS",
+        "GUNICORN_WORKER_CONNECTIONS",
+        "SERVICE_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -28,6 +34,7 @@ def test_defaults_suit_a_two_core_machine(monkeypatch: pytest.MonkeyPatch) -> No
 
     assert conf.bind == "0.0.0.0:8082"
     assert (conf.workers, conf.threads, conf.worker_class) == (2, 4, "gthread")
+    assert conf.worker_connections == 8  # twice the threads, so keep-alive clients spread over workers
     assert conf.control_socket_disable is True
     assert conf.timeout > 0 and conf.graceful_timeout > 0
 
@@ -37,6 +44,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert conf.bind == "0.0.0.0:9001"
     assert (conf.workers, conf.threads, conf.worker_class) == (3, 1, "sync")
+    assert load_conf(monkeypatch, GUNICORN_WORKER_CONNECTIONS="50").worker_connections == 50
 
 
 def test_start_clears_only_old_metric_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
