@@ -79,3 +79,13 @@ def test_the_migration_counts_payments_that_existed_before_it(base_config: Confi
     finally:
         conn.close()
         drop_database(base_config, name)
+
+
+def test_the_counter_upsert_is_plpgsql_so_its_plan_is_kept(db: psycopg2.extensions.connection) -> None:
+    # PostgreSQL 15 re-plans a SQL-language function's INSERT on every call: up to three per charge.
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.proname = %s",
+            ("payment_stats_add",),
+        )
+        assert cur.fetchall() == [("plpgsql",)]
