@@ -28,7 +28,6 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.extras
 
 from utils.errors import AppError
 from utils.logger import get_logger
@@ -74,11 +73,18 @@ class PreparingConnection(psycopg2.extensions.connection):
         self.prepared: set[str] = set()
 
 
-class Cursor(psycopg2.extras.RealDictCursor):
-    """A dict cursor that runs `Prepared` statements as prepared statements on a PreparingConnection."""
+class Cursor(psycopg2.extensions.cursor):
+    """A cursor whose rows are plain dicts, and which runs `Prepared` statements as prepared statements.
+
+    Rows are built with dict(zip(...)) in C: psycopg2's RealDictCursor fills each row through a
+    Python __setitem__ per column, which took ~2 ms of a 100-row page.
+    """
+
+    _columns: list[str] | None = None
 
     def execute(self, query: Any, vars: Any = None) -> None:
         """Execute `query`; a `Prepared` one is prepared first if this session has not seen it."""
+        self._columns = None
         known = getattr(self.connection, "prepared", None)
         if not isinstance(query, Prepared) or known is None:
             return super().execute(query, vars)
@@ -88,6 +94,33 @@ class Cursor(psycopg2.extras.RealDictCursor):
             super().execute(query.prepare)
             known.add(query.name)
         return super().execute(query.execute, vars)
+
+    def _names(self) -> list[str]:
+        """The result's column names (read once per statement)."""
+        if self._columns is None:
+            self._columns = [column.name for column in self.description or ()]
+        return self._columns
+
+    def fetchone(self) -> dict[str, Any] | None:
+        """The next row as a dict, or None."""
+        row = super().fetchone()
+        return None if row is None else dict(zip(self._names(), row, strict=True))
+
+    def fetchmany(self, size: int | None = None) -> list[dict[str, Any]]:
+        """Up to `size` more rows as dicts."""
+        names = self._names()
+        rows = super().fetchmany() if size is None else super().fetchmany(size)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        """The remaining rows as dicts."""
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in super().fetchall()]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, one at a time."""
+        while (row := self.fetchone()) is not None:
+            yield row
 
 
 class DatabaseUnavailableError(AppError):

@@ -278,3 +278,16 @@ def test_every_prepared_service_statement_prepares_against_the_schema(pool: Conn
         for statement in statements:
             cur.execute(statement.prepare)
         assert {s.name for s in statements} <= _prepared_names(cur)
+
+
+def test_rows_come_back_as_plain_dicts_by_every_fetch(pool: ConnectionPool) -> None:
+    query = "SELECT n, n * 10 AS tens FROM generate_series(1, 5) AS n ORDER BY n"
+    with pool.cursor() as cur:
+        cur.execute(query)
+        first = cur.fetchone()
+        assert type(first) is dict and first == {"n": 1, "tens": 10}
+        assert cur.fetchmany(2) == [{"n": 2, "tens": 20}, {"n": 3, "tens": 30}]
+        assert cur.fetchall() == [{"n": 4, "tens": 40}, {"n": 5, "tens": 50}]
+        assert cur.fetchone() is None
+        cur.execute("SELECT 'x' AS other")  # a new statement, new column names
+        assert [row for row in cur] == [{"other": "x"}]
