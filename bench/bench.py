@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -388,12 +389,6 @@ def interleaved(scenarios: list[Scenario], rounds: int, seconds: int, connection
             )
         )  # fmt: skip
     return results
-
-
-def median(values: list[float]) -> float:
-    """The middle value (upper middle for an even count)."""
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
 
 
 def create_database(admin: Any, base: Config, name: str) -> str:

@@ -55,12 +55,13 @@ class Prepared(str):
     def __new__(cls, text: str) -> Prepared:
         """Derive the PREPARE and EXECUTE statements from the text, once, at import."""
         self = super().__new__(cls, text)
-        order = list(dict.fromkeys(_PLACEHOLDER.findall(text)))
-        body = _PLACEHOLDER.sub(lambda m: f"${order.index(m.group(1)) + 1}", text).replace("%%", "%")
+        # $1, $2, ... in order of first appearance; a name used twice is one parameter.
+        numbers = {name: n for n, name in enumerate(dict.fromkeys(_PLACEHOLDER.findall(text)), start=1)}
+        body = _PLACEHOLDER.sub(lambda m: f"${numbers[m.group(1)]}", text).replace("%%", "%")
         self.name = "payment_service_" + hashlib.sha256(text.encode()).hexdigest()[:16]
         self.prepare = f"PREPARE {self.name} AS {body}"
-        arguments = ", ".join(f"%({name})s" for name in order)
-        self.execute = f"EXECUTE {self.name}({arguments})" if order else f"EXECUTE {self.name}"
+        arguments = ", ".join(f"%({name})s" for name in numbers)
+        self.execute = f"EXECUTE {self.name}({arguments})" if numbers else f"EXECUTE {self.name}"
         return self
 
 

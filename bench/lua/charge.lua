@@ -1,11 +1,6 @@
 -- POST /v1/payments/charge: every request a new idempotency key and a new trip.
 -- Arguments: RUN (a number bench.py makes new for every wrk run).
 dofile("bench/lua/report.lua")
-local threads = {}
-function setup(thread)
-  thread:set("tid", #threads + 1)
-  table.insert(threads, thread)
-end
 local counter, run = 0, 1
 function init(args)
   run = tonumber(args[#args]) or 1

@@ -2,11 +2,6 @@
 -- key each time. Arguments: ROWS, STAMP, RUN (RUN is new for every wrk run). Generated amounts are
 -- at least 5.00, so 0.01 always fits.
 dofile("bench/lua/report.lua")
-local threads = {}
-function setup(thread)
-  thread:set("tid", #threads + 1)
-  table.insert(threads, thread)
-end
 local counter, rows, stamp, run = 0, 1000, "0", "0"
 function init(args)
   rows = tonumber(args[1]) or rows

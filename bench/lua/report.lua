@@ -1,4 +1,11 @@
--- Shared by every scenario: print one machine-readable line the harness (bench/bench.py) parses.
+-- Shared by every scenario: number wrk's threads (`tid`, for keys unique per thread) and print one
+-- machine-readable line the harness (bench/bench.py) parses.
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
