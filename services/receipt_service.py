@@ -36,11 +36,14 @@ FROM payment_refunds
 WHERE payment_id = %(payment_id)s
 ORDER BY created_at, refund_id
 """)
-# Simultaneous first requests all try; the unique payment_id lets exactly one row in.
+# Simultaneous first requests all try and exactly one row gets in. The row has two unique keys,
+# payment_id and receipt_number, and a loser can collide on either: ON CONFLICT (payment_id) would
+# arbitrate only the first and let the other raise. Both keys are functions of the payment (the
+# number embeds its id), so any conflict means "this payment's receipt exists": no target.
 INSERT_RECEIPT = Prepared("""
 INSERT INTO payment_receipts (payment_id, receipt_number, receipt_data, generated_at)
 VALUES (%(payment_id)s, %(receipt_number)s, %(receipt_data)s, %(generated_at)s)
-ON CONFLICT (payment_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING receipt_id, receipt_number, payment_id, receipt_data, generated_at
 """)
 

@@ -10,18 +10,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
 from config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def closed_port() -> int:
@@ -88,6 +90,18 @@ def query_rows(dsn: str, statement: str) -> list[tuple[Any, ...]]:
 def query_value(dsn: str, statement: str) -> Any:
     """The single value a statement such as SELECT count(*) returns."""
     return query_rows(dsn, statement)[0][0]
+
+
+def all_at_once(calls: list[Callable[[], T]]) -> list[T]:
+    """Run every call on its own thread, released together by a barrier; return the results in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], T]) -> T:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
 
 
 def payment_count(config: Config) -> int:
