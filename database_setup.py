@@ -3,7 +3,9 @@
 Usage: python database_setup.py [--csv PATH | --no-seed] [--reset] [--wait SECONDS]
 
 Nothing is ever dropped unless --reset is given. The CSV defaults to rhfd_payments.csv beside this
-file, or SEED_CSV from the environment; rows whose payment_id already exists are left untouched.
+file, or SEED_CSV from the environment; rows whose payment_id already exists are left untouched,
+except a PARTIALLY_REFUNDED row an earlier version stored without its refunded amount, which the
+file's amount_refunded repairs.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_secon
         print(f"migrations applied now: {', '.join(applied) if applied else 'none (schema up to date)'}")
         if csv_path is not None:
             result = load_csv(conn, csv_path, config.CURRENCY)
-            print(f"seed {csv_path.name}: {result.rows_in_file} rows in file, {result.inserted} inserted")
+            print(
+                f"seed {csv_path.name}: {result.rows_in_file} rows in file, {result.inserted} inserted, "
+                f"{result.repaired} repaired"
+            )
         total = count_payments(conn)
         conn.commit()
     finally:

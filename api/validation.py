@@ -9,6 +9,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from api.openapi import list_parameter, list_parameter_names, validate_request_body
+from models.money import CENT, MAX_AMOUNT
 from models.payment import PAYMENT_METHODS
 from services.payment_service import ChargeRequest, PageCursor, PaymentFilters
 from services.refund_service import RefundRequest
@@ -98,7 +99,6 @@ def _cursor_param(args: MultiDict[str, str]) -> PageCursor | None:
 
 # --- request bodies -----------------------------------------------------------------------------
 
-MAX_AMOUNT = Decimal("99999999.99")  # NUMERIC(10,2)
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -124,9 +124,9 @@ def body_amount(body: dict[str, Any], name: str = "amount") -> Decimal | None:
     amount = Decimal(value)
     if not amount.is_finite() or amount <= 0 or amount > MAX_AMOUNT:
         raise ValidationError(f"Field '{name}' must be greater than 0 and at most {MAX_AMOUNT}.", field=name)
-    if amount != amount.quantize(Decimal("0.01")):
+    if amount != amount.quantize(CENT):
         raise ValidationError(f"Field '{name}' must have at most two decimal places.", field=name)
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(CENT)
 
 
 def body_method(body: dict[str, Any]) -> str:

@@ -1,4 +1,9 @@
-"""Load payments from a CSV file (the reference's `rhfd_payments.csv` format), all or nothing."""
+"""Load payments from a CSV file (the reference's `rhfd_payments.csv` format), all or nothing.
+
+The reference header may be followed by an `amount_refunded` column. Every refunded amount becomes a
+refund record (reason `imported`), so the ledger invariant holds for loaded rows too: a payment's
+amount_refunded is the sum of its refund records and never exceeds its amount.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +17,53 @@ from pathlib import Path
 import psycopg2.extensions
 import psycopg2.extras
 
+from models.money import MAX_AMOUNT
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
 
 EXPECTED_HEADER = ["payment_id", "trip_id", "amount", "method", "status", "reference", "created_at"]
+# The project's own file adds the refunded amount, which the reference format cannot express.
+EXTENDED_HEADER = [*EXPECTED_HEADER, "amount_refunded"]
 MAX_ID = 2**63 - 1
-MAX_AMOUNT = Decimal("99999999.99")  # NUMERIC(10,2)
 _INT_RE = re.compile(r"^[0-9]{1,19}$")
 _REFERENCE_RE = re.compile(r"^[\x21-\x7e]{1,100}$")
 
-# A row whose payment_id is already present is left as it is, so a second load changes nothing.
+# A row whose payment_id is already present is left as it is, so a second load changes nothing. The one
+# exception repairs what the old loader stored: the same PARTIALLY_REFUNDED payment with amount_refunded 0
+# and no refund records gets the file's amount_refunded. `xmax = 0` marks a row this statement inserted
+# (an updated row carries this transaction's id there), so inserts and repairs are counted apart.
 INSERT_PAYMENTS = """
-INSERT INTO payments (payment_id, trip_id, amount, amount_refunded, currency, method, status, reference,
-                      created_at, updated_at)
+INSERT INTO payments AS p (payment_id, trip_id, amount, amount_refunded, currency, method, status, reference,
+                           created_at, updated_at)
 VALUES %s
-ON CONFLICT (payment_id) DO NOTHING
+ON CONFLICT (payment_id) DO UPDATE
+   SET amount_refunded = EXCLUDED.amount_refunded,
+       updated_at = now()
+ WHERE p.status = 'PARTIALLY_REFUNDED'
+   AND EXCLUDED.status = 'PARTIALLY_REFUNDED'
+   AND p.amount_refunded = 0
+   AND (p.trip_id, p.amount, p.reference) = (EXCLUDED.trip_id, EXCLUDED.amount, EXCLUDED.reference)
+   AND NOT EXISTS (SELECT 1 FROM payment_refunds AS r WHERE r.payment_id = p.payment_id)
+RETURNING (p.xmax = 0) AS inserted
 """
 INSERT_TEMPLATE = (
     "(%(payment_id)s, %(trip_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s, %(status)s,"
     " %(reference)s, %(created_at)s, %(created_at)s)"
 )
+# For the given payments, records as refunded whatever amount_refunded holds beyond their refund records
+# (dated like the payment): a second load adds nothing, and REFUNDED rows of the old loader get theirs.
+INSERT_IMPORTED_REFUNDS = """
+INSERT INTO payment_refunds (payment_id, refund_amount, reason, created_at)
+SELECT p.payment_id, p.amount_refunded - COALESCE(r.recorded, 0), 'imported', p.created_at
+FROM payments AS p
+LEFT JOIN (SELECT payment_id, sum(refund_amount) AS recorded
+           FROM payment_refunds
+           WHERE payment_id = ANY(%(payment_ids)s::bigint[]) AND status <> 'FAILED'
+           GROUP BY payment_id) AS r
+       ON r.payment_id = p.payment_id
+WHERE p.payment_id = ANY(%(payment_ids)s::bigint[])
+  AND p.amount_refunded > COALESCE(r.recorded, 0)
+ORDER BY p.payment_id
+"""
 # Keeps concurrent payment inserts out while ids are loaded and the sequence is moved past them.
 LOCK_PAYMENTS = "LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE"
 ADVANCE_SEQUENCE = """
@@ -48,10 +81,11 @@ class SeedError(ValueError):
 
 @dataclass(frozen=True)
 class LoadResult:
-    """What a load did: rows read from the file and rows actually inserted."""
+    """What a load did: rows read from the file, rows newly inserted, stored rows given their refunded part."""
 
     rows_in_file: int
     inserted: int
+    repaired: int = 0
 
 
 def _parse_int(value: str, column: str, line: int) -> int:
@@ -61,15 +95,34 @@ def _parse_int(value: str, column: str, line: int) -> int:
     return int(value)
 
 
-def _parse_amount(value: str, line: int) -> Decimal:
-    """Parse a non-negative amount with at most two decimals."""
+def _parse_money(value: str, column: str, line: int) -> Decimal:
+    """Parse a non-negative amount of money with at most two decimals."""
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise SeedError(f"line {line}: amount must be a decimal number, got {value!r}") from None
+        raise SeedError(f"line {line}: {column} must be a decimal number, got {value!r}") from None
     if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT or amount.as_tuple().exponent < -2:
-        raise SeedError(f"line {line}: amount must be between 0 and {MAX_AMOUNT} with at most two decimals")
+        raise SeedError(f"line {line}: {column} must be between 0 and {MAX_AMOUNT} with at most two decimals")
     return amount
+
+
+def _refunded_part(raw: str | None, status: str, amount: Decimal, line: int) -> Decimal:
+    """The amount already refunded, checked against the status; `raw` is None when the file has no such column."""
+    given = _parse_money(raw, "amount_refunded", line) if raw else None
+    if status == "REFUNDED":
+        if given is not None and given != amount:
+            raise SeedError(f"line {line}: a REFUNDED payment's amount_refunded must equal its amount {amount}")
+        return amount
+    if status == "PARTIALLY_REFUNDED":
+        if given is None or not 0 < given < amount:
+            raise SeedError(
+                f"line {line}: a PARTIALLY_REFUNDED payment needs its amount_refunded"
+                f" (more than 0 and less than its amount {amount})"
+            )
+        return given
+    if given:
+        raise SeedError(f"line {line}: a {status} payment has nothing refunded; amount_refunded must be 0")
+    return Decimal("0.00")
 
 
 def _parse_timestamp(value: str, line: int) -> datetime:
@@ -97,14 +150,17 @@ def parse_csv(path: Path, currency: str) -> list[dict[str, object]]:
             header = next(reader, None)
             if header is None:
                 raise SeedError(f"{path} is empty; expected the header {','.join(EXPECTED_HEADER)}")
-            if [h.strip() for h in header] != EXPECTED_HEADER:
-                raise SeedError(f"line 1: header must be {','.join(EXPECTED_HEADER)}")
+            columns = [h.strip() for h in header]
+            if columns not in (EXPECTED_HEADER, EXTENDED_HEADER):
+                raise SeedError(
+                    f"line 1: header must be {','.join(EXPECTED_HEADER)}, optionally followed by ,amount_refunded"
+                )
             for record in reader:
                 line = reader.line_num
                 if not record or record == [""]:
                     continue
-                if len(record) != len(EXPECTED_HEADER):
-                    raise SeedError(f"line {line}: expected {len(EXPECTED_HEADER)} fields, found {len(record)}")
+                if len(record) != len(columns):
+                    raise SeedError(f"line {line}: expected {len(columns)} fields, found {len(record)}")
                 rows.append(_parse_row([v.strip() for v in record], line, currency, seen_ids, seen_refs, live_trips))
         except csv.Error as exc:
             raise SeedError(f"line {reader.line_num}: {exc}") from None
@@ -122,10 +178,14 @@ def _parse_row(
     live_trips: dict[int, int],
 ) -> dict[str, object]:
     """Validate one record and check it against the rows before it."""
-    raw_id, raw_trip, raw_amount, raw_method, raw_status, reference, raw_created = record
+    width = len(EXPECTED_HEADER)
+    raw_id, raw_trip, raw_amount, raw_method, raw_status, reference, raw_created = record[:width]
+    raw_refunded = record[width] if len(record) > width else None
     payment_id = _parse_int(raw_id, "payment_id", line)
     trip_id = _parse_int(raw_trip, "trip_id", line)
-    amount = _parse_amount(raw_amount, line)
+    amount = _parse_money(raw_amount, "amount", line)
+    if amount == 0:
+        raise SeedError(f"line {line}: amount must be greater than 0")
     method = raw_method.upper()
     if method not in PAYMENT_METHODS:
         raise SeedError(f"line {line}: method must be one of {', '.join(PAYMENT_METHODS)}, got {raw_method!r}")
@@ -135,6 +195,7 @@ def _parse_row(
     if not _REFERENCE_RE.match(reference):
         raise SeedError(f"line {line}: reference must be 1-100 printable characters without spaces")
     created_at = _parse_timestamp(raw_created, line)
+    amount_refunded = _refunded_part(raw_refunded, status, amount, line)
     if payment_id in seen_ids:
         raise SeedError(f"line {line}: payment_id {payment_id} already appears on line {seen_ids[payment_id]}")
     if reference in seen_refs:
@@ -151,9 +212,7 @@ def _parse_row(
         "payment_id": payment_id,
         "trip_id": trip_id,
         "amount": amount,
-        # The reference CSV format carries no refunded amount: a REFUNDED row was refunded in full;
-        # for PARTIALLY_REFUNDED the part is unknown, so it is recorded as 0 (see README).
-        "amount_refunded": amount if status == "REFUNDED" else Decimal("0.00"),
+        "amount_refunded": amount_refunded,
         "currency": currency,
         "method": method,
         "status": status,
@@ -162,24 +221,30 @@ def _parse_row(
     }
 
 
-def load_payments(conn: psycopg2.extensions.connection, rows: list[dict[str, object]]) -> int:
-    """Insert the rows in the caller's transaction and move the id sequence past them; return rows inserted."""
+def load_payments(conn: psycopg2.extensions.connection, rows: list[dict[str, object]]) -> tuple[int, int]:
+    """Insert the rows and their imported refunds in the caller's transaction; return (inserted, repaired)."""
     with conn.cursor() as cur:
         cur.execute(LOCK_PAYMENTS)
-        inserted = 0
+        inserted = repaired = 0
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
-            psycopg2.extras.execute_values(cur, INSERT_PAYMENTS, chunk, template=INSERT_TEMPLATE, page_size=1000)
-            inserted += cur.rowcount
+            outcomes = psycopg2.extras.execute_values(
+                cur, INSERT_PAYMENTS, chunk, template=INSERT_TEMPLATE, page_size=1000, fetch=True
+            )
+            inserted += sum(1 for (was_inserted,) in outcomes if was_inserted)
+            repaired += sum(1 for (was_inserted,) in outcomes if not was_inserted)
+        refunded = [row["payment_id"] for row in rows if row["amount_refunded"] > 0]
+        if refunded:
+            cur.execute(INSERT_IMPORTED_REFUNDS, {"payment_ids": refunded})
         cur.execute(ADVANCE_SEQUENCE)
-    return inserted
+    return inserted, repaired
 
 
 def load_csv(conn: psycopg2.extensions.connection, path: Path, currency: str) -> LoadResult:
     """Validate the whole file, then load it in one transaction (nothing is loaded if any line is bad)."""
     rows = parse_csv(path, currency)
     try:
-        inserted = load_payments(conn, rows)
+        inserted, repaired = load_payments(conn, rows)
         conn.commit()
     except psycopg2.IntegrityError as exc:
         conn.rollback()
@@ -188,4 +253,4 @@ def load_csv(conn: psycopg2.extensions.connection, path: Path, currency: str) ->
     except BaseException:
         conn.rollback()
         raise
-    return LoadResult(rows_in_file=len(rows), inserted=inserted)
+    return LoadResult(rows_in_file=len(rows), inserted=inserted, repaired=repaired)

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-HEADER = ["payment_id", "trip_id", "amount", "method", "status", "reference", "created_at"]
+# The reference's columns plus the refunded amount, which a PARTIALLY_REFUNDED row cannot do without.
+HEADER = ["payment_id", "trip_id", "amount", "method", "status", "reference", "created_at", "amount_refunded"]
 ROWS = 320
 SEED = 915
 BASE_FARE = Decimal("5.00")
@@ -40,9 +41,23 @@ def _fare(rng: random.Random) -> Decimal:
     return ((BASE_FARE + distance * RATE_PER_KM) * surge).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
+def _refunded(rng: random.Random, amount: Decimal, status: str) -> Decimal:
+    """What was already refunded: all of it, a whole-cent share of 10-90 % of it, or nothing."""
+    if status == "REFUNDED":
+        return amount
+    if status != "PARTIALLY_REFUNDED":
+        return Decimal("0.00")
+    cents = int(amount * 100)
+    low, high = max(1, -(-cents // 10)), min(cents - 1, cents * 9 // 10)
+    return Decimal(rng.randint(low, high)) / 100
+
+
 def generate(rows: int = ROWS, seed: int = SEED) -> list[list[str]]:
     """Return the data rows (without header)."""
     rng = random.Random(seed)
+    # Refunded parts come from a generator of their own, so every other column stays as it was before
+    # the amount_refunded column existed.
+    refund_rng = random.Random(f"{seed}-refunds")
     out: list[list[str]] = []
     moment = START
     trip_id = 5000
@@ -72,6 +87,7 @@ def generate(rows: int = ROWS, seed: int = SEED) -> list[list[str]]:
                     attempt,
                     reference,
                     moment.strftime("%Y-%m-%d %H:%M:%S"),
+                    f"{_refunded(refund_rng, amount, attempt)}",
                 ]
             )
             moment += timedelta(seconds=rng.randint(20, 240))

@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from database.connection import ConnectionPool, DatabaseUnavailableError
+from models.money import CENT
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
 from utils.logger import get_logger
 
@@ -25,7 +26,6 @@ logger = get_logger(__name__)
 
 # Payments whose money was collected (refunds are reported separately), as the reference counts revenue.
 REVENUE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
-CENT = Decimal("0.01")
 
 COUNT_OUTBOX = """
 SELECT status, count(*) AS n FROM notification_outbox WHERE status IN ('PENDING', 'DEAD') GROUP BY status

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
@@ -125,3 +127,32 @@ def test_refunds_can_never_exceed_the_amount_in_the_schema(db: psycopg2.extensio
             "INSERT INTO payments (trip_id, amount, amount_refunded, method, status, reference)"
             " VALUES (1, 10, 10.01, 'CARD', 'REFUNDED', 'x')"
         )
+
+
+def test_0006_records_the_refunds_the_old_seed_loader_left_out(
+    scratch: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    by_version = {migration.version: migration for migration in discover()}
+    for migration in by_version.values():
+        if migration.version < "0006":
+            (tmp_path / f"{migration.name}.sql").write_text(migration.sql)
+    apply_migrations(scratch, tmp_path)
+    with scratch.cursor() as cur:
+        # As the old loader stored a REFUNDED row: amount_refunded set, no refund record.
+        cur.execute(
+            "INSERT INTO payments (payment_id, trip_id, amount, amount_refunded, method, status, reference, updated_at)"
+            " VALUES (1, 7, 40.00, 40.00, 'CARD', 'REFUNDED', 'old', '2025-10-02 09:00:00+00'),"
+            "        (2, 8, 30.00, 10.00, 'CARD', 'PARTIALLY_REFUNDED', 'api', now())"
+        )
+        cur.execute("INSERT INTO payment_refunds (payment_id, refund_amount, reason) VALUES (2, 10.00, 'api')")
+    scratch.commit()
+
+    (tmp_path / f"{by_version['0006'].name}.sql").write_text(by_version["0006"].sql)
+
+    assert apply_migrations(scratch, tmp_path) == ["0006"]
+
+    with scratch.cursor() as cur:
+        cur.execute("SELECT payment_id, refund_amount, reason, created_at FROM payment_refunds ORDER BY 1")
+        rows = cur.fetchall()
+    assert rows[0] == (1, Decimal("40.00"), "imported", datetime(2025, 10, 2, 9, tzinfo=UTC))
+    assert [row[:3] for row in rows[1:]] == [(2, Decimal("10.00"), "api")]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from config import Config
-from database.seed import EXPECTED_HEADER, SeedError, load_csv, parse_csv
+from database.seed import EXPECTED_HEADER, EXTENDED_HEADER, SeedError, load_csv, parse_csv
+from database_setup import DEFAULT_CSV
 
 HEADER = ",".join(EXPECTED_HEADER)
+EXTENDED = ",".join(EXTENDED_HEADER)
+REFERENCE_CSV = Path("/work/shared/seed/reference_rhfd_payments.csv")
 GOOD_ROWS = [
     "1,101,31.25,CARD,SUCCESS,PAY-1,2025-10-01 06:47:34",
     "2,102,7.00,cash,SUCCESS,PAY-2,2025-10-01 07:00:00",
@@ -20,6 +25,24 @@ GOOD_ROWS = [
     "4,103,12.50,UPI,SUCCESS,PAY-4,2025-10-01 08:05:00",
     "5,104,40.00,WALLET,REFUNDED,PAY-5,2025-10-02 09:00:00",
 ]
+# Payments breaking the ledger invariant: amount_refunded is the sum of the refund records, never above amount.
+LEDGER_VIOLATIONS = """
+SELECT p.payment_id, p.amount, p.amount_refunded, COALESCE(r.total, 0) AS recorded
+FROM payments AS p
+LEFT JOIN (SELECT payment_id, sum(refund_amount) AS total FROM payment_refunds GROUP BY payment_id) AS r
+       ON r.payment_id = p.payment_id
+WHERE p.amount_refunded <> COALESCE(r.total, 0) OR p.amount_refunded > p.amount
+ORDER BY p.payment_id
+"""
+REFUND_RECORDS = "SELECT payment_id, refund_amount, reason, created_at FROM payment_refunds ORDER BY payment_id"
+# What the old loader stored for the file's refunded rows: the refunded part of a REFUNDED row without its
+# record, and a PARTIALLY_REFUNDED row at amount_refunded 0.
+OLD_LOADER_ROWS = """
+INSERT INTO payments (payment_id, trip_id, amount, amount_refunded, method, status, reference, created_at, updated_at)
+VALUES (5, 104, 40.00, 40.00, 'WALLET', 'REFUNDED', 'PAY-5', '2025-10-02 09:00:00+00', '2025-10-02 09:00:00+00'),
+       (6, 105, 50.00, 0, 'CARD', 'PARTIALLY_REFUNDED', 'PAY-6', '2025-10-03 10:00:00+00', '2025-10-03 10:00:00+00'),
+       (7, 900, 20.00, 0, 'UPI', 'PARTIALLY_REFUNDED', 'OTHER-7', '2025-10-04 10:00:00+00', '2025-10-04 10:00:00+00')
+"""
 
 
 @pytest.fixture
@@ -36,10 +59,22 @@ def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
     return path
 
 
-def count(db: psycopg2.extensions.connection) -> int:
+def count(db: psycopg2.extensions.connection, table: str = "payments") -> int:
     with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM payments")
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
         return cur.fetchone()[0]
+
+
+def ledger_violations(db: psycopg2.extensions.connection) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute(LEDGER_VIOLATIONS)
+        return cur.fetchall()
+
+
+def refund_records(db: psycopg2.extensions.connection) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute(REFUND_RECORDS)
+        return cur.fetchall()
 
 
 def test_a_good_file_loads_every_row_with_exact_values(
@@ -103,6 +138,8 @@ def test_loading_never_moves_the_id_sequence_backwards(
         ("6,105,abc,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount"),
         ("6,105,1.005,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount"),
         ("6,105,-1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount"),
+        ("6,105,0.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount must be greater than 0"),
+        ("6,105,9.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00", "PARTIALLY_REFUNDED payment needs its"),
         ("6,105,NaN,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount"),
         ("6,105,1.00,CHEQUE,SUCCESS,PAY-6,2025-10-03 10:00:00", "method"),
         ("6,105,1.00,CARD,PAID,PAY-6,2025-10-03 10:00:00", "status"),
@@ -166,3 +203,169 @@ def test_rows_conflicting_with_stored_payments_abort_the_whole_load(
         load_csv(conn, write_csv(tmp_path, [*GOOD_ROWS[1:], clash]), "INR")
 
     assert count(db) == 1
+
+
+def test_a_refunded_row_gets_one_imported_refund_record_dated_like_the_payment(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    load_csv(conn, write_csv(tmp_path, GOOD_ROWS), "INR")
+
+    assert refund_records(db) == [(5, Decimal("40.00"), "imported", datetime(2025, 10, 2, 9, tzinfo=UTC))]
+    assert ledger_violations(db) == []
+
+
+def test_the_shipped_seed_file_loads_with_every_refunded_amount_recorded(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection
+) -> None:
+    result = load_csv(conn, DEFAULT_CSV, "INR")
+
+    assert result.inserted == result.rows_in_file
+    assert ledger_violations(db) == []
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT p.status, count(*), count(*) FILTER (WHERE r.refund_amount = p.amount),"
+            "       count(*) FILTER (WHERE r.refund_amount > 0 AND r.refund_amount < p.amount)"
+            " FROM payments AS p JOIN payment_refunds AS r USING (payment_id)"
+            " WHERE r.reason = 'imported' GROUP BY 1 ORDER BY 1"
+        )
+        by_status = {status: rest for status, *rest in cur.fetchall()}
+        cur.execute("SELECT status, count(*) FROM payments WHERE status LIKE '%%REFUNDED' GROUP BY 1 ORDER BY 1")
+        refunded_rows = dict(cur.fetchall())
+    assert by_status == {
+        "PARTIALLY_REFUNDED": [refunded_rows["PARTIALLY_REFUNDED"], 0, refunded_rows["PARTIALLY_REFUNDED"]],
+        "REFUNDED": [refunded_rows["REFUNDED"], refunded_rows["REFUNDED"], 0],
+    }
+
+
+def test_a_partially_refunded_row_with_its_amount_loads_it_and_records_it(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    rows = [f"{row},{'40.00' if 'REFUNDED' in row else '0.00'}" for row in GOOD_ROWS]
+    rows.append("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,12.34")
+
+    load_csv(conn, write_csv(tmp_path, rows, header=EXTENDED), "INR")
+
+    with db.cursor() as cur:
+        cur.execute("SELECT amount_refunded, status FROM payments WHERE payment_id = 6")
+        assert cur.fetchone() == (Decimal("12.34"), "PARTIALLY_REFUNDED")
+    assert [record[:3] for record in refund_records(db)] == [
+        (5, Decimal("40.00"), "imported"),
+        (6, Decimal("12.34"), "imported"),
+    ]
+    assert ledger_violations(db) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "bad_row"),
+    [
+        (HEADER, "6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00"),
+        (EXTENDED, "6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,"),
+    ],
+    ids=["reference header", "empty cell"],
+)
+def test_a_partially_refunded_row_without_its_amount_is_refused_naming_the_line(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path, header: str, bad_row: str
+) -> None:
+    rows = GOOD_ROWS if header == HEADER else [f"{row}," for row in GOOD_ROWS]
+
+    with pytest.raises(SeedError, match="line 7: a PARTIALLY_REFUNDED payment needs its amount_refunded"):
+        load_csv(conn, write_csv(tmp_path, [*rows, bad_row], header=header), "INR")
+
+    assert (count(db), count(db, "payment_refunds")) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,50.01", "needs its amount_refunded"),
+        ("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,50.00", "needs its amount_refunded"),
+        ("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,0.00", "needs its amount_refunded"),
+        ("6,105,50.00,CARD,REFUNDED,PAY-6,2025-10-03 10:00:00,60.00", "must equal its amount 50.00"),
+        ("6,105,50.00,CARD,REFUNDED,PAY-6,2025-10-03 10:00:00,10.00", "must equal its amount 50.00"),
+        ("6,105,50.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00,5.00", "amount_refunded must be 0"),
+        ("6,105,50.00,CARD,FAILED,PAY-6,2025-10-03 10:00:00,50.00", "amount_refunded must be 0"),
+        ("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,1.005", "amount_refunded"),
+        ("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,-1.00", "amount_refunded"),
+        ("6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,abc", "amount_refunded"),
+        ("6,105,0.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00,0.00", "amount must be greater than 0"),
+    ],
+)
+def test_a_refunded_amount_that_does_not_fit_the_row_is_refused_naming_the_line(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path, bad_row: str, message: str
+) -> None:
+    rows = [f"{row},{'40.00' if 'REFUNDED' in row else ''}" for row in GOOD_ROWS]
+
+    with pytest.raises(SeedError) as caught:
+        load_csv(conn, write_csv(tmp_path, [*rows, bad_row], header=EXTENDED), "INR")
+
+    assert "line 7" in str(caught.value)
+    assert message in str(caught.value)
+    assert (count(db), count(db, "payment_refunds")) == (0, 0)
+
+
+def test_loading_the_shipped_file_twice_adds_no_refund_records(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection
+) -> None:
+    load_csv(conn, DEFAULT_CSV, "INR")
+    records = refund_records(db)
+
+    again = load_csv(conn, DEFAULT_CSV, "INR")
+
+    assert (again.inserted, again.repaired) == (0, 0)
+    assert records and refund_records(db) == records
+
+
+def test_a_database_loaded_by_the_old_loader_is_repaired_by_loading_the_new_file(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    with db.cursor() as cur:
+        cur.execute(OLD_LOADER_ROWS)
+        cur.execute("SELECT * FROM payments WHERE payment_id = 7")
+        unrelated = cur.fetchone()
+    rows = [
+        "5,104,40.00,WALLET,REFUNDED,PAY-5,2025-10-02 09:00:00,40.00",
+        "6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,12.34",
+        # Same id as a stored payment that is not this one: left exactly as it is.
+        "7,106,20.00,UPI,PARTIALLY_REFUNDED,PAY-7,2025-10-04 10:00:00,5.00",
+        "8,107,9.00,CARD,SUCCESS,PAY-8,2025-10-05 10:00:00,0.00",
+    ]
+
+    result = load_csv(conn, write_csv(tmp_path, rows, header=EXTENDED), "INR")
+
+    assert (result.inserted, result.repaired) == (1, 1)
+    with db.cursor() as cur:
+        cur.execute("SELECT amount_refunded, status FROM payments WHERE payment_id = 6")
+        assert cur.fetchone() == (Decimal("12.34"), "PARTIALLY_REFUNDED")
+        cur.execute("SELECT * FROM payments WHERE payment_id = 7")
+        assert cur.fetchone() == unrelated
+    assert refund_records(db) == [
+        (5, Decimal("40.00"), "imported", datetime(2025, 10, 2, 9, tzinfo=UTC)),
+        (6, Decimal("12.34"), "imported", datetime(2025, 10, 3, 10, tzinfo=UTC)),
+    ]
+    assert ledger_violations(db) == []
+
+
+def test_a_repaired_database_is_left_alone_by_the_next_load(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    with db.cursor() as cur:
+        cur.execute(OLD_LOADER_ROWS)
+    path = write_csv(tmp_path, ["6,105,50.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00,12.34"], EXTENDED)
+    load_csv(conn, path, "INR")
+    records = refund_records(db)
+
+    again = load_csv(conn, path, "INR")
+
+    assert (again.inserted, again.repaired) == (0, 0)
+    assert refund_records(db) == records
+
+
+@pytest.mark.skipif(not REFERENCE_CSV.exists(), reason="the reference's own CSV is not on this machine")
+def test_the_reference_file_still_loads_unchanged(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection
+) -> None:
+    result = load_csv(conn, REFERENCE_CSV, "INR")
+
+    assert (result.rows_in_file, result.inserted) == (350, 350)
+    assert (count(db), count(db, "payment_refunds")) == (350, 0)
+    assert ledger_violations(db) == []
