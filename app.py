@@ -42,7 +42,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.json = PaymentJSONProvider(app)
     app.config.update(
         SERVICE=settings,
-        DEBUG=settings.DEBUG,
+        # DEBUG only makes logs readable: Flask's debug mode would change error handling.
+        DEBUG=False,
         TESTING=settings.TESTING,
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
     )
@@ -95,6 +96,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     app.register_blueprint(metrics.bp)
     app.register_blueprint(docs.bp)
 
+    if settings.TRIP_SERVICE_MOCK:
+        logger.warning(
+            "TRIP_SERVICE_MOCK=true: when the trip service cannot answer, charges price a MOCK trip"
+            " (10.5 km, marked mock_trip in the fare); never use this in production"
+        )
     logger.info(
         "payment service configured",
         extra={"database": settings.describe_database(), "pool_size": settings.DB_POOL_SIZE},
@@ -105,6 +111,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
 def close_app(app: Flask) -> None:
     """Release what create_app opened: database connections and background threads."""
     app.extensions["notification_dispatcher"].stop()
+    app.extensions["payment_service"].idempotency.deferred.stop()
     app.extensions["db_pool"].close()
     app.extensions["health_service"].dependencies.close()
 
@@ -131,4 +138,5 @@ def __getattr__(name: str) -> Flask:
 if __name__ == "__main__":
     application = _app_from_environment()
     settings: Config = application.config["SERVICE"]
-    application.run(host="0.0.0.0", port=settings.SERVICE_PORT, debug=settings.DEBUG, threaded=True, use_reloader=False)
+    # Never Werkzeug's interactive debugger (it executes code sent to it), whatever DEBUG says.
+    application.run(host="0.0.0.0", port=settings.SERVICE_PORT, debug=False, threaded=True, use_reloader=False)

@@ -15,9 +15,14 @@ from urllib.parse import quote, urlsplit
 import limits
 from dotenv import dotenv_values
 
+from models.money import MAX_AMOUNT, to_cents
+
 _API_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+# Start-up refuses fare settings under which a trip this long, at the highest configured surge
+# level, would price above the largest storable amount (longer trips get 400 fare_out_of_range).
+ORDINARY_TRIP_KM = Decimal("1000")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -205,6 +210,7 @@ class Config:
     DB_PREPARED_STATEMENTS: bool = True
 
     TRIP_SERVICE_URL: str = "http://localhost:8081"
+    TRIP_SERVICE_MOCK: bool = False
     NOTIFICATION_SERVICE_URL: str = "http://localhost:8084"
     RIDER_SERVICE_URL: str = "http://localhost:8080"
     DRIVER_SERVICE_URL: str = "http://localhost:8083"
@@ -253,7 +259,7 @@ class Config:
         """Build a Config from `env` (default: `.env` merged under os.environ); raise ConfigError if invalid."""
         env = load_environment() if env is None else env
         log_level = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-        return cls(
+        config = cls(
             SERVICE_PORT=_int(env, "SERVICE_PORT", 8082, 1, 65535),
             DEBUG=_bool(env, "DEBUG", False),
             LOG_LEVEL=log_level,
@@ -269,6 +275,7 @@ class Config:
             DB_STATEMENT_TIMEOUT_MS=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 3_600_000),
             DB_PREPARED_STATEMENTS=_bool(env, "DB_PREPARED_STATEMENTS", True),
             TRIP_SERVICE_URL=_url(env, "TRIP_SERVICE_URL", cls.TRIP_SERVICE_URL),
+            TRIP_SERVICE_MOCK=_bool(env, "TRIP_SERVICE_MOCK", False),
             NOTIFICATION_SERVICE_URL=_url(env, "NOTIFICATION_SERVICE_URL", cls.NOTIFICATION_SERVICE_URL),
             RIDER_SERVICE_URL=_url(env, "RIDER_SERVICE_URL", cls.RIDER_SERVICE_URL),
             DRIVER_SERVICE_URL=_url(env, "DRIVER_SERVICE_URL", cls.DRIVER_SERVICE_URL),
@@ -305,6 +312,8 @@ class Config:
             NOTIFY_POLL_INTERVAL=_float(env, "NOTIFY_POLL_INTERVAL", 1.0, 0.01, 60.0),
             NOTIFY_BATCH_SIZE=_int(env, "NOTIFY_BATCH_SIZE", 20, 1, 1000),
         )
+        config.check_fares()
+        return config
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
         """Return a copy with some fields replaced (used by tests and tools); unknown names are an error."""
@@ -314,7 +323,20 @@ class Config:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ConfigError(f"unknown configuration names: {', '.join(unknown)}")
-        return dataclasses.replace(self, **overrides)
+        config = dataclasses.replace(self, **overrides)
+        config.check_fares()
+        return config
+
+    def check_fares(self) -> None:
+        """Refuse fare settings under which an ordinary trip could not be stored as a payment."""
+        level, surge = max(self.SURGE_MULTIPLIERS.items(), key=lambda item: item[1])
+        fare = to_cents((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge)
+        if fare > MAX_AMOUNT:
+            raise ConfigError(
+                f"BASE_FARE + {ORDINARY_TRIP_KM} km x RATE_PER_KM at the highest SURGE_MULTIPLIERS level"
+                f" ({level} {surge}) is {fare}, above the largest payment amount {MAX_AMOUNT}:"
+                " lower BASE_FARE or RATE_PER_KM"
+            )
 
     def get_database_uri(self) -> str:
         """Return the libpq connection URI (DATABASE_URL when given, else built from DB_*)."""

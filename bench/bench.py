@@ -5,10 +5,10 @@
 
 It creates a throwaway database on the configured server (DB_* / DATABASE_URL, or the embedded
 one `make bench` starts), loads payments with COPY, starts gunicorn with gunicorn.conf.py (the
-production settings: DEBUG mock trip, rate limits off) and drives it from wrk on loopback. pgbench
-runs the SQL of one charge, taken from the service modules themselves, at the same concurrency:
-that is the database's ceiling for charges. It prints one table and the ratios the targets are
-stated in, and writes the same as JSON (--json, default .ci/artifacts/bench.json).
+production settings, with the TRIP_SERVICE_MOCK trip and rate limits off) and drives it from wrk
+on loopback. pgbench runs the SQL of one charge, taken from the service modules themselves, at the
+same concurrency: that is the database's ceiling for charges. It prints one table and the ratios
+the targets are stated in, and writes the same as JSON (--json, default .ci/artifacts/bench.json).
 """
 
 from __future__ import annotations
@@ -437,8 +437,9 @@ def main(argv: list[str]) -> int:
               f"{loaded['big_seconds']:.1f} s (COPY)", flush=True)  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
         env.update(
-            DEBUG="true", RATE_LIMIT_ENABLED="false", LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),
-            # Nothing listens there: DEBUG answers with the mock trip, notifications wait in the outbox.
+            DEBUG="true", TRIP_SERVICE_MOCK="true", RATE_LIMIT_ENABLED="false",
+            LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"),
+            # Nothing listens there: the mock trip is priced, notifications wait in the outbox.
             TRIP_SERVICE_URL="http://127.0.0.1:9", NOTIFICATION_SERVICE_URL="http://127.0.0.1:9",
             NOTIFY_DISPATCHER_ENABLED="false", GATEWAY_SUCCESS_RATE="1.0",
         )  # fmt: skip

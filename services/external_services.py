@@ -49,6 +49,11 @@ class Trip:
     surge_multiplier: Decimal
     rider_id: int | None = None
     driver_id: int | None = None
+    mock: bool = False  # the development mock trip, not an answer of the trip service
+
+
+# The reference's development trip: 10.5 km at surge 1.0 (31.25 with the default fares).
+MOCK_TRIP_DISTANCE_KM = Decimal("10.5")
 
 
 class TripServiceUnavailableError(AppError):
@@ -144,11 +149,11 @@ class HttpTripClient:
     """
 
     def __init__(self, config: Config, session: requests.Session | None = None) -> None:
-        """Take the URL, timeouts, surge table and DEBUG flag from config."""
+        """Take the URL, timeouts, surge table and the mock-trip switch from config."""
         self._url = config.TRIP_SERVICE_URL
         self._timeout = (config.HTTP_CONNECT_TIMEOUT, config.HTTP_READ_TIMEOUT)
         self._surge_levels = config.SURGE_MULTIPLIERS
-        self._debug = config.DEBUG
+        self._mock = config.TRIP_SERVICE_MOCK
         self._session = session or internal_session()
         self._bulkhead = Bulkhead(config.TRIP_SERVICE_MAX_CONCURRENCY, config.TRIP_SERVICE_QUEUE_TIMEOUT)
         self.breaker = CircuitBreaker(config.TRIP_SERVICE_BREAKER_THRESHOLD, config.TRIP_SERVICE_BREAKER_RESET)
@@ -165,7 +170,7 @@ class HttpTripClient:
             return self._session.get(url, timeout=self._timeout)
 
     def get_trip(self, trip_id: int) -> Trip:
-        """Return the trip, or the reference's mock trip in DEBUG when the trip service cannot answer."""
+        """Return the trip, or (TRIP_SERVICE_MOCK only) the mock trip when the trip service cannot answer."""
         response, reason = self._guarded_fetch(trip_id)
         if response is None:
             return self._unavailable(trip_id, reason)
@@ -207,10 +212,14 @@ class HttpTripClient:
                 self.breaker.record_failure()
 
     def _unavailable(self, trip_id: int, reason: str) -> Trip:
-        """Raise 503, or in DEBUG fall back to the reference's mock completed trip."""
+        """Raise 503, or with TRIP_SERVICE_MOCK fall back to the development mock trip (marked as such)."""
+        if self._mock:
+            logger.warning(
+                "trip service unavailable: charging the MOCK trip because TRIP_SERVICE_MOCK=true",
+                extra={"trip_id": trip_id, "reason": reason},
+            )
+            return Trip(trip_id, "COMPLETED", MOCK_TRIP_DISTANCE_KM, Decimal("1.0"), mock=True)
         logger.warning("trip service unavailable", extra={"trip_id": trip_id, "reason": reason})
-        if self._debug:
-            return Trip(trip_id, "COMPLETED", Decimal("10.5"), Decimal("1.0"))
         raise TripServiceUnavailableError()
 
 

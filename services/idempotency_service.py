@@ -2,27 +2,34 @@
 
 A request first *claims* its key with one atomic INSERT ... ON CONFLICT. The claim is then either
 completed with the final response (replayed byte for byte to every later request with the same
-key and body) or released so the client can retry. A claim whose request died is taken over after
-IDEMPOTENCY_LOCK_TIMEOUT seconds; if that request had already recorded a payment attempt, the
-taker finishes from that recovery point rather than charging again.
+key and body) or given back when the request answers without one: deleted if no payment attempt
+was recorded (a corrected retry may use the key), else unlocked with its recovery point kept, so
+the next retry resumes the attempt at once instead of waiting out the lock. When the database is
+away, that last write is retried by a background thread of the process until it is written
+(`DeferredWrites`), so a request that answered never holds its key longer than the outage. Only a
+claim whose process died waits for IDEMPOTENCY_LOCK_TIMEOUT; the taker then resumes from the
+recovery point rather than charging again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from database.connection import ConnectionPool, Prepared
+from database.connection import ConnectionPool, DatabaseUnavailableError, Prepared
 from utils.errors import AppError
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
 
-# Claim the key. An existing row is taken over only when it has expired (it counts as new) or
-# when it is a claim abandoned for longer than the lock timeout by a request with the same body.
+# Claim the key. An existing row is taken over only when it has expired (it counts as new), or by
+# a request with the same body when it is a claim given back by a request that answered (unlocked)
+# or one abandoned for longer than the lock timeout (its process died).
 CLAIM_KEY = Prepared("""
 INSERT INTO idempotency_keys AS k
        (scope, key_hash, request_fingerprint, request_path, lock_token, locked_at, expires_at)
@@ -41,7 +48,7 @@ ON CONFLICT (scope, key_hash) DO UPDATE
        expires_at = CASE WHEN k.expires_at <= now() THEN EXCLUDED.expires_at ELSE k.expires_at END
  WHERE k.expires_at <= now()
     OR (k.response_status IS NULL
-        AND k.locked_at < now() - make_interval(secs => %(lock_timeout)s)
+        AND (k.lock_token IS NULL OR k.locked_at < now() - make_interval(secs => %(lock_timeout)s))
         AND k.request_fingerprint = EXCLUDED.request_fingerprint)
 RETURNING k.payment_id
 """)
@@ -62,12 +69,17 @@ UPDATE idempotency_keys
        lock_token = NULL, locked_at = NULL
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
 """)
-# A claim that reached its recovery point is never released, even if this request believes it did
-# not: the COMMIT that recorded the attempt may have succeeded while its acknowledgement was lost
-# (connection dropped). Deleting the row would orphan the payment; kept, a retry resumes it.
+# Giving a claim back is two statements in one transaction, decided by the row itself rather than
+# by what this request believes: the COMMIT that recorded the attempt may have succeeded while its
+# acknowledgement was lost (connection dropped). A claim without an attempt is deleted; one with
+# an attempt is only unlocked, since deleting it would orphan the payment; a retry resumes it.
 RELEASE_KEY = Prepared("""
 DELETE FROM idempotency_keys
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s AND payment_id IS NULL
+""")
+UNLOCK_KEY = Prepared("""
+UPDATE idempotency_keys SET lock_token = NULL, locked_at = NULL
+WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s AND payment_id IS NOT NULL
 """)
 PURGE_EXPIRED = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 
@@ -129,26 +141,103 @@ class Outcome:
 
 @dataclass
 class Claim:
-    """A request's hold on a key; `payment_id` is set when resuming an abandoned attempt."""
+    """A request's hold on a key.
+
+    `payment_id` is the recorded attempt (set when resuming one); `finishing_later` means the
+    outcome waits in DeferredWrites to be stored, so the claim must not be given back meanwhile.
+    """
 
     scope: str
     key_hash: str
     token: str
     payment_id: int | None = None
+    finishing_later: bool = False
 
     def params(self) -> dict[str, Any]:
         """Parameters that identify the claimed row."""
         return {"scope": self.scope, "key_hash": self.key_hash, "token": self.token}
 
 
-class IdempotencyService:
-    """Claims, completes and releases idempotency keys."""
+class DeferredWrites:
+    """Writes that must happen but met an unavailable database, retried by one thread until written.
 
-    def __init__(self, pool: ConnectionPool, ttl_seconds: int, lock_timeout_seconds: int) -> None:
-        """Keep the pool and the two time limits."""
+    A request that answered 503 because the database went away may still owe a write that frees
+    its idempotency key (giving the claim back, or storing a gateway verdict it already has). The
+    process is alive, so it keeps trying, every `interval` seconds, until the database is back.
+    Only a killed process loses them; its claims then wait for the lock timeout.
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        """Nothing pending; the thread starts with the first deferred write (after any fork)."""
+        self.interval = interval
+        self._pending: list[tuple[str, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, what: str, write: Callable[[], None]) -> None:
+        """Keep `write` until it runs without DatabaseUnavailableError; `what` names it in logs."""
+        with self._lock:
+            self._pending.append((what, write))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deferred-writes", daemon=True)
+                self._thread.start()
+        logger.warning("database unavailable: write deferred until it returns", extra={"write": what})
+
+    def pending(self) -> int:
+        """How many writes wait for the database."""
+        with self._lock:
+            return len(self._pending)
+
+    def run_once(self) -> int:
+        """Try every pending write once; return how many are still pending."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        kept: list[tuple[str, Callable[[], None]]] = []
+        for index, (what, write) in enumerate(batch):
+            try:
+                write()
+            except DatabaseUnavailableError:
+                # Still away: keep this and everything after it for the next round.
+                kept.extend(batch[index:])
+                break
+            except Exception:
+                # Not an outage: retrying cannot help. The lock timeout frees what it held.
+                logger.exception("deferred write failed; dropped", extra={"write": what})
+            else:
+                logger.info("deferred write done", extra={"write": what})
+        with self._lock:
+            self._pending = kept + self._pending
+            return len(self._pending)
+
+    def _run(self) -> None:
+        """Retry until stopped."""
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.run_once()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Make one last attempt and stop the thread."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+
+class IdempotencyService:
+    """Claims, completes and gives back idempotency keys."""
+
+    def __init__(
+        self, pool: ConnectionPool, ttl_seconds: int, lock_timeout_seconds: int, deferred: DeferredWrites | None = None
+    ) -> None:
+        """Keep the pool, the two time limits and where writes wait out a database outage."""
         self.pool = pool
         self.ttl_seconds = ttl_seconds
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.deferred = deferred or DeferredWrites()
 
     def claim(self, scope: str, key: str, request_fingerprint: str, path: str) -> Claim | StoredResponse:
         """Claim the key for this request, or return the stored final response to replay.
@@ -168,9 +257,14 @@ class IdempotencyService:
         }
         # Two rounds: if the row we collided with is released between our two statements, claim again.
         for _ in range(2):
-            with self.pool.cursor(single_statement=True) as cur:
-                cur.execute(CLAIM_KEY, params)
-                claimed = cur.fetchone()
+            try:
+                with self.pool.cursor(single_statement=True) as cur:
+                    cur.execute(CLAIM_KEY, params)
+                    claimed = cur.fetchone()
+            except DatabaseUnavailableError:
+                # The claim may have been written with only its acknowledgement lost: give it back.
+                self.give_back(Claim(scope, key_hash, token))
+                raise
             if claimed is not None:
                 return Claim(scope, key_hash, token, claimed["payment_id"])
             with self.pool.cursor(single_statement=True) as cur:
@@ -202,16 +296,20 @@ class IdempotencyService:
         return cur.rowcount == 1
 
     def release(self, claim: Claim) -> None:
-        """Forget the claim so the client may retry (the request ended without a final outcome)."""
-        with self.pool.cursor(single_statement=True) as cur:
+        """Give the claim back now: deleted without a recorded attempt, else unlocked for a retry to resume."""
+        with self.pool.cursor() as cur:
             cur.execute(RELEASE_KEY, claim.params())
+            cur.execute(UNLOCK_KEY, claim.params())
 
-    def release_quietly(self, claim: Claim) -> None:
-        """Release a claim; if even that fails (database down), the lock timeout frees it later."""
+    def give_back(self, claim: Claim) -> None:
+        """Release the claim of a request answering without a final outcome: now, or once the database is back."""
         try:
             self.release(claim)
+        except DatabaseUnavailableError:
+            self.deferred.add("give back an idempotency claim", lambda: self.release(claim))
         except Exception:
-            logger.warning("could not release idempotency key; it frees itself after the lock timeout")
+            # Called while another error is being answered; that one is what the client must see.
+            logger.exception("could not give back an idempotency claim; it frees itself after the lock timeout")
 
     def purge_expired(self) -> int:
         """Delete expired keys; return how many."""

@@ -13,11 +13,12 @@ import dataclasses
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from config import Config
-from database.connection import ConnectionPool, Prepared
+from database.connection import ConnectionPool, DatabaseUnavailableError, Prepared
+from models.money import MAX_AMOUNT, to_cents
 from models.payment import payment_to_dict
 from services.external_services import ExternalServices, GatewayResult, Trip
 from services.idempotency_service import (
@@ -36,7 +37,6 @@ from utils.metrics import CHARGES, IDEMPOTENT_REPLAYS
 
 logger = get_logger(__name__)
 
-CENT = Decimal("0.01")
 CHARGE_PATH = "/v1/payments/charge"
 
 SELECT_PAYMENT = Prepared("""
@@ -177,10 +177,11 @@ class Fare:
     distance_km: Decimal | None
     rate_per_km: Decimal
     surge_multiplier: Decimal
+    mock_trip: bool = False
 
     def breakdown(self) -> dict[str, Any]:
-        """The contract's `fare` object."""
-        return {
+        """The contract's `fare` object (`mock_trip` only when the development mock trip was priced)."""
+        parts: dict[str, Any] = {
             "type": self.type,
             "base_fare": self.base_fare,
             "distance_km": self.distance_km,
@@ -188,27 +189,87 @@ class Fare:
             "surge_multiplier": self.surge_multiplier,
             "amount": self.amount,
         }
+        if self.mock_trip:
+            parts["mock_trip"] = True
+        return parts
+
+
+class InvalidFareError(AppError):
+    """The trip's fare rounds to 0.00: a payment of nothing is never created."""
+
+    def __init__(self, trip: Trip, fare: Decimal) -> None:
+        """400 invalid_fare naming the trip and the fare."""
+        super().__init__(
+            f"Trip {trip.trip_id} prices at {fare}; a payment must be at least 0.01, so nothing was charged.",
+            status_code=400,
+            code="invalid_fare",
+            trip_id=trip.trip_id,
+            fare=fare,
+        )
+
+
+class NoCancellationFeeError(AppError):
+    """The trip was cancelled and CANCELLATION_FEE is 0, so there is nothing to charge."""
+
+    def __init__(self, trip: Trip) -> None:
+        """400 no_cancellation_fee naming the trip."""
+        super().__init__(
+            f"Trip {trip.trip_id} was cancelled and no cancellation fee is configured; nothing was charged.",
+            status_code=400,
+            code="no_cancellation_fee",
+            trip_id=trip.trip_id,
+        )
+
+
+class FareOutOfRangeError(AppError):
+    """The computed fare is more than a payment can hold."""
+
+    def __init__(self, trip: Trip, fare: Decimal) -> None:
+        """400 fare_out_of_range naming the fare and the largest amount."""
+        super().__init__(
+            f"Trip {trip.trip_id} prices at {fare}, above the largest payment amount {MAX_AMOUNT};"
+            " nothing was charged.",
+            status_code=400,
+            code="fare_out_of_range",
+            trip_id=trip.trip_id,
+            fare=fare,
+            max_amount=MAX_AMOUNT,
+        )
 
 
 def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = None) -> Fare:
     """Price a trip in exact decimals, rounding half-up to the cent once, at the end.
 
     COMPLETED: (BASE_FARE + distance_km x RATE_PER_KM) x surge. CANCELLED: CANCELLATION_FEE.
-    A client amount replaces the computed figure.
+    A client amount replaces the computed figure. Raises when the result cannot be a payment
+    (0.00, or more than NUMERIC(10,2) holds), so such an amount never reaches a gateway.
     """
     parts = {
         "base_fare": config.BASE_FARE,
         "distance_km": trip.distance_km,
         "rate_per_km": config.RATE_PER_KM,
         "surge_multiplier": trip.surge_multiplier,
+        "mock_trip": trip.mock,
     }
     if client_amount is not None:
-        return Fare("CLIENT_AMOUNT", client_amount.quantize(CENT, ROUND_HALF_UP), **parts)
-    if trip.status == "CANCELLED":
-        return Fare("CANCELLATION", config.CANCELLATION_FEE.quantize(CENT, ROUND_HALF_UP), **parts)
-    distance = trip.distance_km or Decimal(0)
-    raw = (config.BASE_FARE + distance * config.RATE_PER_KM) * trip.surge_multiplier
-    return Fare("TRIP", raw.quantize(CENT, rounding=ROUND_HALF_UP), **parts)
+        fare = Fare("CLIENT_AMOUNT", to_cents(client_amount), **parts)
+    elif trip.status == "CANCELLED":
+        fare = Fare("CANCELLATION", to_cents(config.CANCELLATION_FEE), **parts)
+        if fare.amount <= 0:
+            raise NoCancellationFeeError(trip)
+    else:
+        distance = trip.distance_km or Decimal(0)
+        fare = Fare("TRIP", to_cents(trip_fare(config, distance, trip.surge_multiplier)), **parts)
+    if fare.amount <= 0:
+        raise InvalidFareError(trip, fare.amount)
+    if fare.amount > MAX_AMOUNT:
+        raise FareOutOfRangeError(trip, fare.amount)
+    return fare
+
+
+def trip_fare(config: Config, distance_km: Decimal, surge: Decimal) -> Decimal:
+    """The unrounded fare formula: (BASE_FARE + distance_km x RATE_PER_KM) x surge."""
+    return (config.BASE_FARE + distance_km * config.RATE_PER_KM) * surge
 
 
 class TripNotCompletedError(AppError):
@@ -223,6 +284,36 @@ class TripNotCompletedError(AppError):
             trip_id=trip.trip_id,
             trip_status=trip.status,
         )
+
+
+class TripPartyMismatchError(AppError):
+    """The body names a rider or driver other than the one the trip service gives for the trip."""
+
+    def __init__(self, trip_id: int, field: str, given: int, expected: int) -> None:
+        """400 trip_party_mismatch naming the field and both ids."""
+        super().__init__(
+            f"{field} {given} does not match trip {trip_id}, whose {field} is {expected}; nothing was charged.",
+            status_code=400,
+            code="trip_party_mismatch",
+            field=field,
+            trip_id=trip_id,
+        )
+
+
+def trip_parties(request: ChargeRequest, trip: Trip) -> tuple[int | None, int | None]:
+    """The payment's rider and driver: the trip service's where it names them, else the body's.
+
+    Raises TripPartyMismatchError when the body contradicts the trip service.
+    """
+    parties = []
+    for field, given, known in (
+        ("rider_id", request.rider_id, trip.rider_id),
+        ("driver_id", request.driver_id, trip.driver_id),
+    ):
+        if given is not None and known is not None and given != known:
+            raise TripPartyMismatchError(trip.trip_id, field, given, known)
+        parties.append(known if known is not None else given)
+    return parties[0], parties[1]
 
 
 class TripAlreadyPaidError(AppError):
@@ -326,29 +417,46 @@ class PaymentService:
             IDEMPOTENT_REPLAYS.labels("charge").inc()
             return Outcome(claimed.status, claimed.body, replayed=True)
         claim = claimed
-        resumed = claim.payment_id is not None
         try:
-            if resumed:
-                payment_id, reference = claim.payment_id, ""
-            else:
-                trip = self.external.trips.get_trip(request.trip_id)
-                if trip.status not in ("COMPLETED", "CANCELLED"):
-                    raise TripNotCompletedError(trip)
-                fare = calculate_fare(trip, self.config, request.amount)
-                payment_id, reference = self._record_attempt(claim, request, trip, fare)
+            return self._charge_claimed(request, claim)
         except BaseException:
-            # No attempt was recorded: nothing final happened, so the key is free for a retry.
-            if claim.payment_id is None:
-                self.idempotency.release_quietly(claim)
+            # The request answers without a final outcome: give the key back (a retry resumes from the
+            # recovery point, if one was recorded), unless the outcome itself waits to be stored.
+            if not claim.finishing_later:
+                self.idempotency.give_back(claim)
             raise
 
-        if resumed:
-            # The earlier request may or may not have reached the gateway; never call it twice.
-            # The payment stays PENDING for reconciliation with the gateway by its reference.
+    def _charge_claimed(self, request: ChargeRequest, claim: Claim) -> Outcome:
+        """Price the trip, record the attempt, call the gateway once and store the outcome."""
+        if claim.payment_id is not None:
+            # An earlier request with this key recorded the attempt and may or may not have reached
+            # the gateway; never call it twice. The payment stays PENDING for reconciliation.
+            payment_id = claim.payment_id
             logger.warning("resuming an abandoned charge without calling the gateway", extra={"payment_id": payment_id})
             result = GatewayResult("PENDING")
         else:
+            trip = self.external.trips.get_trip(request.trip_id)
+            if trip.status not in ("COMPLETED", "CANCELLED"):
+                raise TripNotCompletedError(trip)
+            parties = trip_parties(request, trip)
+            fare = calculate_fare(trip, self.config, request.amount)
+            payment_id, reference = self._record_attempt(claim, request, parties, fare)
             result = self._call_gateway(payment_id, reference, request.method, fare)
+        try:
+            return self._finish(claim, payment_id, result)
+        except DatabaseUnavailableError:
+            # The gateway's verdict is known but the database went away before it was stored. This
+            # process stores it as soon as the database is back and holds the key until then, so
+            # the client's retry is answered with that verdict, never with a second gateway call.
+            claim.finishing_later = True
+            self.idempotency.deferred.add(
+                "store a charge outcome",
+                lambda: self._finish(claim, payment_id, result),
+            )
+            raise
+
+    def _finish(self, claim: Claim, payment_id: int, result: GatewayResult) -> Outcome:
+        """Store the outcome, count it, wake the notification dispatcher."""
         outcome, payment = self._record_outcome(claim, payment_id, result)
         CHARGES.labels(payment["status"], payment["method"]).inc()
         self.outbox.wake()
@@ -358,12 +466,14 @@ class PaymentService:
         )
         return outcome
 
-    def _record_attempt(self, claim: Claim, request: ChargeRequest, trip: Trip, fare: Fare) -> tuple[int, str]:
+    def _record_attempt(
+        self, claim: Claim, request: ChargeRequest, parties: tuple[int | None, int | None], fare: Fare
+    ) -> tuple[int, str]:
         """Insert the PENDING payment and the key's recovery point in one transaction; return id and reference."""
         params = {
             "trip_id": request.trip_id,
-            "rider_id": request.rider_id or trip.rider_id,
-            "driver_id": request.driver_id or trip.driver_id,
+            "rider_id": parties[0],
+            "driver_id": parties[1],
             "amount": fare.amount,
             "currency": self.config.CURRENCY,
             "method": request.method,

@@ -114,7 +114,7 @@ class RefundService:
             outcome, event = self._refund_locked(payment_id, request, claim)
         except BaseException:
             if claim is not None:
-                self.idempotency.release_quietly(claim)
+                self.idempotency.give_back(claim)
             raise
         REFUNDS.labels(event["method"]).inc()
         REFUNDED_AMOUNT.inc(float(event["amount"]))

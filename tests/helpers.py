@@ -92,6 +92,16 @@ def query_value(dsn: str, statement: str) -> Any:
     return query_rows(dsn, statement)[0][0]
 
 
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `condition` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
 def all_at_once(calls: list[Callable[[], T]]) -> list[T]:
     """Run every call on its own thread, released together by a barrier; return the results in order."""
     barrier = threading.Barrier(len(calls))

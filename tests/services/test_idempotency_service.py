@@ -9,7 +9,15 @@ import pytest
 
 from config import Config
 from database.connection import ConnectionPool
-from services.idempotency_service import Claim, IdempotencyKeyInUseError, IdempotencyService, fingerprint
+from services.idempotency_service import (
+    Claim,
+    DeferredWrites,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+    IdempotencyService,
+    fingerprint,
+)
+from tests.helpers import closed_port
 
 FP = fingerprint({"trip_id": 7})
 
@@ -44,8 +52,9 @@ def test_a_claim_whose_attempt_was_committed_survives_a_release_by_a_request_tha
     pool: ConnectionPool, db: psycopg2.extensions.connection
 ) -> None:
     # The request recorded its attempt, but the COMMIT's answer was lost, so it still holds a Claim
-    # without payment_id and tries to release it: the key must stay bound to that payment.
-    service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=1)
+    # without payment_id and gives it back: the key must stay bound to that payment, and the
+    # client's retry resumes it at once rather than after the lock timeout.
+    service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
     claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
     assert isinstance(claim, Claim)
     payment_id = _payment(db)
@@ -54,10 +63,74 @@ def test_a_claim_whose_attempt_was_committed_survives_a_release_by_a_request_tha
 
     service.release(claim)
 
-    with pytest.raises(IdempotencyKeyInUseError):
-        service.claim("client", "k-1", FP, "/v1/payments/charge")
-    with db.cursor() as cur:  # the holder is gone: age the lock past the timeout
-        cur.execute("UPDATE idempotency_keys SET locked_at = now() - interval '5 seconds'")
     resumed = service.claim("client", "k-1", FP, "/v1/payments/charge")
     assert isinstance(resumed, Claim)
     assert resumed.payment_id == payment_id
+
+
+def test_a_given_back_claim_with_an_attempt_is_not_resumed_by_another_body(
+    pool: ConnectionPool, db: psycopg2.extensions.connection
+) -> None:
+    service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
+    claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
+    assert isinstance(claim, Claim)
+    with pool.cursor() as cur:
+        service.record_payment(cur, claim, _payment(db))
+    service.release(claim)
+
+    with pytest.raises(IdempotencyKeyReusedError):
+        service.claim("client", "k-1", fingerprint({"trip_id": 8}), "/v1/payments/charge")
+
+
+def test_a_claim_held_by_a_running_request_is_in_use_until_its_lock_times_out(
+    pool: ConnectionPool, db: psycopg2.extensions.connection
+) -> None:
+    # Only a claim nobody gives back (its process was killed) waits for the lock timeout.
+    service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
+    claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
+    assert isinstance(claim, Claim)
+    payment_id = _payment(db)
+    with pool.cursor() as cur:
+        service.record_payment(cur, claim, payment_id)
+
+    with pytest.raises(IdempotencyKeyInUseError):
+        service.claim("client", "k-1", FP, "/v1/payments/charge")
+    with db.cursor() as cur:  # the holder is gone: age the lock past the timeout
+        cur.execute("UPDATE idempotency_keys SET locked_at = now() - interval '61 seconds'")
+    resumed = service.claim("client", "k-1", FP, "/v1/payments/charge")
+    assert isinstance(resumed, Claim)
+    assert resumed.payment_id == payment_id
+
+
+def test_a_give_back_the_database_missed_is_written_once_it_returns(pool: ConnectionPool) -> None:
+    service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60, deferred=DeferredWrites(60))
+    claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
+    assert isinstance(claim, Claim)
+    away = ConnectionPool(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", size=1, wait_timeout=1,
+                          connect_timeout=1)  # fmt: skip
+    service.pool = away  # the database is unreachable while the request answers
+
+    service.give_back(claim)
+
+    assert service.deferred.pending() == 1
+    assert service.deferred.run_once() == 1  # still away: kept
+    service.pool = pool  # the database is back
+    assert service.deferred.run_once() == 0
+    assert isinstance(service.claim("client", "k-1", FP, "/v1/payments/charge"), Claim)
+    service.deferred.stop()
+    away.close()
+
+
+def test_a_deferred_write_that_fails_for_another_reason_is_dropped_not_retried_forever() -> None:
+    deferred = DeferredWrites(60)
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("a bug, not an outage")
+
+    deferred.add("broken", broken)
+
+    assert deferred.run_once() == 0
+    assert calls == [1]
+    deferred.stop()

@@ -11,7 +11,7 @@ from flask import Flask
 
 from services.external_services import Trip
 from services.idempotency_service import Claim, IdempotencyKeyInUseError, fingerprint
-from services.payment_service import ChargeRequest, TripAlreadyPaidError, calculate_fare
+from services.payment_service import ChargeRequest, TripAlreadyPaidError, calculate_fare, trip_parties
 
 
 def _setup(app: Flask, trip_id: int = 7) -> tuple[object, Claim, ChargeRequest, Trip]:
@@ -27,7 +27,9 @@ def _setup(app: Flask, trip_id: int = 7) -> tuple[object, Claim, ChargeRequest, 
 def test_an_attempt_is_written_with_its_recovery_point(charge_app: Flask, db: psycopg2.extensions.connection) -> None:
     service, claim, request, trip = _setup(charge_app)
 
-    payment_id, reference = service._record_attempt(claim, request, trip, calculate_fare(trip, service.config))
+    payment_id, reference = service._record_attempt(
+        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config)
+    )
 
     with db.cursor() as cur:
         cur.execute("SELECT status, reference FROM payments WHERE payment_id = %s", (payment_id,))
@@ -45,7 +47,7 @@ def test_a_request_whose_claim_was_taken_over_writes_no_payment(
         cur.execute("UPDATE idempotency_keys SET lock_token = %s", (str(uuid.uuid4()),))
 
     with pytest.raises(IdempotencyKeyInUseError):
-        service._record_attempt(claim, request, trip, calculate_fare(trip, service.config))
+        service._record_attempt(claim, request, trip_parties(request, trip), calculate_fare(trip, service.config))
 
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM payments")
@@ -58,11 +60,13 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
     charge_app: Flask, db: psycopg2.extensions.connection
 ) -> None:
     service, first_claim, first, trip = _setup(charge_app)
-    paid, _ = service._record_attempt(first_claim, first, trip, calculate_fare(trip, service.config))
+    paid, _ = service._record_attempt(
+        first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config)
+    )
     _, claim, request, _ = _setup(charge_app)
 
     with pytest.raises(TripAlreadyPaidError) as raised:
-        service._record_attempt(claim, request, trip, calculate_fare(trip, service.config))
+        service._record_attempt(claim, request, trip_parties(request, trip), calculate_fare(trip, service.config))
 
     assert raised.value.details["payment_id"] == paid
     with db.cursor() as cur:

@@ -379,14 +379,6 @@ def test_an_unreachable_trip_service_is_503(make_app: Callable[..., Flask], db: 
     assert all_empty(db)
 
 
-def test_debug_mode_falls_back_to_the_reference_mock_trip(make_app: Callable[..., Flask]) -> None:
-    app = make_app(TRIP_SERVICE_URL=f"http://127.0.0.1:{closed_port()}", GATEWAY_SUCCESS_RATE=1.0, DEBUG=True)
-
-    body = charge(app.test_client()).get_json()
-
-    assert (body["status"], body["amount"]) == ("SUCCESS", 31.25)
-
-
 # --- idempotency ----------------------------------------------------------------------------------
 
 
