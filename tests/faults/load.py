@@ -49,6 +49,8 @@ class KeyResult:
     payment_id: int | None = None
     payment_status: str | None = None
     stuck: bool = False
+    started_at: float = 0.0  # monotonic time of the first attempt
+    answered_at: float | None = None  # monotonic time of the final answer
 
 
 @dataclass
@@ -133,7 +135,8 @@ class ChargeClients:
     def charge_until_final(self, session: requests.Session, result: KeyResult) -> None:
         """Retry one key like a careful client until it has a final answer or its deadline passes."""
         body = {"idempotency_key": result.key, "trip_id": result.trip_id, "method": "CARD"}
-        deadline = time.monotonic() + self.key_deadline
+        result.started_at = time.monotonic()
+        deadline = result.started_at + self.key_deadline
         delay = 0.05
         while time.monotonic() < deadline:
             started = time.monotonic()
@@ -148,6 +151,7 @@ class ChargeClients:
                 self.ledger.record(Attempt(started, time.monotonic(), response.status_code, code))
                 retry = response.status_code in RETRY_STATUSES or code == "idempotency_key_in_use"
                 if not retry:
+                    result.answered_at = time.monotonic()
                     result.status = response.status_code
                     if response.status_code in (201, 202):
                         result.payment_id = payload["payment_id"]
@@ -204,6 +208,14 @@ def check_against_database(dsn: str, ledger: Ledger, known: frozenset[int] = fro
 def keys_in_flight(dsn: str) -> int:
     """Idempotency keys still claimed without a final response."""
     return query_value(dsn, "SELECT count(*) FROM idempotency_keys WHERE response_status IS NULL")
+
+
+def last_answer_after(ledger: Ledger, moment: float) -> float | None:
+    """Seconds from `moment` until the last key started before it had its final answer (None if one never did)."""
+    waiting = [k for k in ledger.keys if k.started_at < moment and (k.answered_at is None or k.answered_at > moment)]
+    if any(k.answered_at is None for k in waiting):
+        return None
+    return max((k.answered_at - moment for k in waiting if k.answered_at is not None), default=0.0)
 
 
 def first_success_after(ledger: Ledger, moment: float) -> float | None:

@@ -9,11 +9,12 @@ from collections.abc import Callable
 import psycopg2
 import requests
 
+from config import Config
 from tests.fakes import FakeTripService
 from tests.faults.load import ChargeClients, Verdict, check_against_database, first_success_after, keys_in_flight
 from tests.helpers import Gunicorn
 
-READ_TIMEOUT = 2.0  # HTTP_READ_TIMEOUT of the fault server
+READ_TIMEOUT = Config.HTTP_READ_TIMEOUT  # the default
 BREAKER_RESET = 2.0  # TRIP_SERVICE_BREAKER_RESET (the default)
 # After the trip service answers again, a trial call already out may still wait its read timeout
 # and fail, holding the circuit open for one more reset period: that is the end of the fault window.

@@ -11,7 +11,9 @@ from tests.fakes import FakeTripService
 from tests.faults.load import ChargeClients, Verdict, check_against_database, first_success_after, keys_in_flight
 from tests.helpers import Gunicorn
 
-LOCK_TIMEOUT = 5  # IDEMPOTENCY_LOCK_TIMEOUT of the fault server
+# A killed worker cannot give its claims back; they free themselves after IDEMPOTENCY_LOCK_TIMEOUT.
+# The default (60 s) would keep every orphaned key's client waiting a minute, past its deadline.
+LOCK_TIMEOUT = 5
 
 
 def test_killed_workers_are_replaced_and_retries_end_in_exactly_one_payment_per_key(
@@ -21,7 +23,7 @@ def test_killed_workers_are_replaced_and_retries_end_in_exactly_one_payment_per_
     report: Callable[[Verdict], None],
 ) -> None:
     # A slow trip lookup keeps several charges in flight in every worker at any moment.
-    server = fault_server()
+    server = fault_server(IDEMPOTENCY_LOCK_TIMEOUT=LOCK_TIMEOUT)
     trips.answers.delay = 0.05
     clients = ChargeClients(server.url, count=8).start()
     time.sleep(3)
