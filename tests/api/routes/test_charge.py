@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from database.connection import ConnectionPool
 from services.external_services import GATEWAY_ERROR_CODES, GatewayResult, SimulatedGateway
 from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService, FakeTripService
@@ -496,6 +497,48 @@ def test_a_key_still_in_flight_answers_409_with_retry_after(
     assert (response.status_code, response.get_json()["code"]) == (409, "idempotency_key_in_use")
     assert response.headers["Retry-After"] == "1"
     assert row_counts(db)["payments"] == 0
+
+
+class DatabaseLostAfterVerdict:
+    """A gateway that approves, but the database becomes unreachable while it is being called."""
+
+    def __init__(self, service: Any, away: ConnectionPool) -> None:
+        self.service = service
+        self.away = away
+        self.calls = 0
+
+    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
+        self.calls += 1
+        self.service.pool = self.away
+        return GatewayResult("SUCCESS")
+
+
+def test_a_verdict_the_database_missed_is_stored_when_it_returns_and_the_retry_replays_it(
+    charge_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+    service = charge_app.extensions["payment_service"]
+    pool = service.pool
+    away = ConnectionPool(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", size=1, wait_timeout=1,
+                          connect_timeout=1)  # fmt: skip
+    gateway = use_gateway(charge_app, DatabaseLostAfterVerdict(service, away))
+    client = charge_app.test_client()
+
+    lost = charge(client)
+    while_away = charge(client)
+    service.pool = pool  # the database is back
+    service.idempotency.deferred.run_once()
+    retry = charge(client)
+
+    assert (lost.status_code, lost.get_json()["code"]) == (503, "database_unavailable")
+    assert (while_away.status_code, while_away.get_json()["code"]) == (409, "idempotency_key_in_use")
+    assert (retry.status_code, retry.get_json()["status"]) == (201, "SUCCESS")
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert gateway.calls == 1
+    with db.cursor() as cur:
+        cur.execute("SELECT status FROM payments")
+        assert cur.fetchall() == [("SUCCESS",)]
+    away.close()
 
 
 def test_a_claim_abandoned_before_any_payment_is_taken_over_after_the_lock_timeout(
