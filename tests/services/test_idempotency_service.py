@@ -17,7 +17,7 @@ from services.idempotency_service import (
     IdempotencyService,
     fingerprint,
 )
-from tests.helpers import closed_port
+from tests.helpers import all_at_once, closed_port
 
 FP = fingerprint({"trip_id": 7})
 
@@ -29,11 +29,12 @@ def pool(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[Co
     pool.close()
 
 
-def _payment(db: psycopg2.extensions.connection) -> int:
+def _payment(db: psycopg2.extensions.connection, n: int = 1) -> int:
     with db.cursor() as cur:
         cur.execute(
             "INSERT INTO payments (trip_id, amount, currency, method, status, reference)"
-            " VALUES (7, 10, 'INR', 'CARD', 'PENDING', 'PAY-T-1') RETURNING payment_id"
+            " VALUES (%s, 10, 'INR', 'CARD', 'PENDING', %s) RETURNING payment_id",
+            (7 + n, f"PAY-T-{n}"),
         )
         return cur.fetchone()[0]
 
@@ -134,3 +135,36 @@ def test_a_deferred_write_that_fails_for_another_reason_is_dropped_not_retried_f
     assert deferred.run_once() == 0
     assert calls == [1]
     deferred.stop()
+
+
+def test_simultaneous_retries_of_a_given_back_claim_resume_it_exactly_once(
+    test_config: Config, db: psycopg2.extensions.connection
+) -> None:
+    # The takeover of an unlocked claim is one INSERT ... ON CONFLICT DO UPDATE on the key's primary
+    # key: the row lock lets one retry in, the others then find it locked. Many rounds, since a
+    # race test passing once proves little.
+    pool = ConnectionPool(test_config.get_database_uri(), size=20, wait_timeout=5, connect_timeout=2)
+    service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
+    for round_number in range(30):
+        key = f"k-{round_number}"
+        claim = service.claim("client", key, FP, "/v1/payments/charge")
+        assert isinstance(claim, Claim)
+        with pool.cursor() as cur:
+            service.record_payment(cur, claim, _payment(db, round_number))
+        service.release(claim)
+
+        outcomes = all_at_once([lambda k=key: _try_claim(service, k)] * 20)
+
+        resumed = [o for o in outcomes if isinstance(o, Claim)]
+        assert len(resumed) == 1, outcomes
+        assert all(isinstance(o, IdempotencyKeyInUseError) for o in outcomes if not isinstance(o, Claim))
+    pool.close()
+
+
+def _try_claim(service: IdempotencyService, key: str) -> Claim | Exception:
+    try:
+        claimed = service.claim("client", key, FP, "/v1/payments/charge")
+    except IdempotencyKeyInUseError as exc:
+        return exc
+    assert isinstance(claimed, Claim)
+    return claimed
