@@ -25,6 +25,10 @@ SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, statu
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
+# The payment row, its receipt and its refunds must be read from one snapshot: under READ COMMITTED
+# each statement sees the latest commit, so a refund landing in between would list a refund that
+# the payment's totals do not count yet (found by trying receipts during concurrent refunds).
+ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 SELECT_RECEIPT = Prepared("""
 SELECT receipt_id, receipt_number, payment_id, receipt_data, generated_at
 FROM payment_receipts
@@ -104,8 +108,9 @@ class ReceiptService:
         }
 
     def _read(self, payment_id: int | None) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
-        """Read the payment, its receipt (if any) and its refunds in one transaction."""
+        """Read the payment, its receipt (if any) and its refunds in one transaction and one snapshot."""
         with self.pool.cursor() as cur:
+            cur.execute(ONE_SNAPSHOT)
             payment = None
             if payment_id is not None:
                 cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})

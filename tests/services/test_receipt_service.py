@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 import psycopg2
 from flask import Flask
 
+from services.refund_service import RefundRequest
 from tests.helpers import all_at_once
 
 ROUNDS = 50
@@ -30,3 +33,26 @@ def test_simultaneous_first_receipts_of_a_payment_store_one_and_all_get_it(
     with db.cursor() as cur:
         cur.execute("SELECT count(*), count(DISTINCT payment_id) FROM payment_receipts")
         assert cur.fetchone() == (ROUNDS, ROUNDS)
+
+
+def test_receipts_read_while_refunds_land_agree_with_themselves(
+    make_app: Callable[..., Flask], insert_payment: Callable[..., int]
+) -> None:
+    # A receipt lists the refunds and totals of one moment: the refunds it lists add up to the
+    # payment's amount_refunded it shows, whatever commits in between its reads.
+    app = make_app(DB_POOL_SIZE=PARALLEL)
+    receipts = app.extensions["receipt_service"]
+    refunds = app.extensions["refund_service"]
+    for _ in range(ROUNDS // 2):
+        payment_id = insert_payment(amount=Decimal("5.00"))
+        receipts.get_receipt(payment_id)  # the receipt exists; what follows only reads it
+        calls: list[Callable[[], Any]] = []
+        for _ in range(PARALLEL // 2):
+            calls.append(lambda p=payment_id: refunds.refund(p, RefundRequest(amount=Decimal("0.25")), "refund"))
+            calls.append(lambda p=payment_id: receipts.get_receipt(p))
+        results = all_at_once(calls)
+
+        for receipt in (r for r in results if isinstance(r, dict)):
+            data = receipt["receipt_data"]
+            listed = sum((r["refund_amount"] for r in data["refunds"]), Decimal(0))
+            assert listed == data["totals"]["refunded"] == data["payment"]["amount_refunded"], data
