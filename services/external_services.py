@@ -16,6 +16,7 @@ import requests
 
 from config import Config
 from utils.errors import AppError
+from utils.helpers import MAX_BIGINT
 from utils.logger import get_logger
 from utils.metrics import DEPENDENCY_REJECTIONS
 from utils.resilience import Bulkhead, CircuitBreaker
@@ -125,11 +126,23 @@ def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> 
             raise TripServiceBadResponseError("unknown surge level")
         surge = surge_levels[level.strip().upper()]
 
-    def _optional_id(name: str) -> int | None:
-        value = payload.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    # The answer must be about the trip asked for; a trip service that mixes answers up must never
+    # get one trip's fare charged to another.
+    answered_id = payload.get("trip_id")
+    if answered_id is not None and (isinstance(answered_id, bool) or str(answered_id) != str(trip_id)):
+        raise TripServiceBadResponseError(f"it answered for trip {answered_id!r} instead of trip {trip_id}")
+    return Trip(trip_id, status, distance, surge, _party_id(payload, "rider_id"), _party_id(payload, "driver_id"))
 
-    return Trip(trip_id, status, distance, surge, _optional_id("rider_id"), _optional_id("driver_id"))
+
+def _party_id(payload: dict[str, Any], name: str) -> int | None:
+    """The trip's rider or driver id: absent/null is None; anything but a storable positive id is unusable."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_BIGINT:
+        # Stored as null it would lose who pays; stored as is it would not fit the column (a 500).
+        raise TripServiceBadResponseError(f"the {name} is not a positive id")
+    return value
 
 
 class TripClient(Protocol):
@@ -185,6 +198,8 @@ class HttpTripClient:
             payload = json.loads(response.text, parse_float=Decimal)
         except ValueError:
             raise TripServiceBadResponseError("the body is not JSON") from None
+        except RecursionError:
+            raise TripServiceBadResponseError("the body is nested too deeply") from None
         return parse_trip(trip_id, payload, self._surge_levels)
 
     def _guarded_fetch(self, trip_id: int) -> tuple[requests.Response | None, str]:
@@ -316,7 +331,7 @@ class HttpProfileClient:
             if response.status_code != 200:
                 return None
             return _scalar_fields(json.loads(response.text, parse_float=Decimal))
-        except (requests.RequestException, ValueError):
+        except (requests.RequestException, ValueError, RecursionError):
             logger.info("profile lookup failed", extra={"url_path": url.rsplit("/", 3)[-3:]})
             return None
 

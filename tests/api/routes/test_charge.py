@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -249,6 +250,10 @@ def test_charges_succeed_when_the_notification_service_is_unreachable(
 # --- the trip check -------------------------------------------------------------------------------
 
 
+# A trip answer whose extra field nests deeper than Python's parser can follow.
+DEEP_TRIP = b'{"status": "COMPLETED", "distance_km": 3, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+
 @pytest.mark.parametrize(
     ("setup", "status", "code"),
     [
@@ -265,6 +270,16 @@ def test_charges_succeed_when_the_notification_service_is_unreachable(
         (lambda t: t.trip(101, surge_level="EXTREME"), 502, "trip_service_bad_response"),
         (lambda t: t.trip(101, surge_multiplier=0), 502, "trip_service_bad_response"),
         (lambda t: t.answer(101, 401, {"error": "who are you"}), 502, "trip_service_bad_response"),
+        (
+            lambda t: t.answer(101, 200, {"trip_id": 1, "status": "COMPLETED", "distance_km": 3}),
+            502,
+            "trip_service_bad_response",
+        ),
+        (lambda t: t.trip(101, rider_id=-3), 502, "trip_service_bad_response"),
+        (lambda t: t.trip(101, rider_id=True), 502, "trip_service_bad_response"),
+        (lambda t: t.trip(101, driver_id=2**63), 502, "trip_service_bad_response"),
+        (lambda t: t.trip(101, driver_id="9"), 502, "trip_service_bad_response"),
+        (lambda t: t.answer(101, 200, raw=DEEP_TRIP), 502, "trip_service_bad_response"),
     ],
 )
 def test_trip_problems_are_answered_and_nothing_is_stored(
@@ -710,13 +725,32 @@ def test_a_null_body_key_is_rejected_even_with_a_header_key(
     assert all_empty(db)
 
 
-@pytest.mark.parametrize("header", ["", '""', "has space", "x" * 256])
+@pytest.mark.parametrize("header", ["", '""', "has space", "x" * 256, "dupA,dupB", '"a"b"', 'a"b', '"a\\b"'])
 def test_a_malformed_key_header_is_400(
     charge_client: FlaskClient, db: psycopg2.extensions.connection, header: str
 ) -> None:
     response = charge(charge_client, key=None, headers={"Idempotency-Key": header})
 
     assert (response.status_code, response.get_json()["field"]) == (400, "idempotency_key")
+    assert all_empty(db)
+
+
+def test_a_key_header_sent_twice_is_400_not_one_joined_key(
+    serve_gunicorn: Callable[..., str], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    # The WSGI server joins repeated headers with a comma before the application sees them.
+    trips.trip(101)
+    url = serve_gunicorn(TRIP_SERVICE_URL=trips.url)
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as sock:
+        body = b'{"trip_id": 101, "method": "CASH"}'
+        sock.sendall(
+            b"POST /v1/payments/charge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Idempotency-Key: dupA\r\nIdempotency-Key: dupB\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert all_empty(db)
 
 

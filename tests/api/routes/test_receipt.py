@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService, FakeProfileService
-from tests.helpers import closed_port
+from tests.helpers import closed_port, http_stub
 
 HTML = {"Accept": "text/html"}
 
@@ -97,6 +97,20 @@ def test_unreachable_profile_services_fall_back_to_the_bare_ids(
     payment_id = insert_payment(rider_id=7, driver_id=9)
 
     response = receipt(app.test_client(), payment_id)
+
+    assert response.status_code == 200
+    data = response.get_json()["receipt_data"]
+    assert (data["rider"], data["driver"]) == ({"rider_id": 7}, {"driver_id": 9})
+
+
+def test_profile_answers_nested_too_deeply_fall_back_to_the_bare_ids(
+    make_app: Callable[..., Flask], insert_payment: Callable[..., int]
+) -> None:
+    with http_stub(body=b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}") as url:
+        app = make_app(RIDER_SERVICE_URL=url, DRIVER_SERVICE_URL=url)
+        payment_id = insert_payment(rider_id=7, driver_id=9)
+
+        response = receipt(app.test_client(), payment_id)
 
     assert response.status_code == 200
     data = response.get_json()["receipt_data"]
