@@ -69,4 +69,39 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
         raise AppError("The request body is nested too deeply.", status_code=400, code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object.", field="body")
+    field = _field_with_lone_surrogate(body)
+    if field is not None:
+        raise ValidationError(
+            f"Field '{field}' contains an unpaired UTF-16 surrogate escape (such as \\ud800), which is not text.",
+            field=field,
+        )
     return body
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """True when `text` holds a surrogate code point (a lone JSON escape such as u+D800): UTF-8 cannot carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _field_with_lone_surrogate(body: dict[str, Any]) -> str | None:
+    """The top-level field whose name or value holds a lone surrogate, or None.
+
+    JSON allows a lone surrogate escape and json.loads returns it, but it cannot be stored or sent
+    on as UTF-8: it must be refused here, not fail later as a database encoding error (a 500).
+    """
+    for name, value in body.items():
+        stack: list[Any] = [name, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str) and _has_lone_surrogate(item):
+                return name if not _has_lone_surrogate(name) else "body"
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from api.openapi import list_parameter, list_parameter_names, validate_request_body
+from api.openapi import document, list_parameter, list_parameter_names, validate_request_body
 from models.money import CENT, MAX_AMOUNT
 from models.payment import PAYMENT_METHODS
 from services.payment_service import ChargeRequest, PageCursor, PaymentFilters
@@ -139,6 +140,12 @@ def body_method(body: dict[str, Any]) -> str:
     return value.strip().upper()
 
 
+@functools.cache
+def header_key_pattern() -> re.Pattern[str]:
+    """The Idempotency-Key header's rule, as openapi.yaml states it."""
+    return re.compile(document()["components"]["parameters"]["IdempotencyKeyHeader"]["schema"]["pattern"])
+
+
 def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
     """The key from the body or the Idempotency-Key header (bare or IETF-quoted); both must agree."""
     from_body = body.get("idempotency_key")
@@ -150,12 +157,13 @@ def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
         )
     from_header = None
     if header is not None:
-        from_header = header[1:-1] if len(header) >= 2 and header[0] == header[-1] == '"' else header
-        if not _KEY_RE.match(from_header):
+        if not header_key_pattern().match(header):
             raise ValidationError(
-                "Header 'Idempotency-Key' must be 1-255 printable ASCII characters without spaces.",
+                "Header 'Idempotency-Key' must carry one key (send the header once): 1-255 printable ASCII"
+                " characters without spaces, commas or quotes, or the same in double quotes.",
                 field="idempotency_key",
             )
+        from_header = header[1:-1] if header.startswith('"') else header
     if from_body is not None and from_header is not None and from_body != from_header:
         raise ValidationError(
             "The idempotency_key field and the Idempotency-Key header differ; send one, or the same in both.",

@@ -251,12 +251,13 @@ def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = N
         "surge_multiplier": trip.surge_multiplier,
         "mock_trip": trip.mock,
     }
+    if trip.status == "CANCELLED" and to_cents(config.CANCELLATION_FEE) <= 0:
+        # Cancelled trips are free here, so a client amount cannot charge one either.
+        raise NoCancellationFeeError(trip)
     if client_amount is not None:
         fare = Fare("CLIENT_AMOUNT", to_cents(client_amount), **parts)
     elif trip.status == "CANCELLED":
         fare = Fare("CANCELLATION", to_cents(config.CANCELLATION_FEE), **parts)
-        if fare.amount <= 0:
-            raise NoCancellationFeeError(trip)
     else:
         distance = trip.distance_km or Decimal(0)
         fare = Fare("TRIP", to_cents(trip_fare(config, distance, trip.surge_multiplier)), **parts)

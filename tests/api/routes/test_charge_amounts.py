@@ -71,6 +71,30 @@ def test_a_cancelled_trip_without_a_cancellation_fee_is_refused_with_no_cancella
     assert nothing_stored(db)
 
 
+def test_a_client_amount_does_not_charge_a_cancelled_trip_when_cancellations_are_free(
+    fares_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101, status="CANCELLED", distance_km=None)
+
+    response = charge(fares_app(CANCELLATION_FEE=Decimal("0")).test_client(), method="CASH", amount=5)
+
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["code"] == "no_cancellation_fee"
+    assert nothing_stored(db)
+
+
+def test_a_null_amount_is_refused_rather_than_charging_the_fare(
+    fares_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+
+    response = charge(fares_app().test_client(), amount=None)
+
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "amount"
+    assert nothing_stored(db)
+
+
 def test_the_smallest_fare_is_charged(fares_app: Callable[..., Flask], trips: FakeTripService) -> None:
     # 5.00 x 0.001 = 0.005, which rounds half-up to 0.01: the smallest payment there is.
     trips.trip(101, distance_km=0, surge_multiplier=0.001)

@@ -112,6 +112,8 @@ def test_refunding_an_unknown_payment_is_404(charge_client: FlaskClient, payment
         ({"reason": 42}, "reason"),
         ({"reason": "x" * 501}, "reason"),
         ({"reason": "nul \u0000 byte"}, "reason"),
+        ({"reason": "lone \ud800 surrogate"}, "reason"),
+        ({"amount": None}, "amount"),
         ({"amount": 1, "ammount": 2}, "ammount"),
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"idempotency_key": "k" * 256}, "idempotency_key"),
