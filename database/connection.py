@@ -244,6 +244,15 @@ class ConnectionPool:
                 extra={"error": str(exc).strip(), "pgcode": getattr(exc, "pgcode", None)},
             )
             raise DatabaseUnavailableError() from exc
+        except psycopg2.DatabaseError as exc:
+            # psycopg2 reports some lost connections as a plain DatabaseError ("server closed the
+            # connection unexpectedly", seen when the server crashed mid-statement); it marks the
+            # connection closed then. That is an outage (503), not an error in our SQL.
+            broken = bool(conn.closed) or not self._rolled_back(conn)
+            if conn.closed:
+                logger.warning("database connection lost", extra={"error": str(exc).strip()})
+                raise DatabaseUnavailableError() from exc
+            raise
         except BaseException:
             broken = bool(conn.closed) or not self._rolled_back(conn)
             raise
