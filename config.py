@@ -149,6 +149,11 @@ def _api_keys(env: Mapping[str, str], name: str) -> dict[str, str]:
                 raise ConfigError(f"{name}: the sha256 value of {key_name!r} must be 64 hex digits")
         else:
             digest = hashlib.sha256(secret.encode()).hexdigest()
+        # One key under two names would make the client's identity (and so its rate limit and its
+        # idempotency scope) depend on which entry matched: refuse it, plain or as its sha256.
+        twin = next((other for other, known in digests.items() if known == digest), None)
+        if twin is not None:
+            raise ConfigError(f"{name} gives {twin!r} and {key_name!r} the same key; give each client its own")
         digests[key_name] = digest
     return digests
 

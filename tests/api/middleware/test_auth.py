@@ -185,8 +185,11 @@ def test_running_without_keys_warns_once_at_start(make_app: Callable[..., Flask]
 
 @pytest.mark.parametrize(
     "value",
-    ["nokey", ":secret", "name:", "bad name:secret", "a:x,a:y", "ops:sha256:abc", "ops:sha256:" + "g" * 64],
-)
+    [
+        "nokey", ":secret", "name:", "bad name:secret", "a:x,a:y", "ops:sha256:abc", "ops:sha256:" + "g" * 64,
+        "alice:k1,bob:k1", "alice:k1,bob:sha256:" + hashlib.sha256(b"k1").hexdigest(),
+    ],
+)  # fmt: skip
 def test_malformed_api_keys_stop_start_up(value: str) -> None:
     with pytest.raises(ConfigError, match="API_KEYS"):
         Config.from_env({"API_KEYS": value})
