@@ -13,20 +13,14 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api import services as api_services
 from api.middleware.auth import register_auth
 from api.middleware.error_handlers import register_error_handlers
 from api.middleware.rate_limiter import RateLimiter, register_rate_limiter
 from api.middleware.request_context import register_request_context
 from api.routes import docs, health, metrics, payments
 from config import Config, ConfigError
-from database.connection import ConnectionPool
-from services.external_services import build_external_services
-from services.health_service import DependencyMonitor, HealthService
-from services.metrics_service import MetricsService, build_registry
-from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
-from services.payment_service import PaymentService
-from services.receipt_service import ReceiptService
-from services.refund_service import RefundService
+from services.container import build_services, close_services, start_background
 from utils.helpers import PaymentJSONProvider
 from utils.logger import configure_logging, get_logger
 
@@ -34,7 +28,7 @@ logger = get_logger(__name__)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None = None) -> Flask:
-    """Build a configured app: settings, logging, database pool, services, middleware and routes."""
+    """Build a configured app: settings, logging, the service graph, middleware and routes."""
     settings = (config or Config.from_env()).with_overrides(overrides)
     configure_logging(settings.LOG_LEVEL, json_lines=not settings.DEBUG)
 
@@ -47,40 +41,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
         TESTING=settings.TESTING,
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
     )
-
-    # The pool connects lazily, so the service starts (and /live answers) with the database down.
-    pool = ConnectionPool(
-        settings.get_database_uri(),
-        size=settings.DB_POOL_SIZE,
-        wait_timeout=settings.DB_POOL_TIMEOUT,
-        connect_timeout=settings.DB_CONNECT_TIMEOUT,
-        statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS,
-        prepare_statements=settings.DB_PREPARED_STATEMENTS,
-    )
-    dependencies = DependencyMonitor(
-        {"trip_service": settings.TRIP_SERVICE_URL, "notification_service": settings.NOTIFICATION_SERVICE_URL},
-        timeout=settings.HEALTH_CHECK_TIMEOUT,
-        cache_seconds=settings.HEALTH_CHECK_CACHE_SECONDS,
-    )
-    app.extensions["db_pool"] = pool
-    external = build_external_services(settings)
-    app.extensions["external_services"] = external
-    outbox = Outbox()
-    payment_service = PaymentService(pool, settings, external, outbox)
-    app.extensions["payment_service"] = payment_service
-    app.extensions["refund_service"] = RefundService(pool, payment_service.idempotency, outbox)
-    app.extensions["receipt_service"] = ReceiptService(pool, external.profiles, outbox)
-    app.extensions["notification_admin"] = NotificationAdmin(pool)
-    dispatcher = Dispatcher(pool, HttpNotificationSender(settings), outbox, settings)
-    app.extensions["notification_dispatcher"] = dispatcher
-    if settings.NOTIFY_DISPATCHER_ENABLED:
-        # One delivery thread per process (per gunicorn worker); rows are claimed with SKIP LOCKED,
-        # so any number of them can run side by side.
-        dispatcher.start()
-    app.extensions["health_service"] = HealthService(pool, dependencies)
-    metrics_service = MetricsService(pool)
-    app.extensions["metrics_service"] = metrics_service
-    app.extensions["metrics_registry"] = build_registry(metrics_service)
+    graph = build_services(settings)
+    app.extensions[api_services.EXTENSION] = graph
+    start_background(graph)
 
     if settings.TRUSTED_PROXY_COUNT:
         # Only behind that many trusted proxies is X-Forwarded-For believed for the client address.
@@ -91,10 +54,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
     register_rate_limiter(app, RateLimiter(settings))
     register_error_handlers(app)
     app.url_map.converters["payment_id"] = payments.PaymentIdConverter
-    app.register_blueprint(health.bp)
-    app.register_blueprint(payments.bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(docs.bp)
+    for blueprint in (health.bp, payments.bp, metrics.bp, docs.bp):
+        app.register_blueprint(blueprint)
 
     if settings.TRIP_SERVICE_MOCK:
         logger.warning(
@@ -110,10 +71,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None
 
 def close_app(app: Flask) -> None:
     """Release what create_app opened: database connections and background threads."""
-    app.extensions["notification_dispatcher"].stop()
-    app.extensions["payment_service"].idempotency.deferred.stop()
-    app.extensions["db_pool"].close()
-    app.extensions["health_service"].dependencies.close()
+    close_services(api_services.services(app))
 
 
 def _app_from_environment() -> Flask:

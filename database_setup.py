@@ -18,8 +18,8 @@ import psycopg2
 from psycopg2 import sql
 
 from config import Config, ConfigError, load_environment
-from database.connection import DatabaseUnavailableError, wait_for_database
 from database.migrate import MigrationError, apply_migrations, drop_everything
+from database.pool import DatabaseUnavailableError, wait_for_database
 from database.seed import SeedError, load_csv
 from utils.logger import configure_logging
 

@@ -102,6 +102,6 @@ def child_exit(server: Any, worker: Any) -> None:
 def worker_exit(server: Any, worker: Any) -> None:
     """Stop the worker's notification dispatcher cleanly, letting a send in progress finish."""
     app = getattr(worker, "wsgi", None)
-    extensions = getattr(app, "extensions", {})
-    if "notification_dispatcher" in extensions:
-        extensions["notification_dispatcher"].stop()
+    graph = getattr(app, "extensions", {}).get("payment_services")
+    if graph is not None:
+        graph.dispatcher.stop()

@@ -13,29 +13,34 @@ import argparse
 import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 
 from config import Config, ConfigError
-from database.connection import ConnectionPool, DatabaseUnavailableError
-from services.idempotency_service import IdempotencyService
-from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
+from database.pool import DatabaseUnavailableError
+from services.container import Services, build_services, close_services
 from utils.logger import configure_logging
+
+
+@contextlib.contextmanager
+def _services(config: Config) -> Iterator[Services]:
+    """The service graph for one command (a small pool; no background thread started)."""
+    graph = build_services(config.with_overrides({"DB_POOL_SIZE": 2}))
+    try:
+        yield graph
+    finally:
+        close_services(graph)
 
 
 def purge_idempotency_keys(config: Config) -> int:
     """Delete expired keys; return how many were deleted."""
-    pool = _pool(config)
-    try:
-        service = IdempotencyService(pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT)
-        return service.purge_expired()
-    finally:
-        pool.close()
+    with _services(config) as graph:
+        return graph.idempotency.purge_expired()
 
 
 def dispatch_notifications(config: Config, once: bool) -> int:
     """Run a dispatcher in the foreground (SIGTERM or Ctrl-C stops it after the current send)."""
-    pool = _pool(config)
-    dispatcher = Dispatcher(pool, HttpNotificationSender(config), Outbox(), config)
-    try:
+    with _services(config) as graph:
+        dispatcher = graph.dispatcher
         if once:
             attempted = 0
             while (batch := dispatcher.run_once()) > 0:
@@ -47,17 +52,12 @@ def dispatch_notifications(config: Config, once: bool) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             dispatcher.run_forever()
         return 0
-    finally:
-        pool.close()
 
 
 def dead_notifications(config: Config, limit: int) -> int:
     """Print dead notifications, one per line."""
-    pool = _pool(config)
-    try:
-        rows = NotificationAdmin(pool).dead(limit)
-    finally:
-        pool.close()
+    with _services(config) as graph:
+        rows = graph.notifications.dead(limit)
     for row in rows:
         print(f"{row['notification_id']}\t{row['event_type']}\tattempts={row['attempts']}\t"
               f"died={row['updated_at']:%Y-%m-%d %H:%M:%S}\t{row['last_error']}")  # fmt: skip
@@ -67,18 +67,10 @@ def dead_notifications(config: Config, limit: int) -> int:
 
 def requeue_notifications(config: Config, ids: list[str], everything: bool) -> int:
     """Make dead notifications due again."""
-    pool = _pool(config)
-    try:
-        requeued = NotificationAdmin(pool).requeue(None if everything else ids)
-    finally:
-        pool.close()
+    with _services(config) as graph:
+        requeued = graph.notifications.requeue(None if everything else ids)
     print(f"re-queued {len(requeued)} notifications")
     return 0
-
-
-def _pool(config: Config) -> ConnectionPool:
-    """A small pool for a command."""
-    return ConnectionPool(config.get_database_uri(), size=2, wait_timeout=5, connect_timeout=config.DB_CONNECT_TIMEOUT)
 
 
 def main(argv: list[str] | None = None) -> int:

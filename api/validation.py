@@ -12,7 +12,8 @@ from werkzeug.datastructures import MultiDict
 from api.openapi import document, list_parameter, list_parameter_names, validate_request_body
 from models.money import CENT, MAX_AMOUNT
 from models.payment import PAYMENT_METHODS
-from services.payment_service import ChargeRequest, PageCursor, PaymentFilters
+from services.charge import ChargeRequest
+from services.payment_queries import PageCursor, PaymentFilters
 from services.refund_service import RefundRequest
 from utils.errors import ValidationError
 from utils.helpers import MAX_BIGINT, parse_positive_id

@@ -42,7 +42,7 @@ from psycopg2 import sql  # noqa: E402
 
 from config import Config  # noqa: E402
 from database.migrate import apply_migrations  # noqa: E402
-from services import idempotency_service, notification_service, payment_service  # noqa: E402
+from services import charge, idempotency_service, notification_service  # noqa: E402
 
 LUA = ROOT / "bench" / "lua"
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
@@ -271,12 +271,12 @@ def pgbench_script() -> str:
         "\\set trip random(1, 1000000000000)",
         statement(idempotency_service.CLAIM_KEY),
         "BEGIN;",
-        statement(payment_service.LOCK_TRIP),
-        statement(payment_service.INSERT_ATTEMPT, gset=True),
+        statement(charge.LOCK_TRIP),
+        statement(charge.INSERT_ATTEMPT, gset=True),
         statement(idempotency_service.RECORD_RECOVERY_POINT),
         "COMMIT;",
         "BEGIN;",
-        statement(payment_service.RECORD_OUTCOME),
+        statement(charge.RECORD_OUTCOME),
         statement(complete),
         statement(notification_service.INSERT_NOTIFICATION),
         "COMMIT;",

@@ -9,9 +9,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import requests
 
-from database.connection import ConnectionPool, DatabaseUnavailableError
 from database.migrate import pending_migrations
-from services.external_services import internal_session
+from database.pool import ConnectionPool, DatabaseUnavailableError
+from services.clients.http import internal_session
 from utils.logger import get_logger
 
 logger = get_logger(__name__)

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from database.connection import ConnectionPool, DatabaseUnavailableError, Prepared
-from utils.errors import AppError
+from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.prepared import Prepared
+from utils.errors import DomainError
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -86,29 +87,26 @@ PURGE_EXPIRED = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 RETRY_AFTER_SECONDS = 1
 
 
-class IdempotencyKeyReusedError(AppError):
+class IdempotencyKeyReusedError(DomainError):
     """The key was used before with a different request body."""
 
+    code = "idempotency_key_reused"
+
     def __init__(self) -> None:
-        """422 idempotency_key_reused."""
-        super().__init__(
-            "This idempotency key was already used with a different request body.",
-            status_code=422,
-            code="idempotency_key_reused",
-        )
+        """The same sentence for every such key."""
+        super().__init__("This idempotency key was already used with a different request body.")
 
 
-class IdempotencyKeyInUseError(AppError):
+class IdempotencyKeyInUseError(DomainError):
     """Another request with the same key is still being processed."""
 
+    code = "idempotency_key_in_use"
+
+    retry_after = RETRY_AFTER_SECONDS
+
     def __init__(self) -> None:
-        """409 idempotency_key_in_use with Retry-After."""
-        super().__init__(
-            "A request with this idempotency key is still in progress; retry shortly.",
-            status_code=409,
-            code="idempotency_key_in_use",
-        )
-        self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        """The client is told when to retry (`retry_after`, sent as Retry-After)."""
+        super().__init__("A request with this idempotency key is still in progress; retry shortly.")
 
 
 def hash_key(key: str) -> str:

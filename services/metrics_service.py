@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from database.connection import ConnectionPool, DatabaseUnavailableError
+from database.pool import ConnectionPool, DatabaseUnavailableError
 from models.money import CENT
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
 from utils.logger import get_logger

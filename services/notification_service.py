@@ -17,8 +17,9 @@ from typing import Any
 import requests
 
 from config import Config
-from database.connection import ConnectionPool, DatabaseUnavailableError, Prepared
-from services.external_services import internal_session
+from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.prepared import Prepared
+from services.clients.http import internal_session
 from utils.helpers import dump_json
 from utils.logger import get_logger
 from utils.metrics import NOTIFICATIONS

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from database.connection import ConnectionPool, Prepared
+from database.pool import ConnectionPool
+from database.prepared import Prepared
 from models.payment import payment_to_dict
-from services.external_services import ProfileClient
+from services.clients.profiles import ProfileClient
 from services.notification_service import Outbox
-from utils.errors import AppError, PaymentNotFoundError
+from utils.errors import DomainError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
 from utils.metrics import RECEIPTS
@@ -52,15 +53,15 @@ RETURNING receipt_id, receipt_number, payment_id, receipt_data, generated_at
 """)
 
 
-class ReceiptUnavailableError(AppError):
+class ReceiptUnavailableError(DomainError):
     """FAILED and PENDING payments have nothing to give a receipt for."""
 
+    code = "receipt_unavailable"
+
     def __init__(self, payment_id: int, status: str) -> None:
-        """409 receipt_unavailable naming the status."""
+        """Say so naming the status."""
         super().__init__(
             f"Payment {payment_id} is {status}; receipts exist only for completed payments.",
-            status_code=409,
-            code="receipt_unavailable",
             payment_id=payment_id,
             payment_status=status,
         )
@@ -85,7 +86,7 @@ class ReceiptService:
         self.profiles = profiles
         self.outbox = outbox
 
-    def get_receipt(self, payment_id: int | None) -> dict[str, Any]:
+    def get_receipt(self, payment_id: int) -> dict[str, Any]:
         """Return the payment's receipt, creating it on first request; refunds are as of now."""
         payment, receipt, refunds = self._read(payment_id)
         if receipt is None:
@@ -107,14 +108,12 @@ class ReceiptService:
             "receipt_data": data,
         }
 
-    def _read(self, payment_id: int | None) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+    def _read(self, payment_id: int) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
         """Read the payment, its receipt (if any) and its refunds in one transaction and one snapshot."""
         with self.pool.cursor() as cur:
             cur.execute(ONE_SNAPSHOT)
-            payment = None
-            if payment_id is not None:
-                cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
-                payment = cur.fetchone()
+            cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
+            payment = cur.fetchone()
             if payment is None:
                 raise PaymentNotFoundError(payment_id)
             if payment["status"] not in RECEIPTABLE_STATUSES:

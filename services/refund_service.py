@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from database.connection import ConnectionPool, Prepared
+from database.pool import ConnectionPool
+from database.prepared import Prepared
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -17,7 +18,7 @@ from services.idempotency_service import (
     fingerprint,
 )
 from services.notification_service import Outbox
-from utils.errors import AppError, PaymentNotFoundError
+from utils.errors import DomainError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
 from utils.metrics import IDEMPOTENT_REPLAYS, REFUNDED_AMOUNT, REFUNDS
@@ -61,29 +62,29 @@ class RefundRequest:
         return {"amount": None if self.amount is None else str(self.amount), "reason": self.reason}
 
 
-class PaymentNotRefundableError(AppError):
+class PaymentNotRefundableError(DomainError):
     """The payment is not in a state that can be refunded."""
 
+    code = "payment_not_refundable"
+
     def __init__(self, payment_id: int, status: str) -> None:
-        """400 payment_not_refundable naming the status."""
+        """Say so naming the status."""
         super().__init__(
             f"Payment {payment_id} is {status}; only SUCCESS or PARTIALLY_REFUNDED payments can be refunded.",
-            status_code=400,
-            code="payment_not_refundable",
             payment_id=payment_id,
             payment_status=status,
         )
 
 
-class RefundExceedsRemainingError(AppError):
+class RefundExceedsRemainingError(DomainError):
     """The requested amount is more than what is left to refund."""
 
+    code = "refund_exceeds_remaining"
+
     def __init__(self, payment_id: int, requested: Decimal, remaining: Decimal) -> None:
-        """400 refund_exceeds_remaining with the remaining amount."""
+        """Say so with the remaining amount."""
         super().__init__(
             f"A refund of {requested} exceeds the {remaining} that remains refundable on payment {payment_id}.",
-            status_code=400,
-            code="refund_exceeds_remaining",
             payment_id=payment_id,
             requested_amount=requested,
             remaining_amount=remaining,
@@ -99,10 +100,10 @@ class RefundService:
         self.idempotency = idempotency
         self.outbox = outbox
 
-    def refund(self, payment_id: int | None, request: RefundRequest, scope: str) -> Outcome:
+    def refund(self, payment_id: int, request: RefundRequest, scope: str) -> Outcome:
         """Refund `request.amount` (default: all that is left) of a payment, idempotently when a key is given."""
         claim: Claim | None = None
-        if request.idempotency_key is not None and payment_id is not None:
+        if request.idempotency_key is not None:
             claimed = self.idempotency.claim(
                 scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), "/v1/payments/refund"
             )
@@ -126,14 +127,12 @@ class RefundService:
         return outcome
 
     def _refund_locked(
-        self, payment_id: int | None, request: RefundRequest, claim: Claim | None
+        self, payment_id: int, request: RefundRequest, claim: Claim | None
     ) -> tuple[Outcome, dict[str, Any]]:
         """Decide and write the refund in one transaction, holding the payment row."""
         with self.pool.cursor() as cur:
-            payment = None
-            if payment_id is not None:
-                cur.execute(LOCK_PAYMENT, {"payment_id": payment_id})
-                payment = cur.fetchone()
+            cur.execute(LOCK_PAYMENT, {"payment_id": payment_id})
+            payment = cur.fetchone()
             if payment is None:
                 raise PaymentNotFoundError(payment_id)
             remaining = payment["amount"] - payment["amount_refunded"]

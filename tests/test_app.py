@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from api.services import services
 from app import close_app, create_app
 from config import Config
 from tests.helpers import closed_port
@@ -54,7 +55,7 @@ def test_create_app_applies_overrides(test_config: Config) -> None:
     try:
         settings = app.config["SERVICE"]
         assert (settings.DB_POOL_SIZE, settings.CURRENCY) == (3, "USD")
-        assert app.extensions["db_pool"].size == 3
+        assert services(app).pool.size == 3
         assert app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
     finally:
         close_app(app)

@@ -1,4 +1,10 @@
-"""The one application error type; every error response is built from it."""
+"""Errors: domain errors that services raise, and the HTTP error that every error response is built from.
+
+Services and the database layer raise `DomainError`s: a stable code, a human sentence and details,
+but no HTTP status. `api/errors.py` maps each of them to its status in one table. `AppError` is the
+HTTP-level error of the `api` layer (validation, authentication, rate limits) and the shape every
+error response takes.
+"""
 
 from __future__ import annotations
 
@@ -30,18 +36,24 @@ class ValidationError(AppError):
         super().__init__(message, status_code=400, code=code, field=field)
 
 
-class NotFoundError(AppError):
-    """A resource that does not exist."""
+class DomainError(Exception):
+    """A request the service cannot carry out, in the service's own terms; `code` is stable snake_case."""
 
-    def __init__(self, message: str, code: str = "not_found", **details: Any) -> None:
-        """404 with a specific code such as payment_not_found."""
-        super().__init__(message, status_code=404, code=code, **details)
+    code = "domain_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        """Keep the human sentence and the details an answer carries (ids, amounts, statuses)."""
+        super().__init__(message)
+        self.message = message
+        self.details = details
 
 
-class PaymentNotFoundError(NotFoundError):
-    """No payment with that id (also for ids that are not positive integers, given as None)."""
+class PaymentNotFoundError(DomainError):
+    """No payment with that id (None: the path's text was not an id at all)."""
+
+    code = "payment_not_found"
 
     def __init__(self, payment_id: int | None) -> None:
-        """404 payment_not_found, naming the id when there is one."""
+        """Name the id when there is one."""
         details = {} if payment_id is None else {"payment_id": payment_id}
-        super().__init__("Payment not found.", code="payment_not_found", **details)
+        super().__init__("Payment not found.", **details)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from utils.errors import AppError
+from api.errors import to_app_error
+from utils.errors import AppError, DomainError
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -42,6 +43,11 @@ def handle_app_error(error: AppError) -> tuple[Response, int]:
     return _error_response(error)
 
 
+def handle_domain_error(error: DomainError) -> tuple[Response, int]:
+    """Render a service's domain error with the status api/errors.py gives it."""
+    return handle_app_error(to_app_error(error))
+
+
 def handle_http_exception(error: HTTPException) -> tuple[Response, int]:
     """Render a Werkzeug HTTP error (404, 405, 413, ...) in the contract's shape, keeping e.g. Allow."""
     status = error.code or 500
@@ -61,7 +67,8 @@ def handle_unexpected_error(error: Exception) -> tuple[Response, int]:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Install the three handlers on the app."""
+    """Install the handlers on the app."""
     app.register_error_handler(AppError, handle_app_error)
+    app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected_error)

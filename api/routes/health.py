@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from api.services import services
 from services.health_service import HealthService
 from utils.helpers import route_template
 
@@ -16,7 +17,7 @@ bp = Blueprint("health", __name__)
 
 def _health_service() -> HealthService:
     """Return the app's HealthService."""
-    return current_app.extensions["health_service"]
+    return services().health
 
 
 def _now() -> str:

@@ -10,11 +10,10 @@ from flask.typing import ResponseReturnValue
 from werkzeug.routing import BaseConverter
 
 from api.request_body import read_json_object
+from api.services import services
 from api.validation import parse_charge_request, parse_list_filters, parse_refund_request
 from services.idempotency_service import Outcome
-from services.payment_service import PaymentService
-from services.receipt_service import ReceiptService
-from services.refund_service import RefundService
+from utils.errors import PaymentNotFoundError
 from utils.helpers import parse_positive_id
 
 bp = Blueprint("payments", __name__, url_prefix="/v1")
@@ -30,22 +29,25 @@ class PaymentIdConverter(BaseConverter):
     regex = r"(?!charge$)[^/]+"
 
 
-def _payments() -> PaymentService:
-    """Return the app's PaymentService."""
-    return current_app.extensions["payment_service"]
-
-
 @bp.get("/payments")
 def list_payments() -> ResponseReturnValue:
     """List payments, newest first, with optional filters and paging."""
     filters = parse_list_filters(request.args)
-    return jsonify(_payments().list_payments(filters))
+    return jsonify(services().payments.list_payments(filters))
 
 
 @bp.get("/payments/<payment_id:payment_id>")
 def get_payment(payment_id: str) -> ResponseReturnValue:
     """Return one payment; a non-numeric id is simply not found."""
-    return jsonify(_payments().get_payment(parse_positive_id(payment_id)))
+    return jsonify(services().payments.get_payment(payment_id_or_404(payment_id)))
+
+
+def payment_id_or_404(text: str) -> int:
+    """The path's payment id; text that cannot be one (not a positive 64-bit integer) is simply not found."""
+    payment_id = parse_positive_id(text)
+    if payment_id is None:
+        raise PaymentNotFoundError(None)
+    return payment_id
 
 
 def idempotency_scope(operation: str) -> str:
@@ -67,7 +69,7 @@ def charge() -> ResponseReturnValue:
     """Charge a completed (or cancelled) trip; idempotent by key."""
     body = read_json_object(request, allow_empty=False)
     charge_request = parse_charge_request(body, request.headers.get("Idempotency-Key"))
-    return outcome_response(_payments().charge(charge_request, idempotency_scope("charge")))
+    return outcome_response(services().charges.charge(charge_request, idempotency_scope("charge")))
 
 
 @bp.post("/payments/<payment_id:payment_id>/refund")
@@ -75,9 +77,9 @@ def refund(payment_id: str) -> ResponseReturnValue:
     """Refund part or all of a payment; idempotent when a key is given."""
     body = read_json_object(request, allow_empty=True)
     refund_request = parse_refund_request(body, request.headers.get("Idempotency-Key"))
-    refunds: RefundService = current_app.extensions["refund_service"]
-    parsed_id = parse_positive_id(payment_id)
-    return outcome_response(refunds.refund(parsed_id, refund_request, idempotency_scope(f"refund:{parsed_id}")))
+    parsed_id = payment_id_or_404(payment_id)
+    scope = idempotency_scope(f"refund:{parsed_id}")
+    return outcome_response(services().refunds.refund(parsed_id, refund_request, scope))
 
 
 FARE_LABELS = {"TRIP": "Trip fare", "CANCELLATION": "Cancellation fee", "CLIENT_AMOUNT": "Trip fare (agreed amount)"}
@@ -110,8 +112,7 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
 @bp.get("/payments/<payment_id:payment_id>/receipt")
 def receipt(payment_id: str) -> ResponseReturnValue:
     """The payment's receipt as JSON, or as a printable page for `Accept: text/html`."""
-    receipts: ReceiptService = current_app.extensions["receipt_service"]
-    result = receipts.get_receipt(parse_positive_id(payment_id))
+    result = services().receipts.get_receipt(payment_id_or_404(payment_id))
     wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
     if wanted == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]:
         return Response(_render_receipt(result), mimetype="text/html")

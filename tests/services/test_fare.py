@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from config import Config
-from services.external_services import Trip
-from services.payment_service import calculate_fare
+from services.clients.trips import Trip
+from services.pricing import calculate_fare
 
 CONFIG = Config.from_env({})
 

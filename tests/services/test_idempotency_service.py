@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 
 from config import Config
-from database.connection import ConnectionPool
+from database.pool import ConnectionPool
 from services.idempotency_service import (
     Claim,
     DeferredWrites,

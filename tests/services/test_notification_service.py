@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from config import Config
-from database.connection import ConnectionPool
+from database.pool import ConnectionPool
 from services.metrics_service import MetricsService
 from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox, RetryPolicy
 from tests.fakes import FakeNotificationService, FakeTripService

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg2
 from flask import Flask
 
+from api.services import services
 from services.refund_service import RefundRequest
 from tests.helpers import all_at_once
 
@@ -23,7 +24,7 @@ def test_simultaneous_first_receipts_of_a_payment_store_one_and_all_get_it(
     # two unique constraints (payment_id and receipt_number) and a loser may hit either. Over HTTP
     # the requests spread out and a round rarely shows the race, so rounds are many here.
     app = make_app(DB_POOL_SIZE=PARALLEL)
-    service = app.extensions["receipt_service"]
+    service = services(app).receipts
     for _ in range(ROUNDS):
         payment_id = insert_payment()
         receipts = all_at_once([lambda p=payment_id: service.get_receipt(p)] * PARALLEL)
@@ -41,8 +42,8 @@ def test_receipts_read_while_refunds_land_agree_with_themselves(
     # A receipt lists the refunds and totals of one moment: the refunds it lists add up to the
     # payment's amount_refunded it shows, whatever commits in between its reads.
     app = make_app(DB_POOL_SIZE=PARALLEL)
-    receipts = app.extensions["receipt_service"]
-    refunds = app.extensions["refund_service"]
+    receipts = services(app).receipts
+    refunds = services(app).refunds
     for _ in range(ROUNDS // 2):
         payment_id = insert_payment(amount=Decimal("5.00"))
         receipts.get_receipt(payment_id)  # the receipt exists; what follows only reads it

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import socket
@@ -17,8 +16,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from database.connection import ConnectionPool
-from services.external_services import GATEWAY_ERROR_CODES, GatewayResult, SimulatedGateway
+from api.services import services
+from database.pool import ConnectionPool
+from services.gateways import GATEWAY_ERROR_CODES, GatewayResult
+from services.gateways.simulator import SimulatedGateway
 from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService, FakeTripService
 from tests.helpers import closed_port
@@ -43,8 +44,7 @@ class CountingGateway:
 
 def use_gateway(app: Flask, gateway: Any) -> Any:
     """Swap the app's gateway (collaborators are injected, so this is a plain replacement)."""
-    service = app.extensions["payment_service"]
-    service.external = dataclasses.replace(service.external, gateway=gateway)
+    services(app).charges.gateway = gateway
     return gateway
 
 
@@ -486,8 +486,8 @@ def test_only_the_hash_of_the_key_is_stored(
 
 def _claim_row(db: psycopg2.extensions.connection, key: str, body: dict, age_seconds: int, payment_id: Any = None):
     """Insert an unfinished claim as a request that is running (or died) would leave it."""
+    from services.charge import ChargeRequest
     from services.idempotency_service import fingerprint
-    from services.payment_service import ChargeRequest
 
     request = ChargeRequest(idempotency_key=key, **body)
     with db.cursor() as cur:
@@ -532,7 +532,7 @@ def test_a_verdict_the_database_missed_is_stored_when_it_returns_and_the_retry_r
     charge_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
     trips.trip(101)
-    service = charge_app.extensions["payment_service"]
+    service = services(charge_app).charges
     pool = service.pool
     away = ConnectionPool(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", size=1, wait_timeout=1,
                           connect_timeout=1)  # fmt: skip
@@ -610,7 +610,7 @@ def test_purging_removes_only_expired_keys(
         cur.execute("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key_hash = %s",
                     (hashlib.sha256(b"old").hexdigest(),))  # fmt: skip
 
-    purged = charge_app.extensions["payment_service"].idempotency.purge_expired()
+    purged = services(charge_app).idempotency.purge_expired()
 
     assert purged == 1
     assert row_counts(db)["idempotency_keys"] == 1

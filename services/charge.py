@@ -1,14 +1,12 @@
-"""Payment business operations: reads, fares and the charge.
+"""The charge: price a trip and take its money at most once per idempotency key and per trip.
 
-Reads are one transaction each. A charge cannot be: the gateway call must happen outside any
-transaction, so it runs as short transactions around recovery points (claim the key; record the
-PENDING attempt; record the outcome and the response), and the gateway is never called twice for
-one attempt.
+A charge cannot be one transaction: the gateway call must happen outside any transaction, so it
+runs as short transactions around recovery points (claim the key; record the PENDING attempt;
+record the outcome and the response), and the gateway is never called twice for one attempt.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import secrets
 from dataclasses import dataclass
@@ -17,10 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from config import Config
-from database.connection import ConnectionPool, DatabaseUnavailableError, Prepared
-from models.money import MAX_AMOUNT, to_cents
+from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.prepared import Prepared
 from models.payment import payment_to_dict
-from services.external_services import ExternalServices, GatewayResult, Trip
+from services.clients.trips import Trip, TripClient
+from services.gateways import GatewayResult, PaymentGateway
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -30,7 +29,8 @@ from services.idempotency_service import (
     fingerprint,
 )
 from services.notification_service import Outbox
-from utils.errors import AppError, PaymentNotFoundError
+from services.pricing import Fare, calculate_fare
+from utils.errors import DomainError
 from utils.helpers import dump_json
 from utils.logger import get_logger
 from utils.metrics import CHARGES, IDEMPOTENT_REPLAYS
@@ -38,77 +38,6 @@ from utils.metrics import CHARGES, IDEMPOTENT_REPLAYS
 logger = get_logger(__name__)
 
 CHARGE_PATH = "/v1/payments/charge"
-
-SELECT_PAYMENT = Prepared("""
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, created_at, updated_at
-FROM payments
-WHERE payment_id = %(payment_id)s
-""")
-
-# psycopg2 interpolates parameters on the client, so PostgreSQL plans this with literal values:
-# "NULL::bigint IS NULL" folds to true and drops out, leaving only the given filters, which the
-# (column, created_at DESC, payment_id DESC) indexes then serve without a sort. With a cursor the
-# row comparison starts the index scan right after the previous page's last row, so page 50 costs
-# what page 1 costs; OFFSET has to read and throw away every row before the page.
-LIST_PAYMENTS = """
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, created_at, updated_at
-FROM payments
-WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
-  AND (%(rider_id)s::bigint IS NULL OR rider_id = %(rider_id)s)
-  AND (%(driver_id)s::bigint IS NULL OR driver_id = %(driver_id)s)
-  AND (%(status)s::text IS NULL OR status = %(status)s)
-  AND (%(method)s::text IS NULL OR method = %(method)s)
-  AND (%(after_id)s::bigint IS NULL
-       OR (created_at, payment_id) < (%(after_created_at)s::timestamptz, %(after_id)s::bigint))
-ORDER BY created_at DESC, payment_id DESC
-LIMIT %(fetch)s OFFSET %(offset)s
-"""
-
-
-@dataclass(frozen=True)
-class PageCursor:
-    """Where a page ended: the last row's sort key. Opaque to clients (see encode/decode)."""
-
-    created_at: datetime
-    payment_id: int
-
-    def encode(self) -> str:
-        """URL-safe text for `next_cursor`."""
-        raw = f"{self.created_at.isoformat()}|{self.payment_id}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str) -> PageCursor | None:
-        """The cursor `encode` made, or None if `text` is not one."""
-        if not 1 <= len(text) <= 200 or not text.isascii():
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            moment, _, number = raw.partition("|")
-            created_at = datetime.fromisoformat(moment)
-            payment_id = int(number) if number.isascii() and number.isdigit() else 0
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if created_at.tzinfo is None or not 0 < payment_id < 2**63:
-            return None
-        return cls(created_at, payment_id)
-
-
-@dataclass(frozen=True)
-class PaymentFilters:
-    """Validated filters and page of GET /v1/payments (an offset, or a cursor from the previous page)."""
-
-    trip_id: int | None = None
-    rider_id: int | None = None
-    driver_id: int | None = None
-    status: str | None = None
-    method: str | None = None
-    limit: int = 100
-    offset: int = 0
-    after: PageCursor | None = None
-
 
 # Serialises the decision "insert a live payment for this trip, or name the one that exists" per
 # trip. The unique partial index remains what guarantees one live payment; the lock only makes sure
@@ -167,135 +96,29 @@ class ChargeRequest:
         }
 
 
-@dataclass(frozen=True)
-class Fare:
-    """The amount to charge and how it was arrived at."""
-
-    type: str  # TRIP, CANCELLATION or CLIENT_AMOUNT
-    amount: Decimal
-    base_fare: Decimal
-    distance_km: Decimal | None
-    rate_per_km: Decimal
-    surge_multiplier: Decimal
-    mock_trip: bool = False
-
-    def breakdown(self) -> dict[str, Any]:
-        """The contract's `fare` object (`mock_trip` only when the development mock trip was priced)."""
-        parts: dict[str, Any] = {
-            "type": self.type,
-            "base_fare": self.base_fare,
-            "distance_km": self.distance_km,
-            "rate_per_km": self.rate_per_km,
-            "surge_multiplier": self.surge_multiplier,
-            "amount": self.amount,
-        }
-        if self.mock_trip:
-            parts["mock_trip"] = True
-        return parts
-
-
-class InvalidFareError(AppError):
-    """The trip's fare rounds to 0.00: a payment of nothing is never created."""
-
-    def __init__(self, trip: Trip, fare: Decimal) -> None:
-        """400 invalid_fare naming the trip and the fare."""
-        super().__init__(
-            f"Trip {trip.trip_id} prices at {fare}; a payment must be at least 0.01, so nothing was charged.",
-            status_code=400,
-            code="invalid_fare",
-            trip_id=trip.trip_id,
-            fare=fare,
-        )
-
-
-class NoCancellationFeeError(AppError):
-    """The trip was cancelled and CANCELLATION_FEE is 0, so there is nothing to charge."""
-
-    def __init__(self, trip: Trip) -> None:
-        """400 no_cancellation_fee naming the trip."""
-        super().__init__(
-            f"Trip {trip.trip_id} was cancelled and no cancellation fee is configured; nothing was charged.",
-            status_code=400,
-            code="no_cancellation_fee",
-            trip_id=trip.trip_id,
-        )
-
-
-class FareOutOfRangeError(AppError):
-    """The computed fare is more than a payment can hold."""
-
-    def __init__(self, trip: Trip, fare: Decimal) -> None:
-        """400 fare_out_of_range naming the fare and the largest amount."""
-        super().__init__(
-            f"Trip {trip.trip_id} prices at {fare}, above the largest payment amount {MAX_AMOUNT};"
-            " nothing was charged.",
-            status_code=400,
-            code="fare_out_of_range",
-            trip_id=trip.trip_id,
-            fare=fare,
-            max_amount=MAX_AMOUNT,
-        )
-
-
-def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = None) -> Fare:
-    """Price a trip in exact decimals, rounding half-up to the cent once, at the end.
-
-    COMPLETED: (BASE_FARE + distance_km x RATE_PER_KM) x surge. CANCELLED: CANCELLATION_FEE.
-    A client amount replaces the computed figure. Raises when the result cannot be a payment
-    (0.00, or more than NUMERIC(10,2) holds), so such an amount never reaches a gateway.
-    """
-    parts = {
-        "base_fare": config.BASE_FARE,
-        "distance_km": trip.distance_km,
-        "rate_per_km": config.RATE_PER_KM,
-        "surge_multiplier": trip.surge_multiplier,
-        "mock_trip": trip.mock,
-    }
-    if trip.status == "CANCELLED" and to_cents(config.CANCELLATION_FEE) <= 0:
-        # Cancelled trips are free here, so a client amount cannot charge one either.
-        raise NoCancellationFeeError(trip)
-    if client_amount is not None:
-        fare = Fare("CLIENT_AMOUNT", to_cents(client_amount), **parts)
-    elif trip.status == "CANCELLED":
-        fare = Fare("CANCELLATION", to_cents(config.CANCELLATION_FEE), **parts)
-    else:
-        distance = trip.distance_km or Decimal(0)
-        fare = Fare("TRIP", to_cents(trip_fare(config, distance, trip.surge_multiplier)), **parts)
-    if fare.amount <= 0:
-        raise InvalidFareError(trip, fare.amount)
-    if fare.amount > MAX_AMOUNT:
-        raise FareOutOfRangeError(trip, fare.amount)
-    return fare
-
-
-def trip_fare(config: Config, distance_km: Decimal, surge: Decimal) -> Decimal:
-    """The unrounded fare formula: (BASE_FARE + distance_km x RATE_PER_KM) x surge."""
-    return (config.BASE_FARE + distance_km * config.RATE_PER_KM) * surge
-
-
-class TripNotCompletedError(AppError):
+class TripNotCompletedError(DomainError):
     """The trip is neither completed nor cancelled, so there is nothing to charge yet."""
 
+    code = "trip_not_completed"
+
     def __init__(self, trip: Trip) -> None:
-        """400 trip_not_completed with the trip's id and status."""
+        """Say so with the trip's id and status."""
         super().__init__(
             f"Trip {trip.trip_id} is {trip.status}; only COMPLETED or CANCELLED trips can be charged.",
-            status_code=400,
-            code="trip_not_completed",
             trip_id=trip.trip_id,
             trip_status=trip.status,
         )
 
 
-class TripPartyMismatchError(AppError):
+class TripPartyMismatchError(DomainError):
     """The body names a rider or driver other than the one the trip service gives for the trip."""
 
+    code = "trip_party_mismatch"
+
     def __init__(self, trip_id: int, field: str, given: int, expected: int) -> None:
-        """400 trip_party_mismatch naming the field and both ids."""
+        """Say so naming the field and both ids."""
         super().__init__(
             f"{field} {given} does not match trip {trip_id}, whose {field} is {expected}; nothing was charged.",
-            status_code=400,
-            code="trip_party_mismatch",
             field=field,
             trip_id=trip_id,
         )
@@ -317,15 +140,15 @@ def trip_parties(request: ChargeRequest, trip: Trip) -> tuple[int | None, int | 
     return parties[0], parties[1]
 
 
-class TripAlreadyPaidError(AppError):
+class TripAlreadyPaidError(DomainError):
     """The trip already has a payment that is not FAILED."""
 
+    code = "trip_already_paid"
+
     def __init__(self, trip_id: int, payment_id: int) -> None:
-        """409 trip_already_paid naming the existing payment."""
+        """Say so naming the existing payment."""
         super().__init__(
             f"Trip {trip_id} already has payment {payment_id}.",
-            status_code=409,
-            code="trip_already_paid",
             trip_id=trip_id,
             payment_id=payment_id,
         )
@@ -352,62 +175,25 @@ def new_reference(now: datetime) -> str:
     return f"PAY-{now:%Y%m%d}-{secrets.token_hex(8).upper()}"
 
 
-class PaymentService:
-    """Reads and writes payments through the connection pool."""
+class ChargeService:
+    """Charges trips: the trip service prices them, the gateway takes the money, the database remembers."""
 
     def __init__(
         self,
         pool: ConnectionPool,
         config: Config,
-        external: ExternalServices,
+        trips: TripClient,
+        gateway: PaymentGateway,
         outbox: Outbox,
-        idempotency: IdempotencyService | None = None,
+        idempotency: IdempotencyService,
     ) -> None:
         """Keep the pool, configuration and collaborators."""
         self.pool = pool
         self.config = config
-        self.external = external
+        self.trips = trips
+        self.gateway = gateway
         self.outbox = outbox
-        self.idempotency = idempotency or IdempotencyService(
-            pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT
-        )
-
-    def get_payment(self, payment_id: int | None) -> dict[str, Any]:
-        """Return one payment or raise payment_not_found (also for ids that cannot exist)."""
-        row = None
-        if payment_id is not None:
-            with self.pool.cursor(single_statement=True) as cur:
-                cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
-                row = cur.fetchone()
-        if row is None:
-            raise PaymentNotFoundError(payment_id)
-        return payment_to_dict(row)
-
-    def list_payments(self, filters: PaymentFilters) -> dict[str, Any]:
-        """Return one page of payments, newest first, whether more follow, and the cursor of the next page."""
-        after = filters.after
-        params = {
-            **{f.name: getattr(filters, f.name) for f in dataclasses.fields(filters) if f.name != "after"},
-            "after_created_at": after.created_at if after else None,
-            "after_id": after.payment_id if after else None,
-            "fetch": filters.limit + 1,
-        }
-        with self.pool.cursor(single_statement=True) as cur:
-            cur.execute(LIST_PAYMENTS, params)
-            rows = cur.fetchall()
-        has_more = len(rows) > filters.limit
-        last = rows[filters.limit - 1] if has_more else None
-        page = [payment_to_dict(row) for row in rows[: filters.limit]]
-        return {
-            "payments": page,
-            "count": len(page),
-            "limit": filters.limit,
-            "offset": filters.offset,
-            "has_more": has_more,
-            "next_cursor": PageCursor(last["created_at"], last["payment_id"]).encode() if last else None,
-        }
-
-    # --- charge -----------------------------------------------------------------------------------
+        self.idempotency = idempotency
 
     def charge(self, request: ChargeRequest, scope: str) -> Outcome:
         """Charge a trip at most once per idempotency key and per trip."""
@@ -436,7 +222,7 @@ class PaymentService:
             logger.warning("resuming an abandoned charge without calling the gateway", extra={"payment_id": payment_id})
             result = GatewayResult("PENDING")
         else:
-            trip = self.external.trips.get_trip(request.trip_id)
+            trip = self.trips.get_trip(request.trip_id)
             if trip.status not in ("COMPLETED", "CANCELLED"):
                 raise TripNotCompletedError(trip)
             parties = trip_parties(request, trip)
@@ -506,7 +292,7 @@ class PaymentService:
     def _call_gateway(self, payment_id: int, reference: str, method: str, fare: Fare) -> GatewayResult:
         """Call the gateway once; an exception means the outcome is unknown, i.e. PENDING."""
         try:
-            return self.external.gateway.charge(reference, fare.amount, self.config.CURRENCY, method)
+            return self.gateway.charge(reference, fare.amount, self.config.CURRENCY, method)
         except Exception:
             logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": payment_id})
             return GatewayResult("PENDING")

@@ -1,4 +1,4 @@
-"""PostgreSQL connection pool and the one-transaction context manager every service uses.
+"""PostgreSQL connection pool, its cursor, and the one-transaction context manager every service uses.
 
 psycopg2 ships `ThreadedConnectionPool`, but it does not fit a threaded web server: it closes
 a returned connection whenever it already holds `minconn` idle ones (so with minconn < maxconn
@@ -7,17 +7,12 @@ PoolError when exhausted instead of waiting, and it connects eagerly, so the ser
 start while the database is down. This small pool keeps connections, waits with a bound,
 connects lazily, and drops connections that broke (e.g. after a database restart).
 
-Statements marked `Prepared` run as server-side prepared statements: psycopg2 only speaks the
-simple query protocol, so PostgreSQL would otherwise parse and plan every statement of every
-charge again (measured with pgbench on one charge's statements: 2.6 ms of CPU per charge
-unprepared, 1.8 ms prepared).
+Statements marked `Prepared` (database.prepared) run as server-side prepared statements.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
 import select
 import threading
 import time
@@ -29,49 +24,14 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from utils.errors import AppError
+from database.prepared import Prepared, PreparingConnection
+from utils.errors import DomainError
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
 
 # Errors after which a connection cannot be trusted again.
 BROKEN_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
-
-
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
-
-class Prepared(str):
-    """SQL (with %(name)s parameters) that the pool's cursors PREPARE once per connection, then EXECUTE.
-
-    Only for statements whose best plan does not depend on the values: a prepared statement may
-    be run with a generic plan, which would not fold away the "IS NULL OR" filters of a search.
-    """
-
-    name: str
-    prepare: str
-    execute: str
-
-    def __new__(cls, text: str) -> Prepared:
-        """Derive the PREPARE and EXECUTE statements from the text, once, at import."""
-        self = super().__new__(cls, text)
-        # $1, $2, ... in order of first appearance; a name used twice is one parameter.
-        numbers = {name: n for n, name in enumerate(dict.fromkeys(_PLACEHOLDER.findall(text)), start=1)}
-        body = _PLACEHOLDER.sub(lambda m: f"${numbers[m.group(1)]}", text).replace("%%", "%")
-        self.name = "payment_service_" + hashlib.sha256(text.encode()).hexdigest()[:16]
-        self.prepare = f"PREPARE {self.name} AS {body}"
-        arguments = ", ".join(f"%({name})s" for name in numbers)
-        self.execute = f"EXECUTE {self.name}({arguments})" if numbers else f"EXECUTE {self.name}"
-        return self
-
-
-class PreparingConnection(psycopg2.extensions.connection):
-    """A connection that remembers which `Prepared` statements its session already holds."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Start with none: prepared statements belong to one server session."""
-        super().__init__(*args, **kwargs)
-        self.prepared: set[str] = set()
 
 
 class Cursor(psycopg2.extensions.cursor):
@@ -124,11 +84,14 @@ class Cursor(psycopg2.extensions.cursor):
             yield row
 
 
-class DatabaseUnavailableError(AppError):
+class DatabaseUnavailableError(DomainError):
     """The database could not be reached (or no connection was free in time)."""
 
+    code = "database_unavailable"
+
     def __init__(self, message: str = "The payment database is unavailable; retry shortly.") -> None:
-        super().__init__(message, status_code=503, code="database_unavailable")
+        """A retryable outage; the message may say which (pool exhausted, pool closed)."""
+        super().__init__(message)
 
 
 class ConnectionPool:

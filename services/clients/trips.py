@@ -1,13 +1,8 @@
-"""Other systems the service talks to: the trip service, the payment gateway, the rider and driver services.
-
-Each sits behind a small class chosen at start-up (see `build_external_services`), so tests and
-future real integrations swap the implementation without touching the charge logic.
-"""
+"""The trip service: `GET {TRIP_SERVICE_URL}/v1/trips/{id}`, read strictly and guarded against a sick peer."""
 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -15,7 +10,8 @@ from typing import Any, Protocol
 import requests
 
 from config import Config
-from utils.errors import AppError
+from services.clients.http import internal_session
+from utils.errors import DomainError
 from utils.helpers import MAX_BIGINT
 from utils.logger import get_logger
 from utils.metrics import DEPENDENCY_REJECTIONS
@@ -24,20 +20,6 @@ from utils.resilience import Bulkhead, CircuitBreaker
 logger = get_logger(__name__)
 
 MAX_DISTANCE_KM = Decimal("10000")
-
-
-def internal_session() -> requests.Session:
-    """A session for calls to sibling services.
-
-    trust_env is off: these calls never go through HTTP(S)_PROXY settings, and scanning the
-    environment for them cost ~0.8 ms per request (measured), more than the call itself on loopback.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
-GATEWAY_ERROR_CODES = ("INSUFFICIENT_FUNDS", "CARD_DECLINED", "GATEWAY_ERROR")
 
 
 @dataclass(frozen=True)
@@ -57,34 +39,36 @@ class Trip:
 MOCK_TRIP_DISTANCE_KM = Decimal("10.5")
 
 
-class TripServiceUnavailableError(AppError):
+class TripServiceUnavailableError(DomainError):
     """The trip service could not answer (down, timed out, or 5xx)."""
 
+    code = "trip_service_unavailable"
+
     def __init__(self) -> None:
-        """503 trip_service_unavailable."""
-        super().__init__(
-            "The trip service is unavailable; retry shortly.", status_code=503, code="trip_service_unavailable"
-        )
+        """The same sentence whatever went wrong (the log has the reason)."""
+        super().__init__("The trip service is unavailable; retry shortly.")
 
 
-class TripServiceBadResponseError(AppError):
+class TripServiceBadResponseError(DomainError):
     """The trip service answered, but not with something we can use."""
 
+    code = "trip_service_bad_response"
+
     def __init__(self, reason: str) -> None:
-        """502 trip_service_bad_response."""
+        """Say what was unusable."""
         super().__init__(
             f"The trip service gave an unusable answer: {reason}.",
-            status_code=502,
-            code="trip_service_bad_response",
         )
 
 
-class TripNotFoundError(AppError):
+class TripNotFoundError(DomainError):
     """The trip service does not know the trip."""
 
+    code = "trip_not_found"
+
     def __init__(self, trip_id: int) -> None:
-        """400 trip_not_found, as the contract says (the charge request refers to a bad trip)."""
-        super().__init__(f"Trip {trip_id} was not found.", status_code=400, code="trip_not_found", trip_id=trip_id)
+        """Name the trip (a 400, as the contract says: the charge request refers to a bad trip)."""
+        super().__init__(f"Trip {trip_id} was not found.", trip_id=trip_id)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -236,127 +220,3 @@ class HttpTripClient:
             return Trip(trip_id, "COMPLETED", MOCK_TRIP_DISTANCE_KM, Decimal("1.0"), mock=True)
         logger.warning("trip service unavailable", extra={"trip_id": trip_id, "reason": reason})
         raise TripServiceUnavailableError()
-
-
-@dataclass(frozen=True)
-class GatewayResult:
-    """The gateway's answer: SUCCESS, FAILED (with an error code) or PENDING (outcome not known yet)."""
-
-    status: str
-    error_code: str | None = None
-
-
-class PaymentGateway(Protocol):
-    """Takes money. `reference` is unique per payment and is what a real gateway would de-duplicate on."""
-
-    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
-        """Attempt the charge once."""
-        ...
-
-
-class SimulatedGateway:
-    """The contract's simulator: CASH always succeeds; others succeed with GATEWAY_SUCCESS_RATE."""
-
-    def __init__(self, success_rate: float, pending_rate: float = 0.0, rng: random.Random | None = None) -> None:
-        """`pending_rate` is the share of non-cash attempts that end without a verdict (a gateway timeout)."""
-        self._success_rate = success_rate
-        self._pending_rate = pending_rate
-        self._rng = rng or random.SystemRandom()
-
-    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
-        """Decide the outcome."""
-        if method == "CASH":
-            return GatewayResult("SUCCESS")
-        if self._pending_rate and self._rng.random() < self._pending_rate:
-            return GatewayResult("PENDING")
-        if self._rng.random() < self._success_rate:
-            return GatewayResult("SUCCESS")
-        return GatewayResult("FAILED", self._rng.choice(GATEWAY_ERROR_CODES))
-
-
-class ProfileClient(Protocol):
-    """Looks up riders and drivers for receipts; returns None whenever it cannot (never raises)."""
-
-    def get_rider(self, rider_id: int) -> dict[str, Any] | None:
-        """Return the rider's public details."""
-        ...
-
-    def get_driver(self, driver_id: int) -> dict[str, Any] | None:
-        """Return the driver's public details."""
-        ...
-
-
-MAX_PROFILE_FIELDS = 30
-MAX_PROFILE_TEXT = 200
-
-
-def _clean(text: Any) -> str:
-    """Shorten a string and drop NUL characters, which PostgreSQL text and JSONB cannot hold."""
-    return str(text)[:MAX_PROFILE_TEXT].replace("\x00", "")
-
-
-def _modest_number(value: Any) -> bool:
-    """True for a finite JSON number small enough to store and print as is."""
-    return isinstance(value, int | Decimal) and Decimal(value).is_finite() and abs(value) < 10**15
-
-
-def _scalar_fields(payload: Any) -> dict[str, Any] | None:
-    """Keep only short scalar fields of a profile, so a receipt never stores whatever a peer sends."""
-    if not isinstance(payload, dict):
-        return None
-    kept: dict[str, Any] = {}
-    for key, value in list(payload.items())[:MAX_PROFILE_FIELDS]:
-        if isinstance(value, str):
-            kept[_clean(key)] = _clean(value)
-        elif value is None or isinstance(value, bool) or _modest_number(value):
-            kept[_clean(key)] = value
-    return kept
-
-
-class HttpProfileClient:
-    """`GET {RIDER_SERVICE_URL}/v1/riders/{id}` and `GET {DRIVER_SERVICE_URL}/v1/drivers/{id}`, best effort."""
-
-    def __init__(self, config: Config, session: requests.Session | None = None) -> None:
-        """Use the short RECEIPT_LOOKUP_TIMEOUT for both connect and read."""
-        self._riders = config.RIDER_SERVICE_URL
-        self._drivers = config.DRIVER_SERVICE_URL
-        timeout = config.RECEIPT_LOOKUP_TIMEOUT
-        self._timeout = (min(timeout, config.HTTP_CONNECT_TIMEOUT), timeout)
-        self._session = session or internal_session()
-
-    def _get(self, url: str) -> dict[str, Any] | None:
-        """Fetch one profile; any failure is None."""
-        try:
-            response = self._session.get(url, timeout=self._timeout)
-            if response.status_code != 200:
-                return None
-            return _scalar_fields(json.loads(response.text, parse_float=Decimal))
-        except (requests.RequestException, ValueError, RecursionError):
-            logger.info("profile lookup failed", extra={"url_path": url.rsplit("/", 3)[-3:]})
-            return None
-
-    def get_rider(self, rider_id: int) -> dict[str, Any] | None:
-        """Return the rider's details or None."""
-        return self._get(f"{self._riders}/v1/riders/{rider_id}")
-
-    def get_driver(self, driver_id: int) -> dict[str, Any] | None:
-        """Return the driver's details or None."""
-        return self._get(f"{self._drivers}/v1/drivers/{driver_id}")
-
-
-@dataclass(frozen=True)
-class ExternalServices:
-    """The set of collaborators the services use."""
-
-    trips: TripClient
-    gateway: PaymentGateway
-    profiles: ProfileClient
-
-
-def build_external_services(config: Config) -> ExternalServices:
-    """Choose the implementations from configuration."""
-    return ExternalServices(
-        trips=HttpTripClient(config),
-        gateway=SimulatedGateway(config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE),
-        profiles=HttpProfileClient(config),
-    )

@@ -9,13 +9,15 @@ import psycopg2
 import pytest
 from flask import Flask
 
-from services.external_services import Trip
+from api.services import services
+from services.charge import ChargeRequest, TripAlreadyPaidError, trip_parties
+from services.clients.trips import Trip
 from services.idempotency_service import Claim, IdempotencyKeyInUseError, fingerprint
-from services.payment_service import ChargeRequest, TripAlreadyPaidError, calculate_fare, trip_parties
+from services.pricing import calculate_fare
 
 
 def _setup(app: Flask, trip_id: int = 7) -> tuple[object, Claim, ChargeRequest, Trip]:
-    service = app.extensions["payment_service"]
+    service = services(app).charges
     request = ChargeRequest(idempotency_key=f"k-{uuid.uuid4()}", trip_id=trip_id, method="CARD")
     claim = service.idempotency.claim(
         "client", request.idempotency_key, fingerprint(request.fingerprint_fields()), "/v1/payments/charge"

@@ -11,8 +11,9 @@ import psycopg2
 import pytest
 
 from config import Config
-from database.connection import ConnectionPool, Cursor, DatabaseUnavailableError, Prepared
-from services import idempotency_service, notification_service, payment_service, receipt_service, refund_service
+from database.pool import ConnectionPool, Cursor, DatabaseUnavailableError
+from database.prepared import Prepared
+from services import charge, idempotency_service, notification_service, payment_queries, receipt_service, refund_service
 from tests.helpers import closed_port
 
 
@@ -281,7 +282,7 @@ def test_with_prepared_statements_off_the_same_sql_runs_unprepared(test_config: 
 
 
 def _service_statements() -> list[Prepared]:
-    modules = (idempotency_service, notification_service, payment_service, receipt_service, refund_service)
+    modules = (charge, idempotency_service, notification_service, payment_queries, receipt_service, refund_service)
     found = {id(v): v for m in modules for v in vars(m).values() if isinstance(v, Prepared)}
     return list(found.values())
 

@@ -1,0 +1,53 @@
+"""Domain errors at the edge: the one table of which HTTP status answers which error.
+
+Services raise `DomainError`s without knowing HTTP; this module decides the status (and any
+header) of each, and turns them into the `AppError` every error response is rendered from.
+"""
+
+from __future__ import annotations
+
+from database.pool import DatabaseUnavailableError
+from services.charge import TripAlreadyPaidError, TripNotCompletedError, TripPartyMismatchError
+from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
+from services.idempotency_service import IdempotencyKeyInUseError, IdempotencyKeyReusedError
+from services.pricing import FareOutOfRangeError, InvalidFareError, NoCancellationFeeError
+from services.receipt_service import ReceiptUnavailableError
+from services.refund_service import PaymentNotRefundableError, RefundExceedsRemainingError
+from utils.errors import AppError, DomainError, PaymentNotFoundError
+
+STATUS: dict[type[DomainError], int] = {
+    PaymentNotFoundError: 404,
+    # The request refers to a trip that cannot be charged (the contract's choice: 400, not 404/409).
+    TripNotFoundError: 400,
+    TripNotCompletedError: 400,
+    TripPartyMismatchError: 400,
+    InvalidFareError: 400,
+    NoCancellationFeeError: 400,
+    FareOutOfRangeError: 400,
+    PaymentNotRefundableError: 400,
+    RefundExceedsRemainingError: 400,
+    TripAlreadyPaidError: 409,
+    IdempotencyKeyInUseError: 409,
+    ReceiptUnavailableError: 409,
+    IdempotencyKeyReusedError: 422,
+    TripServiceBadResponseError: 502,
+    TripServiceUnavailableError: 503,
+    DatabaseUnavailableError: 503,
+}
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain error (its nearest class in the table; 500 for one missing)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def to_app_error(error: DomainError) -> AppError:
+    """The HTTP error answering a domain error: same sentence, code and details, plus Retry-After when due."""
+    answer = AppError(error.message, status_code=status_of(error), code=error.code, **error.details)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        answer.headers["Retry-After"] = str(retry_after)
+    return answer

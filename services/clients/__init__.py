@@ -1,0 +1,1 @@
+"""Clients of the other services of the platform: trips, riders and drivers."""

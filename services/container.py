@@ -1,0 +1,113 @@
+"""The service graph, built once per process from the configuration: who gets which collaborator.
+
+`build_services` is the one place that chooses implementations (which trip client, which gateway)
+and shares what must be shared (one pool, one idempotency store, one outbox). Routes reach the
+result through `api.services.services()`; tests and tools through `Services` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from config import Config
+from database.pool import ConnectionPool
+from services.charge import ChargeService
+from services.clients.profiles import HttpProfileClient, ProfileClient
+from services.clients.trips import HttpTripClient, TripClient
+from services.gateways import PaymentGateway
+from services.gateways.simulator import SimulatedGateway
+from services.health_service import DependencyMonitor, HealthService
+from services.idempotency_service import IdempotencyService
+from services.metrics_service import MetricsService, build_registry
+from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
+from services.payment_queries import PaymentQueries
+from services.receipt_service import ReceiptService
+from services.refund_service import RefundService
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything the routes and background threads of one process use."""
+
+    config: Config
+    pool: ConnectionPool
+    trips: TripClient
+    gateway: PaymentGateway
+    profiles: ProfileClient
+    idempotency: IdempotencyService
+    outbox: Outbox
+    payments: PaymentQueries
+    charges: ChargeService
+    refunds: RefundService
+    receipts: ReceiptService
+    notifications: NotificationAdmin
+    dispatcher: Dispatcher
+    health: HealthService
+    metrics: MetricsService
+    metrics_registry: CollectorRegistry
+
+
+def build_gateway(config: Config) -> PaymentGateway:
+    """The gateway the configuration names (today only the simulator)."""
+    return SimulatedGateway(config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE)
+
+
+def build_services(config: Config) -> Services:
+    """Build the graph; nothing connects or starts a thread here (see `start_background`)."""
+    # The pool connects lazily, so the service starts (and /live answers) with the database down.
+    pool = ConnectionPool(
+        config.get_database_uri(),
+        size=config.DB_POOL_SIZE,
+        wait_timeout=config.DB_POOL_TIMEOUT,
+        connect_timeout=config.DB_CONNECT_TIMEOUT,
+        statement_timeout_ms=config.DB_STATEMENT_TIMEOUT_MS,
+        prepare_statements=config.DB_PREPARED_STATEMENTS,
+    )
+    trips = HttpTripClient(config)
+    gateway = build_gateway(config)
+    profiles = HttpProfileClient(config)
+    # One idempotency store and one outbox, shared by every operation of the process.
+    idempotency = IdempotencyService(pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT)
+    outbox = Outbox()
+    dependencies = DependencyMonitor(
+        {"trip_service": config.TRIP_SERVICE_URL, "notification_service": config.NOTIFICATION_SERVICE_URL},
+        timeout=config.HEALTH_CHECK_TIMEOUT,
+        cache_seconds=config.HEALTH_CHECK_CACHE_SECONDS,
+    )
+    metrics = MetricsService(pool)
+    return Services(
+        config=config,
+        pool=pool,
+        trips=trips,
+        gateway=gateway,
+        profiles=profiles,
+        idempotency=idempotency,
+        outbox=outbox,
+        payments=PaymentQueries(pool),
+        charges=ChargeService(pool, config, trips, gateway, outbox, idempotency),
+        refunds=RefundService(pool, idempotency, outbox),
+        receipts=ReceiptService(pool, profiles, outbox),
+        notifications=NotificationAdmin(pool),
+        dispatcher=Dispatcher(pool, HttpNotificationSender(config), outbox, config),
+        health=HealthService(pool, dependencies),
+        metrics=metrics,
+        metrics_registry=build_registry(metrics),
+    )
+
+
+def start_background(services: Services) -> None:
+    """Start this process's background work (the notification dispatcher), if configured."""
+    if services.config.NOTIFY_DISPATCHER_ENABLED:
+        # One delivery thread per process (per gunicorn worker); rows are claimed with SKIP LOCKED,
+        # so any number of them can run side by side.
+        services.dispatcher.start()
+
+
+def close_services(services: Services) -> None:
+    """Stop background threads and close connections."""
+    services.dispatcher.stop()
+    services.idempotency.deferred.stop()
+    services.pool.close()
+    services.health.dependencies.close()

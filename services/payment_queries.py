@@ -1,0 +1,125 @@
+"""Reading payments: one by id, and pages of the list, newest first, by offset or keyset cursor."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from database.pool import ConnectionPool
+from database.prepared import Prepared
+from models.payment import payment_to_dict
+from utils.errors import PaymentNotFoundError
+
+SELECT_PAYMENT = Prepared("""
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, created_at, updated_at
+FROM payments
+WHERE payment_id = %(payment_id)s
+""")
+
+# psycopg2 interpolates parameters on the client, so PostgreSQL plans this with literal values:
+# "NULL::bigint IS NULL" folds to true and drops out, leaving only the given filters, which the
+# (column, created_at DESC, payment_id DESC) indexes then serve without a sort. With a cursor the
+# row comparison starts the index scan right after the previous page's last row, so page 50 costs
+# what page 1 costs; OFFSET has to read and throw away every row before the page.
+LIST_PAYMENTS = """
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, created_at, updated_at
+FROM payments
+WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
+  AND (%(rider_id)s::bigint IS NULL OR rider_id = %(rider_id)s)
+  AND (%(driver_id)s::bigint IS NULL OR driver_id = %(driver_id)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(method)s::text IS NULL OR method = %(method)s)
+  AND (%(after_id)s::bigint IS NULL
+       OR (created_at, payment_id) < (%(after_created_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY created_at DESC, payment_id DESC
+LIMIT %(fetch)s OFFSET %(offset)s
+"""
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a page ended: the last row's sort key. Opaque to clients (see encode/decode)."""
+
+    created_at: datetime
+    payment_id: int
+
+    def encode(self) -> str:
+        """URL-safe text for `next_cursor`."""
+        raw = f"{self.created_at.isoformat()}|{self.payment_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> PageCursor | None:
+        """The cursor `encode` made, or None if `text` is not one."""
+        if not 1 <= len(text) <= 200 or not text.isascii():
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            moment, _, number = raw.partition("|")
+            created_at = datetime.fromisoformat(moment)
+            payment_id = int(number) if number.isascii() and number.isdigit() else 0
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if created_at.tzinfo is None or not 0 < payment_id < 2**63:
+            return None
+        return cls(created_at, payment_id)
+
+
+@dataclass(frozen=True)
+class PaymentFilters:
+    """Validated filters and page of GET /v1/payments (an offset, or a cursor from the previous page)."""
+
+    trip_id: int | None = None
+    rider_id: int | None = None
+    driver_id: int | None = None
+    status: str | None = None
+    method: str | None = None
+    limit: int = 100
+    offset: int = 0
+    after: PageCursor | None = None
+
+
+class PaymentQueries:
+    """Reads payments; each read is one statement."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        """Keep the pool."""
+        self.pool = pool
+
+    def get_payment(self, payment_id: int) -> dict[str, Any]:
+        """Return one payment or raise PaymentNotFoundError."""
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
+            row = cur.fetchone()
+        if row is None:
+            raise PaymentNotFoundError(payment_id)
+        return payment_to_dict(row)
+
+    def list_payments(self, filters: PaymentFilters) -> dict[str, Any]:
+        """Return one page of payments, newest first, whether more follow, and the cursor of the next page."""
+        after = filters.after
+        params = {
+            **{f.name: getattr(filters, f.name) for f in dataclasses.fields(filters) if f.name != "after"},
+            "after_created_at": after.created_at if after else None,
+            "after_id": after.payment_id if after else None,
+            "fetch": filters.limit + 1,
+        }
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(LIST_PAYMENTS, params)
+            rows = cur.fetchall()
+        has_more = len(rows) > filters.limit
+        last = rows[filters.limit - 1] if has_more else None
+        page = [payment_to_dict(row) for row in rows[: filters.limit]]
+        return {
+            "payments": page,
+            "count": len(page),
+            "limit": filters.limit,
+            "offset": filters.offset,
+            "has_more": has_more,
+            "next_cursor": PageCursor(last["created_at"], last["payment_id"]).encode() if last else None,
+        }
