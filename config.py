@@ -1,4 +1,9 @@
-"""Service configuration, read once from the environment (and `.env`) and validated up front."""
+"""Service configuration, read once from the environment (and `.env`) and validated up front.
+
+Each setting is declared once, as a field of `Config`: its type, default, bounds and meaning. The same
+declaration reads it from the environment (`Config.from_env`), checks an override given as a Python
+value (`Config.with_overrides`) and writes the README's configuration table (`python config.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -25,117 +30,204 @@ _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 ORDINARY_TRIP_KM = Decimal("1000")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SPEC = "setting"  # the key of a field's metadata that holds its Setting
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
-def _raw(env: Mapping[str, str], name: str) -> str | None:
-    """Return the stripped value of `name`, or None when it is unset or blank."""
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return None
-    return value.strip()
+# --- kinds of setting: how a value is read from text, checked as a Python value, and shown ----------
 
 
-def _str(env: Mapping[str, str], name: str, default: str | None) -> str | None:
-    """Read a plain string."""
-    value = _raw(env, name)
-    return default if value is None else value
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of setting is read from the environment's text and checked when given as a value."""
+
+    read: Callable[[Setting, str], Any]  # stripped, non-blank text -> value, or ConfigError
+    check: Callable[[Setting, Any], Any]  # a Python value (an override) -> value, or ConfigError
+    show: Callable[[Any], str] = str  # a default as it would be written in the environment
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    """Read an integer within [minimum, maximum]."""
-    value = _raw(env, name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-    if not minimum <= number <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
+@dataclass(frozen=True)
+class Setting:
+    """One setting of `Config`: its kind, default, bounds and meaning (the name is the field's)."""
+
+    kind: Kind
+    default: Any
+    meaning: str
+    bounds: tuple[Any, Any] | None = None  # inclusive; numbers only
+    choices: tuple[str, ...] = ()
+    secret: bool = False  # never has a default; kept out of repr
+    from_env: bool = True  # False: fixed by the code (or by tests), not read from the environment
+    name: str = ""
+
+    def read(self, text: str) -> Any:
+        """Parse the environment's text for this setting."""
+        return self.kind.read(self, text)
+
+    def check(self, value: Any) -> Any:
+        """Validate an override given as a Python value; return it as stored."""
+        return self.kind.check(self, value)
+
+    def shown_default(self) -> str:
+        """The default as the README's table shows it."""
+        if self.secret:
+            return "none"
+        if self.default is None:
+            return "unset"
+        return f"`{self.kind.show(self.default)}`"
+
+
+def _within(setting: Setting, number: Any, shown: str) -> Any:
+    if setting.bounds is not None:
+        low, high = setting.bounds
+        if not low <= number <= high:  # also rejects NaN
+            raise ConfigError(f"{setting.name} must be between {low} and {high}, got {shown}")
     return number
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
-    """Read a finite float within [minimum, maximum] (used for timeouts, never for money)."""
-    value = _raw(env, name)
-    if value is None:
-        return default
+def _read_int(setting: Setting, text: str) -> int:
     try:
-        number = float(value)
+        number = int(text)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not minimum <= number <= maximum:  # also rejects NaN
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value!r}")
-    return number
+        raise ConfigError(f"{setting.name} must be an integer, got {text!r}") from None
+    return _within(setting, number, str(number))
 
 
-def _money(env: Mapping[str, str], name: str, default: str) -> Decimal:
-    """Read a non-negative amount of money as an exact Decimal with at most two decimals."""
-    value = _raw(env, name)
-    text = default if value is None else value
+def _check_int(setting: Setting, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{setting.name} must be an integer, got {value!r}")
+    return _within(setting, value, repr(value))
+
+
+def _read_float(setting: Setting, text: str) -> float:
     try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise ConfigError(f"{name} must be a decimal amount such as 5.00, got {text!r}") from None
+        number = float(text)
+    except ValueError:
+        raise ConfigError(f"{setting.name} must be a number, got {text!r}") from None
+    return _within(setting, number, repr(text))
+
+
+def _check_float(setting: Setting, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{setting.name} must be a number, got {value!r}")
+    return _within(setting, float(value), repr(value))
+
+
+def _valid_amount(setting: Setting, amount: Decimal, shown: str) -> Decimal:
     if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2 or amount >= Decimal("1e8"):
-        raise ConfigError(f"{name} must be a finite amount >= 0 with at most two decimals, got {text!r}")
+        raise ConfigError(f"{setting.name} must be a finite amount >= 0 with at most two decimals, got {shown}")
     return amount
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """Read a boolean written as true/false, yes/no, on/off or 1/0."""
-    value = _raw(env, name)
-    if value is None:
-        return default
-    lowered = value.lower()
+def _read_money(setting: Setting, text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"{setting.name} must be a decimal amount such as 5.00, got {text!r}") from None
+    return _valid_amount(setting, amount, repr(text))
+
+
+def _check_money(setting: Setting, value: Any) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise ConfigError(f"{setting.name} must be a Decimal amount such as Decimal('5.00'), got {value!r}")
+    return _valid_amount(setting, value, repr(value))
+
+
+def _read_bool(setting: Setting, text: str) -> bool:
+    lowered = text.lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
+    raise ConfigError(f"{setting.name} must be true or false, got {text!r}")
 
 
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
-    """Read an http(s) base URL, without a trailing slash."""
-    value = _raw(env, name) or default
-    parts = urlsplit(value)
+def _check_bool(setting: Setting, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{setting.name} must be True or False, got {value!r}")
+    return value
+
+
+def _checked_text(read: Callable[[Setting, str], Any]) -> Callable[[Setting, Any], Any]:
+    """Check a string override with the same parser as the environment's text (None if optional)."""
+
+    def check(setting: Setting, value: Any) -> Any:
+        if value is None and setting.default is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{setting.name} must be a non-blank string, got {value!r}")
+        return read(setting, value.strip())
+
+    return check
+
+
+def _read_text(setting: Setting, text: str) -> str:
+    return text
+
+
+def _read_http_url(setting: Setting, text: str) -> str:
+    """An http(s) base URL, without a trailing slash."""
+    parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
+        raise ConfigError(f"{setting.name} must be an http(s) URL, got {text!r}")
+    return text.rstrip("/")
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    """Read one of a fixed set of upper-case words."""
-    value = (_raw(env, name) or default).upper()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+def _read_choice(setting: Setting, text: str) -> str:
+    """One of a fixed set of upper-case words."""
+    value = text.upper()
+    if value not in setting.choices:
+        raise ConfigError(f"{setting.name} must be one of {', '.join(setting.choices)}, got {value!r}")
     return value
 
 
-def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
-    """Read a rate-limit string such as '50 per minute' or '20/60 seconds' (checked by the limits library)."""
-    value = _raw(env, name) or default
+def _read_rate_limit(setting: Setting, text: str) -> str:
+    """A rate-limit string such as '50 per minute' or '20/60 seconds' (checked by the limits library)."""
     try:
-        limits.parse(value)
+        limits.parse(text)
     except ValueError:
-        raise ConfigError(f"{name} must look like '50 per minute', got {value!r}") from None
+        raise ConfigError(f"{setting.name} must look like '50 per minute', got {text!r}") from None
+    return text
+
+
+def _read_storage_uri(setting: Setting, text: str) -> str:
+    """Where rate-limit counters live: memory:// (per process) or redis://host:port[/db]."""
+    if urlsplit(text).scheme not in ("memory", "redis", "rediss", "redis+unix"):
+        raise ConfigError(f"{setting.name} must be memory:// or a redis:// URL, got a {urlsplit(text).scheme!r} URL")
+    return text
+
+
+def _read_currency(setting: Setting, text: str) -> str:
+    """An ISO 4217 currency code."""
+    value = text.upper()
+    if not _CURRENCY_RE.match(value):
+        raise ConfigError(f"{setting.name} must be a three-letter ISO 4217 code such as INR, got {value!r}")
     return value
 
 
-def _api_keys(env: Mapping[str, str], name: str) -> dict[str, str]:
-    """Read `name:key` entries (comma-separated) into name -> SHA-256 hex digest of the key.
+def _read_database_url(setting: Setting, text: str) -> str:
+    """A postgresql:// URL."""
+    if urlsplit(text).scheme not in ("postgres", "postgresql"):
+        raise ConfigError(f"{setting.name} must start with postgresql://, got a {urlsplit(text).scheme!r} URL")
+    return text
+
+
+def _twin(digests: Mapping[str, str], digest: str) -> str | None:
+    """The name already holding `digest`, if any."""
+    return next((other for other, known in digests.items() if known == digest), None)
+
+
+def _read_api_keys(setting: Setting, text: str) -> dict[str, str]:
+    """`name:key` entries (comma-separated) into name -> SHA-256 hex digest of the key.
 
     A key may be given as `sha256:<64 hex digits>` so the plain key never has to be stored.
     """
-    value = _raw(env, name)
-    if value is None:
-        return {}
+    name = setting.name
     digests: dict[str, str] = {}
-    for entry in value.split(","):
+    for entry in text.split(","):
         key_name, sep, secret = entry.strip().partition(":")
         if not sep or not _API_KEY_NAME_RE.match(key_name) or not secret:
             raise ConfigError(
@@ -151,36 +243,102 @@ def _api_keys(env: Mapping[str, str], name: str) -> dict[str, str]:
             digest = hashlib.sha256(secret.encode()).hexdigest()
         # One key under two names would make the client's identity (and so its rate limit and its
         # idempotency scope) depend on which entry matched: refuse it, plain or as its sha256.
-        twin = next((other for other, known in digests.items() if known == digest), None)
+        twin = _twin(digests, digest)
         if twin is not None:
             raise ConfigError(f"{name} gives {twin!r} and {key_name!r} the same key; give each client its own")
         digests[key_name] = digest
     return digests
 
 
-def _surge(env: Mapping[str, str], name: str) -> dict[str, Decimal]:
-    """Read surge multipliers written as LEVEL:multiplier pairs, e.g. 'LOW:1.0,MEDIUM:1.2,HIGH:1.5'."""
-    value = _raw(env, name) or "LOW:1.0,MEDIUM:1.2,HIGH:1.5"
+def _check_api_keys(setting: Setting, value: Any) -> dict[str, str]:
+    """A dict of client name -> lower-case SHA-256 hex digest, no digest under two names."""
+    name = setting.name
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a dict of client name -> sha256 hex digest, got a {type(value).__name__}")
+    digests: dict[str, str] = {}
+    for key_name, digest in value.items():
+        if not isinstance(key_name, str) or not _API_KEY_NAME_RE.match(key_name):
+            raise ConfigError(f"{name}: {key_name!r} is not a client name (letters, digits, '.', '_', '-')")
+        if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+            raise ConfigError(f"{name}: the value of {key_name!r} must be 64 lower-case hex digits")
+        twin = _twin(digests, digest)
+        if twin is not None:
+            raise ConfigError(f"{name} gives {twin!r} and {key_name!r} the same key; give each client its own")
+        digests[key_name] = digest
+    return digests
+
+
+def _valid_multiplier(multiplier: Any) -> bool:
+    return isinstance(multiplier, Decimal) and multiplier.is_finite() and Decimal(0) < multiplier <= 10
+
+
+def _read_surge(setting: Setting, text: str) -> dict[str, Decimal]:
+    """Surge multipliers written as LEVEL:multiplier pairs, e.g. 'LOW:1.0,MEDIUM:1.2,HIGH:1.5'."""
     table: dict[str, Decimal] = {}
-    for item in value.split(","):
+    for item in text.split(","):
         level, sep, factor = item.partition(":")
         level = level.strip().upper()
         try:
             multiplier = Decimal(factor.strip())
         except InvalidOperation:
             multiplier = Decimal("NaN")
-        if not sep or not level or not multiplier.is_finite() or not Decimal(0) < multiplier <= 10:
-            raise ConfigError(f"{name} must look like 'LOW:1.0,MEDIUM:1.2,HIGH:1.5', got {value!r}")
+        if not sep or not level or not _valid_multiplier(multiplier):
+            raise ConfigError(f"{setting.name} must look like 'LOW:1.0,MEDIUM:1.2,HIGH:1.5', got {text!r}")
         table[level] = multiplier
     return table
 
 
-def _database_url(env: Mapping[str, str], name: str) -> str | None:
-    """Read an optional postgresql:// URL."""
-    value = _raw(env, name)
-    if value is not None and urlsplit(value).scheme not in ("postgres", "postgresql"):
-        raise ConfigError(f"{name} must start with postgresql://, got a {urlsplit(value).scheme!r} URL")
-    return value
+def _check_surge(setting: Setting, value: Any) -> dict[str, Decimal]:
+    """A non-empty dict of upper-case level -> Decimal multiplier in (0, 10]."""
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(level, str) and level and level == level.strip().upper() for level in value)
+        or not all(_valid_multiplier(multiplier) for multiplier in value.values())
+    ):
+        raise ConfigError(
+            f"{setting.name} must map upper-case levels to Decimal multipliers in (0, 10]"
+            f" such as {{'LOW': Decimal('1.0')}}, got {value!r}"
+        )
+    return dict(value)
+
+
+def _show_surge(table: Mapping[str, Decimal]) -> str:
+    return ",".join(f"{level}:{multiplier}" for level, multiplier in table.items())
+
+
+INTEGER = Kind(_read_int, _check_int)
+NUMBER = Kind(_read_float, _check_float, repr)  # timeouts and rates, never money
+MONEY = Kind(_read_money, _check_money)  # an exact Decimal >= 0 with at most two decimals
+BOOLEAN = Kind(_read_bool, _check_bool, lambda value: "true" if value else "false")
+TEXT = Kind(_read_text, _checked_text(_read_text))
+HTTP_URL = Kind(_read_http_url, _checked_text(_read_http_url))
+CHOICE = Kind(_read_choice, _checked_text(_read_choice))
+RATE_LIMIT = Kind(_read_rate_limit, _checked_text(_read_rate_limit))
+STORAGE_URI = Kind(_read_storage_uri, _checked_text(_read_storage_uri))
+CURRENCY_CODE = Kind(_read_currency, _checked_text(_read_currency))
+POSTGRES_URL = Kind(_read_database_url, _checked_text(_read_database_url))
+KEY_DIGESTS = Kind(_read_api_keys, _check_api_keys)
+SURGE_TABLE = Kind(_read_surge, _check_surge, _show_surge)
+
+
+def setting(
+    kind: Kind,
+    default: Any,
+    meaning: str,
+    *,
+    bounds: tuple[Any, Any] | None = None,
+    choices: tuple[str, ...] = (),
+    secret: bool = False,
+    hidden: bool = False,
+    from_env: bool = True,
+) -> Any:
+    """Declare a field of `Config` as a setting (`hidden`: kept out of repr, e.g. may carry a password)."""
+    spec = Setting(kind, default, meaning, bounds, choices, secret, from_env)
+    metadata = {_SPEC: spec}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), repr=not (secret or hidden), metadata=metadata)
+    return field(default=default, repr=not (secret or hidden), metadata=metadata)
 
 
 def load_environment(dotenv_path: str | None = ".env") -> dict[str, str]:
@@ -192,143 +350,204 @@ def load_environment(dotenv_path: str | None = ".env") -> dict[str, str]:
     return merged
 
 
+# setting() returns a dataclasses.field; ruff's RUF009 cannot tell, hence its noqa on the Decimal and dict fields.
 @dataclass(frozen=True)
 class Config:
-    """Typed, validated settings of one service instance."""
+    """Typed, validated settings of one service instance; each field is declared once, with its meaning."""
 
-    SERVICE_NAME: str = "payment-service"
-    VERSION: str = "1.0.0"
-    SERVICE_PORT: int = 8082
-    DEBUG: bool = False
-    LOG_LEVEL: str = "INFO"
+    SERVICE_NAME: str = setting(TEXT, "payment-service", "name in `/health` and on receipts", from_env=False)
+    VERSION: str = setting(TEXT, "1.0.0", "version in `/health`", from_env=False)
 
-    DATABASE_URL: str | None = None
-    DB_HOST: str = "localhost"
-    DB_PORT: int = 5432
-    DB_NAME: str = "payments"
-    DB_USER: str = "postgres"
-    DB_PASS: str | None = field(default=None, repr=False)
-    DB_POOL_SIZE: int = 10
-    DB_POOL_TIMEOUT: float = 5.0
-    DB_CONNECT_TIMEOUT: int = 3
-    DB_STATEMENT_TIMEOUT_MS: int = 5000
-    DB_PREPARED_STATEMENTS: bool = True
-
-    TRIP_SERVICE_URL: str = "http://localhost:8081"
-    TRIP_SERVICE_MOCK: bool = False
-    NOTIFICATION_SERVICE_URL: str = "http://localhost:8084"
-    RIDER_SERVICE_URL: str = "http://localhost:8080"
-    DRIVER_SERVICE_URL: str = "http://localhost:8083"
-    HTTP_CONNECT_TIMEOUT: float = 1.0
-    HTTP_READ_TIMEOUT: float = 3.0
-    HEALTH_CHECK_TIMEOUT: float = 1.0
-    RECEIPT_LOOKUP_TIMEOUT: float = 1.0
-    TRIP_SERVICE_MAX_CONCURRENCY: int = 2
-    TRIP_SERVICE_QUEUE_TIMEOUT: float = 0.25
-    TRIP_SERVICE_BREAKER_THRESHOLD: int = 5
-    TRIP_SERVICE_BREAKER_RESET: float = 2.0
-    HEALTH_CHECK_CACHE_SECONDS: float = 5.0
-
-    RATE_LIMIT_ENABLED: bool = True
-    RATE_LIMIT_DEFAULT: str = "1000 per minute"
-    RATE_LIMIT_CHARGE: str = "50 per minute"
-    RATE_LIMIT_REFUND: str = "20 per minute"
-    RATE_LIMIT_STORAGE_URI: str = field(default="memory://", repr=False)
-    TRUSTED_PROXY_COUNT: int = 0
-    API_KEYS: dict[str, str] = field(default_factory=dict, repr=False)
-    METRICS_REQUIRE_API_KEY: bool = False
-
-    CURRENCY: str = "INR"
-    BASE_FARE: Decimal = Decimal("5.00")
-    RATE_PER_KM: Decimal = Decimal("2.50")
-    SURGE_MULTIPLIERS: dict[str, Decimal] = field(
-        default_factory=lambda: {"LOW": Decimal("1.0"), "MEDIUM": Decimal("1.2"), "HIGH": Decimal("1.5")}
+    SERVICE_PORT: int = setting(INTEGER, 8082, "port of `python app.py` (gunicorn takes `-b`)", bounds=(1, 65535))
+    DEBUG: bool = setting(
+        BOOLEAN,
+        False,
+        "readable logs instead of JSON; nothing else (never the interactive debugger, never a different charge)",
     )
-    CANCELLATION_FEE: Decimal = Decimal("3.00")
-    IDEMPOTENCY_KEY_TTL: int = 86400
-    IDEMPOTENCY_LOCK_TIMEOUT: int = 60
-    GATEWAY_SUCCESS_RATE: float = 0.8
-    GATEWAY_PENDING_RATE: float = 0.0
-    NOTIFY_DISPATCHER_ENABLED: bool = True
-    NOTIFY_MAX_ATTEMPTS: int = 10
-    NOTIFY_BACKOFF_BASE: float = 1.0
-    NOTIFY_BACKOFF_MAX: float = 300.0
-    NOTIFY_POLL_INTERVAL: float = 1.0
-    NOTIFY_BATCH_SIZE: int = 20
+    LOG_LEVEL: str = setting(CHOICE, "INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`", choices=_LOG_LEVELS)
 
-    MAX_CONTENT_LENGTH: int = 64 * 1024
-    TESTING: bool = False
+    DATABASE_URL: str | None = setting(POSTGRES_URL, None, "`postgresql://...`; when set, the `DB_*` parts are ignored")
+    DB_HOST: str = setting(TEXT, "localhost", "host name, IP, or Unix-socket directory")
+    DB_PORT: int = setting(INTEGER, 5432, "port of the database server", bounds=(1, 65535))
+    DB_NAME: str = setting(TEXT, "payments", "created by `database_setup.py` if missing")
+    DB_USER: str = setting(TEXT, "postgres", "database role the service connects as")
+    DB_PASS: str | None = setting(
+        TEXT, None, "password of `DB_USER`; no default; leave unset for trust/peer auth", secret=True
+    )
+    DB_POOL_SIZE: int = setting(INTEGER, 10, "connections per process (gunicorn worker)", bounds=(1, 500))
+    DB_POOL_TIMEOUT: float = setting(
+        NUMBER, 5.0, "seconds a request waits for a free connection before `503`", bounds=(0.01, 300.0)
+    )
+    DB_CONNECT_TIMEOUT: int = setting(
+        INTEGER, 3, "seconds to open a connection (libpq's minimum is 2)", bounds=(1, 300)
+    )
+    DB_STATEMENT_TIMEOUT_MS: int = setting(
+        INTEGER, 5000, "server-side limit per statement; `0` disables", bounds=(0, 3_600_000)
+    )
+    DB_PREPARED_STATEMENTS: bool = setting(
+        BOOLEAN,
+        True,
+        "run the hot statements as server-side prepared statements; set `false` behind a pooler in transaction"
+        " or statement mode (PgBouncer, any version: its prepared-statement support since 1.21 covers only"
+        " protocol-level statements, not SQL `PREPARE`)",
+    )
+
+    TRIP_SERVICE_URL: str = setting(HTTP_URL, "http://localhost:8081", "trip service base URL")
+    TRIP_SERVICE_MOCK: bool = setting(
+        BOOLEAN,
+        False,
+        "development only: when the trip service cannot answer, price the mock trip (completed, 10.5 km,"
+        " surge 1.0) instead of `503`; logged as a warning at start and on every use, and marked"
+        ' `"mock_trip": true` in the fare',
+    )
+    NOTIFICATION_SERVICE_URL: str = setting(HTTP_URL, "http://localhost:8084", "notification service base URL")
+    RIDER_SERVICE_URL: str = setting(HTTP_URL, "http://localhost:8080", "rider service base URL")
+    DRIVER_SERVICE_URL: str = setting(HTTP_URL, "http://localhost:8083", "driver service base URL")
+    HTTP_CONNECT_TIMEOUT: float = setting(
+        NUMBER, 1.0, "seconds to connect, for calls to other services", bounds=(0.01, 60.0)
+    )
+    HTTP_READ_TIMEOUT: float = setting(
+        NUMBER, 3.0, "seconds to wait for an answer, for calls to other services", bounds=(0.01, 120.0)
+    )
+    HEALTH_CHECK_TIMEOUT: float = setting(
+        NUMBER, 1.0, "seconds (at most 1) for a dependency's `/health` in our `/health`", bounds=(0.01, 1.0)
+    )
+    HEALTH_CHECK_CACHE_SECONDS: float = setting(
+        NUMBER, 5.0, "how long a dependency status is reused", bounds=(0.0, 3600.0)
+    )
+    RECEIPT_LOOKUP_TIMEOUT: float = setting(
+        NUMBER, 1.0, "seconds for each rider/driver lookup when a receipt is first made", bounds=(0.01, 10.0)
+    )
+    TRIP_SERVICE_MAX_CONCURRENCY: int = setting(
+        INTEGER,
+        2,
+        "trip service calls in flight per process; keep it below `GUNICORN_THREADS` so a hung trip service"
+        " cannot take every thread",
+        bounds=(1, 1000),
+    )
+    TRIP_SERVICE_QUEUE_TIMEOUT: float = setting(
+        NUMBER,
+        0.25,
+        "seconds a charge waits for one of those slots before `503 trip_service_unavailable`",
+        bounds=(0.0, 60.0),
+    )
+    TRIP_SERVICE_BREAKER_THRESHOLD: int = setting(
+        INTEGER,
+        5,
+        "trip service failures in a row (timeout, refused, 5xx, no free slot) that open the circuit: charges"
+        " then get `503` at once",
+        bounds=(1, 1000),
+    )
+    TRIP_SERVICE_BREAKER_RESET: float = setting(
+        NUMBER,
+        2.0,
+        "seconds the circuit stays open before one trial call decides whether it closes",
+        bounds=(0.01, 3600.0),
+    )
+
+    API_KEYS: dict[str, str] = setting(  # noqa: RUF009
+        KEY_DIGESTS,
+        {},
+        "`name:key` entries, comma-separated; a key may be `sha256:<hex digest>` (see *Access control*)",
+        secret=True,
+    )
+    RATE_LIMIT_ENABLED: bool = setting(BOOLEAN, True, "apply the per-client rate limits below")
+    RATE_LIMIT_DEFAULT: str = setting(RATE_LIMIT, "1000 per minute", "other `/v1` routes, per client")
+    RATE_LIMIT_CHARGE: str = setting(RATE_LIMIT, "50 per minute", "charges per client")
+    RATE_LIMIT_REFUND: str = setting(RATE_LIMIT, "20 per minute", "refunds per client")
+    RATE_LIMIT_STORAGE_URI: str = setting(
+        STORAGE_URI,
+        "memory://",
+        "where counters live: `memory://` (per process) or `redis://host:6379/0` (shared)",
+        hidden=True,
+    )
+    METRICS_REQUIRE_API_KEY: bool = setting(
+        BOOLEAN, False, "also require an API key on `/metrics` and `/metrics/prometheus`"
+    )
+    TRUSTED_PROXY_COUNT: int = setting(
+        INTEGER,
+        0,
+        "proxies in front of the service whose `X-Forwarded-For` is believed; 0 = use the socket address",
+        bounds=(0, 10),
+    )
+
+    CURRENCY: str = setting(CURRENCY_CODE, "INR", "ISO 4217 code stored on each payment")
+    BASE_FARE: Decimal = setting(  # noqa: RUF009
+        MONEY,
+        Decimal("5.00"),
+        "exact decimal; with `RATE_PER_KM`, a 1,000 km trip at the highest `SURGE_MULTIPLIERS` level must price"
+        " within 99,999,999.99 or start-up stops naming both",
+    )
+    RATE_PER_KM: Decimal = setting(MONEY, Decimal("2.50"), "exact decimal")  # noqa: RUF009
+    SURGE_MULTIPLIERS: dict[str, Decimal] = setting(  # noqa: RUF009
+        SURGE_TABLE,
+        {"LOW": Decimal("1.0"), "MEDIUM": Decimal("1.2"), "HIGH": Decimal("1.5")},
+        "`LEVEL:multiplier` pairs",
+    )
+    CANCELLATION_FEE: Decimal = setting(MONEY, Decimal("3.00"), "exact decimal")  # noqa: RUF009
+    IDEMPOTENCY_KEY_TTL: int = setting(
+        INTEGER, 86400, "seconds an idempotency key is remembered", bounds=(60, 365 * 86400)
+    )
+    IDEMPOTENCY_LOCK_TIMEOUT: int = setting(
+        INTEGER,
+        60,
+        "seconds after which a key held by a request whose process died may be taken over (a request that"
+        " answers gives its key back itself)",
+        bounds=(1, 3600),
+    )
+    GATEWAY_SUCCESS_RATE: float = setting(
+        NUMBER,
+        0.8,
+        "simulated gateway: share of CARD/WALLET/UPI charges approved (CASH always is)",
+        bounds=(0.0, 1.0),
+    )
+    GATEWAY_PENDING_RATE: float = setting(
+        NUMBER, 0.0, "simulated gateway: share of charges left undecided (`PENDING`)", bounds=(0.0, 1.0)
+    )
+    NOTIFY_DISPATCHER_ENABLED: bool = setting(BOOLEAN, True, "run a delivery thread in each process")
+    NOTIFY_MAX_ATTEMPTS: int = setting(
+        INTEGER, 10, "deliveries tried before a notification is marked `DEAD`", bounds=(1, 100)
+    )
+    NOTIFY_BACKOFF_BASE: float = setting(NUMBER, 1.0, "seconds: first retry delay", bounds=(0.01, 3600.0))
+    NOTIFY_BACKOFF_MAX: float = setting(NUMBER, 300.0, "seconds: cap of the retry delay", bounds=(0.01, 86400.0))
+    NOTIFY_POLL_INTERVAL: float = setting(
+        NUMBER, 1.0, "seconds between outbox polls when nothing woke the dispatcher", bounds=(0.01, 60.0)
+    )
+    NOTIFY_BATCH_SIZE: int = setting(INTEGER, 20, "rows claimed per pass", bounds=(1, 1000))
+
+    MAX_CONTENT_LENGTH: int = setting(
+        INTEGER, 64 * 1024, "largest request body, in bytes", bounds=(1, 1 << 30), from_env=False
+    )
+    TESTING: bool = setting(BOOLEAN, False, "Flask's testing mode (set by the test suite)", from_env=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        """Build a Config from `env` (default: `.env` merged under os.environ); raise ConfigError if invalid."""
+        """Build a Config from `env` (default: `.env` merged under os.environ); raise ConfigError if invalid.
+
+        A variable that is unset or blank takes its default.
+        """
         env = load_environment() if env is None else env
-        log_level = _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-        config = cls(
-            SERVICE_PORT=_int(env, "SERVICE_PORT", 8082, 1, 65535),
-            DEBUG=_bool(env, "DEBUG", False),
-            LOG_LEVEL=log_level,
-            DATABASE_URL=_database_url(env, "DATABASE_URL"),
-            DB_HOST=_str(env, "DB_HOST", "localhost") or "localhost",
-            DB_PORT=_int(env, "DB_PORT", 5432, 1, 65535),
-            DB_NAME=_str(env, "DB_NAME", "payments") or "payments",
-            DB_USER=_str(env, "DB_USER", "postgres") or "postgres",
-            DB_PASS=_str(env, "DB_PASS", None),
-            DB_POOL_SIZE=_int(env, "DB_POOL_SIZE", 10, 1, 500),
-            DB_POOL_TIMEOUT=_float(env, "DB_POOL_TIMEOUT", 5.0, 0.01, 300.0),
-            DB_CONNECT_TIMEOUT=_int(env, "DB_CONNECT_TIMEOUT", 3, 1, 300),
-            DB_STATEMENT_TIMEOUT_MS=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 3_600_000),
-            DB_PREPARED_STATEMENTS=_bool(env, "DB_PREPARED_STATEMENTS", True),
-            TRIP_SERVICE_URL=_url(env, "TRIP_SERVICE_URL", cls.TRIP_SERVICE_URL),
-            TRIP_SERVICE_MOCK=_bool(env, "TRIP_SERVICE_MOCK", False),
-            NOTIFICATION_SERVICE_URL=_url(env, "NOTIFICATION_SERVICE_URL", cls.NOTIFICATION_SERVICE_URL),
-            RIDER_SERVICE_URL=_url(env, "RIDER_SERVICE_URL", cls.RIDER_SERVICE_URL),
-            DRIVER_SERVICE_URL=_url(env, "DRIVER_SERVICE_URL", cls.DRIVER_SERVICE_URL),
-            HTTP_CONNECT_TIMEOUT=_float(env, "HTTP_CONNECT_TIMEOUT", 1.0, 0.01, 60.0),
-            HTTP_READ_TIMEOUT=_float(env, "HTTP_READ_TIMEOUT", 3.0, 0.01, 120.0),
-            HEALTH_CHECK_TIMEOUT=_float(env, "HEALTH_CHECK_TIMEOUT", 1.0, 0.01, 1.0),
-            RECEIPT_LOOKUP_TIMEOUT=_float(env, "RECEIPT_LOOKUP_TIMEOUT", 1.0, 0.01, 10.0),
-            TRIP_SERVICE_MAX_CONCURRENCY=_int(env, "TRIP_SERVICE_MAX_CONCURRENCY", 2, 1, 1000),
-            TRIP_SERVICE_QUEUE_TIMEOUT=_float(env, "TRIP_SERVICE_QUEUE_TIMEOUT", 0.25, 0.0, 60.0),
-            TRIP_SERVICE_BREAKER_THRESHOLD=_int(env, "TRIP_SERVICE_BREAKER_THRESHOLD", 5, 1, 1000),
-            TRIP_SERVICE_BREAKER_RESET=_float(env, "TRIP_SERVICE_BREAKER_RESET", 2.0, 0.01, 3600.0),
-            HEALTH_CHECK_CACHE_SECONDS=_float(env, "HEALTH_CHECK_CACHE_SECONDS", 5.0, 0.0, 3600.0),
-            RATE_LIMIT_ENABLED=_bool(env, "RATE_LIMIT_ENABLED", True),
-            RATE_LIMIT_DEFAULT=_rate_limit(env, "RATE_LIMIT_DEFAULT", "1000 per minute"),
-            RATE_LIMIT_CHARGE=_rate_limit(env, "RATE_LIMIT_CHARGE", "50 per minute"),
-            RATE_LIMIT_REFUND=_rate_limit(env, "RATE_LIMIT_REFUND", "20 per minute"),
-            RATE_LIMIT_STORAGE_URI=_storage_uri(env, "RATE_LIMIT_STORAGE_URI"),
-            TRUSTED_PROXY_COUNT=_int(env, "TRUSTED_PROXY_COUNT", 0, 0, 10),
-            API_KEYS=_api_keys(env, "API_KEYS"),
-            METRICS_REQUIRE_API_KEY=_bool(env, "METRICS_REQUIRE_API_KEY", False),
-            CURRENCY=_currency(env, "CURRENCY"),
-            BASE_FARE=_money(env, "BASE_FARE", "5.00"),
-            RATE_PER_KM=_money(env, "RATE_PER_KM", "2.50"),
-            SURGE_MULTIPLIERS=_surge(env, "SURGE_MULTIPLIERS"),
-            CANCELLATION_FEE=_money(env, "CANCELLATION_FEE", "3.00"),
-            IDEMPOTENCY_KEY_TTL=_int(env, "IDEMPOTENCY_KEY_TTL", 86400, 60, 365 * 86400),
-            IDEMPOTENCY_LOCK_TIMEOUT=_int(env, "IDEMPOTENCY_LOCK_TIMEOUT", 60, 1, 3600),
-            GATEWAY_SUCCESS_RATE=_float(env, "GATEWAY_SUCCESS_RATE", 0.8, 0.0, 1.0),
-            GATEWAY_PENDING_RATE=_float(env, "GATEWAY_PENDING_RATE", 0.0, 0.0, 1.0),
-            NOTIFY_DISPATCHER_ENABLED=_bool(env, "NOTIFY_DISPATCHER_ENABLED", True),
-            NOTIFY_MAX_ATTEMPTS=_int(env, "NOTIFY_MAX_ATTEMPTS", 10, 1, 100),
-            NOTIFY_BACKOFF_BASE=_float(env, "NOTIFY_BACKOFF_BASE", 1.0, 0.01, 3600.0),
-            NOTIFY_BACKOFF_MAX=_float(env, "NOTIFY_BACKOFF_MAX", 300.0, 0.01, 86400.0),
-            NOTIFY_POLL_INTERVAL=_float(env, "NOTIFY_POLL_INTERVAL", 1.0, 0.01, 60.0),
-            NOTIFY_BATCH_SIZE=_int(env, "NOTIFY_BATCH_SIZE", 20, 1, 1000),
-        )
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            text = env.get(spec.name) if spec.from_env else None
+            if text is not None and text.strip():
+                values[spec.name] = spec.read(text.strip())
+        config = cls(**values)
         config.check_fares()
         return config
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
-        """Return a copy with some fields replaced (used by tests and tools); unknown names are an error."""
+        """Return a copy with some fields replaced (used by tests and tools).
+
+        Values are Python values of the declared type (an int will do for a float); each is checked as
+        its environment variable would be. Unknown names, wrong types and values out of bounds are an error.
+        """
         if not overrides:
             return self
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(set(overrides) - set(_BY_NAME))
         if unknown:
             raise ConfigError(f"unknown configuration names: {', '.join(unknown)}")
-        config = dataclasses.replace(self, **overrides)
+        config = dataclasses.replace(self, **{name: _BY_NAME[name].check(value) for name, value in overrides.items()})
         config.check_fares()
         return config
 
@@ -363,17 +582,21 @@ class Config:
         return f"{self.DB_HOST}:{self.DB_PORT}/{self.DB_NAME}"
 
 
-def _storage_uri(env: Mapping[str, str], name: str) -> str:
-    """Read where rate-limit counters live: memory:// (per process) or redis://host:port[/db]."""
-    value = _raw(env, name) or "memory://"
-    if urlsplit(value).scheme not in ("memory", "redis", "rediss", "redis+unix"):
-        raise ConfigError(f"{name} must be memory:// or a redis:// URL, got a {urlsplit(value).scheme!r} URL")
-    return value
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(f.metadata[_SPEC], name=f.name) for f in dataclasses.fields(Config)
+)
+_BY_NAME = {spec.name: spec for spec in SETTINGS}
 
 
-def _currency(env: Mapping[str, str], name: str) -> str:
-    """Read an ISO 4217 currency code."""
-    value = (_raw(env, name) or "INR").upper()
-    if not _CURRENCY_RE.match(value):
-        raise ConfigError(f"{name} must be a three-letter ISO 4217 code such as INR, got {value!r}")
-    return value
+def markdown_table() -> str:
+    """The README's configuration table: one row per environment variable, in declaration order."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for spec in SETTINGS:
+        if spec.from_env:
+            meaning = spec.meaning.replace("|", "\\|")
+            rows.append(f"| `{spec.name}` | {spec.shown_default()} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import subprocess
 import sys
 from decimal import Decimal
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError, load_environment
+from config import SETTINGS, Config, ConfigError, load_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,3 +169,174 @@ def test_service_refuses_to_start_with_an_invalid_value() -> None:
     assert result.returncode == 2
     assert "BASE_FARE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- settings are declared once -----------------------------------------------------------------------
+
+
+def test_every_field_of_config_is_a_declared_setting() -> None:
+    assert [spec.name for spec in SETTINGS] == [f.name for f in dataclasses.fields(Config)]
+
+
+def test_every_setting_has_a_meaning() -> None:
+    assert [spec.name for spec in SETTINGS if not spec.meaning.strip()] == []
+
+
+def test_every_setting_has_a_default_unless_it_is_a_secret_or_optional() -> None:
+    for spec in SETTINGS:
+        if spec.secret:
+            assert not spec.default, f"{spec.name} is a secret and must have no default"
+        elif spec.default is None:
+            assert spec.shown_default() == "unset", spec.name
+        else:
+            assert getattr(Config(), spec.name) == spec.default, spec.name
+
+
+def test_no_secret_has_a_default_and_none_shows_in_repr() -> None:
+    secrets = {spec.name for spec in SETTINGS if spec.secret}
+    config = Config.from_env({"DB_PASS": "hunter2", "API_KEYS": "ops:plain-ops-key"})
+
+    assert secrets == {"DB_PASS", "API_KEYS"}
+    assert Config.from_env({}).DB_PASS is None
+    assert Config.from_env({}).API_KEYS == {}
+    assert "hunter2" not in repr(config)
+    assert "API_KEYS" not in repr(config)
+
+
+def test_every_default_passes_its_own_check() -> None:
+    for spec in SETTINGS:
+        assert spec.check(spec.default) == spec.default, spec.name
+
+
+def test_every_number_read_from_the_environment_has_bounds() -> None:
+    from config import INTEGER, NUMBER
+
+    unbounded = [spec.name for spec in SETTINGS if spec.kind in (INTEGER, NUMBER) and spec.bounds is None]
+
+    assert unbounded == []
+
+
+def test_a_bound_refuses_the_value_just_past_it_from_the_environment() -> None:
+    config = Config.from_env({"DB_POOL_SIZE": "500", "GATEWAY_SUCCESS_RATE": "1"})
+
+    assert config.DB_POOL_SIZE == 500
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE must be between 1 and 500, got 501"):
+        Config.from_env({"DB_POOL_SIZE": "501"})
+    with pytest.raises(ConfigError, match=r"GATEWAY_SUCCESS_RATE must be between 0\.0 and 1\.0"):
+        Config.from_env({"GATEWAY_SUCCESS_RATE": "1.01"})
+
+
+def test_fields_not_read_from_the_environment_keep_their_defaults() -> None:
+    config = Config.from_env({"TESTING": "true", "MAX_CONTENT_LENGTH": "1", "SERVICE_NAME": "x"})
+
+    assert config.TESTING is False
+    assert config.MAX_CONTENT_LENGTH == 64 * 1024
+    assert config.SERVICE_NAME == "payment-service"
+
+
+# --- overrides are checked like the environment ---------------------------------------------------------
+
+
+def test_overrides_of_valid_values_are_applied() -> None:
+    digest = hashlib.sha256(b"k").hexdigest()
+    config = Config.from_env({}).with_overrides(
+        {
+            "DB_POOL_SIZE": 3,
+            "DB_POOL_TIMEOUT": 1,
+            "GATEWAY_SUCCESS_RATE": 1.0,
+            "BASE_FARE": Decimal("12000"),
+            "CANCELLATION_FEE": Decimal("0"),
+            "API_KEYS": {"trip-service": digest},
+            "RATE_LIMIT_ENABLED": False,
+            "RATE_LIMIT_CHARGE": "1 per 1 second",
+            "RATE_LIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
+            "TESTING": True,
+            "LOG_LEVEL": "WARNING",
+            "DATABASE_URL": "postgresql://u@h:5432/db",
+            "DB_NAME": "x",
+            "DB_PASS": None,
+            "TRIP_SERVICE_URL": "http://127.0.0.1:9/",
+            "SURGE_MULTIPLIERS": {"LOW": Decimal("1.0"), "PEAK": Decimal("2.25")},
+        }
+    )
+
+    assert config.DB_POOL_SIZE == 3
+    assert config.DB_POOL_TIMEOUT == 1.0
+    assert isinstance(config.DB_POOL_TIMEOUT, float)
+    assert Decimal("12000") == config.BASE_FARE
+    assert {"trip-service": digest} == config.API_KEYS
+    assert config.RATE_LIMIT_ENABLED is False
+    assert config.TESTING is True
+    assert config.LOG_LEVEL == "WARNING"
+    assert config.get_database_uri() == "postgresql://u@h:5432/db"
+    assert config.TRIP_SERVICE_URL == "http://127.0.0.1:9"
+    assert {"LOW": Decimal("1.0"), "PEAK": Decimal("2.25")} == config.SURGE_MULTIPLIERS
+
+
+def test_optional_settings_can_be_overridden_back_to_unset() -> None:
+    config = Config.from_env({"DATABASE_URL": "postgresql://u@h/db"}).with_overrides({"DATABASE_URL": None})
+
+    assert config.DATABASE_URL is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_POOL_SIZE", "3"),
+        ("DB_POOL_SIZE", 3.0),
+        ("DB_POOL_SIZE", True),
+        ("DB_POOL_SIZE", 0),
+        ("DB_POOL_SIZE", 501),
+        ("DB_PORT", None),
+        ("DB_POOL_TIMEOUT", "1"),
+        ("DB_POOL_TIMEOUT", float("nan")),
+        ("DB_POOL_TIMEOUT", 0),
+        ("HEALTH_CHECK_TIMEOUT", 5),
+        ("GATEWAY_SUCCESS_RATE", 1.5),
+        ("GATEWAY_SUCCESS_RATE", False),
+        ("BASE_FARE", 5),
+        ("BASE_FARE", 5.0),
+        ("BASE_FARE", "5.00"),
+        ("BASE_FARE", Decimal("1.005")),
+        ("BASE_FARE", Decimal("-1")),
+        ("BASE_FARE", Decimal("NaN")),
+        ("CANCELLATION_FEE", Decimal("1e9")),
+        ("RATE_LIMIT_ENABLED", "false"),
+        ("RATE_LIMIT_ENABLED", 0),
+        ("TESTING", 1),
+        ("LOG_LEVEL", "LOUD"),
+        ("LOG_LEVEL", 10),
+        ("RATE_LIMIT_CHARGE", "lots"),
+        ("RATE_LIMIT_STORAGE_URI", "http://x"),
+        ("CURRENCY", "rupees"),
+        ("TRIP_SERVICE_URL", "trip-service:8081"),
+        ("TRIP_SERVICE_URL", None),
+        ("DATABASE_URL", "mysql://u@h/db"),
+        ("DATABASE_URL", ""),
+        ("DB_NAME", ""),
+        ("DB_HOST", None),
+        ("DB_PASS", 1234),
+        ("API_KEYS", "ops:key"),
+        ("API_KEYS", {"ops": "plain-key"}),
+        ("API_KEYS", {"bad name": "0" * 64}),
+        ("API_KEYS", {"a": "0" * 64, "b": "0" * 64}),
+        ("SURGE_MULTIPLIERS", "LOW:1.0"),
+        ("SURGE_MULTIPLIERS", {}),
+        ("SURGE_MULTIPLIERS", {"LOW": 1.0}),
+        ("SURGE_MULTIPLIERS", {"LOW": Decimal("0")}),
+        ("SURGE_MULTIPLIERS", {"low": Decimal("1.0")}),
+        ("MAX_CONTENT_LENGTH", 0),
+    ],
+)
+def test_an_override_of_the_wrong_type_or_out_of_bounds_is_refused_naming_it(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({}).with_overrides({name: value})
+
+
+def test_a_refused_override_says_what_is_allowed() -> None:
+    config = Config.from_env({})
+
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE must be between 1 and 500, got 0"):
+        config.with_overrides({"DB_POOL_SIZE": 0})
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE must be an integer, got '3'"):
+        config.with_overrides({"DB_POOL_SIZE": "3"})
