@@ -10,13 +10,12 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from api.openapi import document, list_parameter, list_parameter_names, validate_request_body
-from models.money import CENT, MAX_AMOUNT
-from models.payment import PAYMENT_METHODS
+from models.money import CENT
 from services.charge import ChargeRequest
 from services.payment_queries import PageCursor, PaymentFilters
 from services.refund_service import RefundRequest
 from utils.errors import ValidationError
-from utils.helpers import MAX_BIGINT, parse_positive_id
+from utils.helpers import parse_positive_id
 
 
 def _single(args: MultiDict[str, str], name: str) -> str | None:
@@ -100,58 +99,31 @@ def _cursor_param(args: MultiDict[str, str]) -> PageCursor | None:
 
 
 # --- request bodies -----------------------------------------------------------------------------
-
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-def body_id(body: dict[str, Any], name: str, required: bool) -> int | None:
-    """A positive integer id (JSON integer; not a boolean, string or float)."""
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(f"Field '{name}' is required.", field=name)
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_BIGINT:
-        raise ValidationError(f"Field '{name}' must be a positive integer.", field=name)
-    return value
-
-
-def body_amount(body: dict[str, Any], name: str = "amount") -> Decimal | None:
-    """An optional amount: a JSON number > 0 with at most two decimals, within NUMERIC(10,2)."""
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValidationError(f"Field '{name}' must be a number such as 150.50.", field=name)
-    amount = Decimal(value)
-    if not amount.is_finite() or amount <= 0 or amount > MAX_AMOUNT:
-        raise ValidationError(f"Field '{name}' must be greater than 0 and at most {MAX_AMOUNT}.", field=name)
-    if amount != amount.quantize(CENT):
-        raise ValidationError(f"Field '{name}' must have at most two decimal places.", field=name)
-    return amount.quantize(CENT)
-
-
-def body_method(body: dict[str, Any]) -> str:
-    """The payment method, case-insensitive."""
-    value = body.get("method")
-    if value is None:
-        raise ValidationError("Field 'method' is required.", field="method")
-    if not isinstance(value, str) or value.strip().upper() not in PAYMENT_METHODS:
-        raise ValidationError(f"Field 'method' must be one of {', '.join(PAYMENT_METHODS)}.", field="method")
-    return value.strip().upper()
+# Every rule of a body (types, bounds, patterns, lengths) is openapi.yaml's; the functions below
+# run the document's schemas and then only turn the checked JSON values into typed ones.
 
 
 @functools.cache
+def _pattern(*path: str) -> re.Pattern[str]:
+    """A `pattern` of the document, compiled once (path of keys under `components`)."""
+    node: Any = document()["components"]
+    for key in path:
+        node = node[key]
+    return re.compile(node["pattern"])
+
+
 def header_key_pattern() -> re.Pattern[str]:
     """The Idempotency-Key header's rule, as openapi.yaml states it."""
-    return re.compile(document()["components"]["parameters"]["IdempotencyKeyHeader"]["schema"]["pattern"])
+    return _pattern("parameters", "IdempotencyKeyHeader", "schema")
 
 
 def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
     """The key from the body or the Idempotency-Key header (bare or IETF-quoted); both must agree."""
     from_body = body.get("idempotency_key")
     # An explicit null is not "absent": the document types the field as a string.
-    if "idempotency_key" in body and (not isinstance(from_body, str) or not _KEY_RE.match(from_body)):
+    if "idempotency_key" in body and (
+        not isinstance(from_body, str) or not _pattern("schemas", "IdempotencyKey").match(from_body)
+    ):
         raise ValidationError(
             "Field 'idempotency_key' must be 1-255 printable ASCII characters without spaces.",
             field="idempotency_key",
@@ -173,6 +145,11 @@ def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
     return from_body if from_body is not None else from_header
 
 
+def _amount(value: int | Decimal | None) -> Decimal | None:
+    """A checked JSON amount as an exact two-decimal Decimal."""
+    return None if value is None else Decimal(value).quantize(CENT)
+
+
 def parse_charge_request(body: dict[str, Any], key_header: str | None) -> ChargeRequest:
     """Validate a charge body against the document, then parse it; every problem is a 400 naming the field."""
     key = idempotency_key(body, key_header)
@@ -184,25 +161,19 @@ def parse_charge_request(body: dict[str, Any], key_header: str | None) -> Charge
     validate_request_body("chargePayment", body)
     return ChargeRequest(
         idempotency_key=key,
-        trip_id=body_id(body, "trip_id", required=True) or 0,
-        method=body_method(body),
-        rider_id=body_id(body, "rider_id", required=False),
-        driver_id=body_id(body, "driver_id", required=False),
-        amount=body_amount(body),
+        trip_id=body["trip_id"],
+        method=body["method"].upper(),
+        rider_id=body.get("rider_id"),
+        driver_id=body.get("driver_id"),
+        amount=_amount(body.get("amount")),
     )
-
-
-MAX_REASON_LENGTH = 500
 
 
 def parse_refund_request(body: dict[str, Any], key_header: str | None) -> RefundRequest:
     """Validate a refund body (every field optional) against the document, then parse it."""
     validate_request_body("refundPayment", body)
-    reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
-        raise ValidationError(
-            f"Field 'reason' must be a string of at most {MAX_REASON_LENGTH} characters.", field="reason"
-        )
-    if isinstance(reason, str) and "\x00" in reason:
-        raise ValidationError("Field 'reason' must not contain NUL characters.", field="reason")
-    return RefundRequest(amount=body_amount(body), reason=reason, idempotency_key=idempotency_key(body, key_header))
+    return RefundRequest(
+        amount=_amount(body.get("amount")),
+        reason=body.get("reason"),
+        idempotency_key=idempotency_key(body, key_header),
+    )

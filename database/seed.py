@@ -19,11 +19,11 @@ import psycopg2.extras
 
 from models.money import MAX_AMOUNT
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
+from utils.helpers import MAX_BIGINT
 
 EXPECTED_HEADER = ["payment_id", "trip_id", "amount", "method", "status", "reference", "created_at"]
 # The project's own file adds the refunded amount, which the reference format cannot express.
 EXTENDED_HEADER = [*EXPECTED_HEADER, "amount_refunded"]
-MAX_ID = 2**63 - 1
 _INT_RE = re.compile(r"^[0-9]{1,19}$")
 _REFERENCE_RE = re.compile(r"^[\x21-\x7e]{1,100}$")
 
@@ -90,7 +90,7 @@ class LoadResult:
 
 def _parse_int(value: str, column: str, line: int) -> int:
     """Parse a positive BIGINT."""
-    if not _INT_RE.match(value) or not 0 < int(value) <= MAX_ID:
+    if not _INT_RE.match(value) or not 0 < int(value) <= MAX_BIGINT:
         raise SeedError(f"line {line}: {column} must be a positive integer, got {value!r}")
     return int(value)
 

@@ -1,8 +1,11 @@
-"""The payment object: allowed methods and statuses, and the public JSON shape of a row."""
+"""The payment object: allowed methods and statuses, the typed record, and its public JSON shape."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 PAYMENT_METHODS = ("CARD", "WALLET", "UPI", "CASH")
@@ -25,6 +28,38 @@ PUBLIC_FIELDS = (
 )
 
 
-def payment_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the contract's payment object for a database row (Decimal and datetime kept for the JSON layer)."""
-    return {name: row[name] for name in PUBLIC_FIELDS}
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One row of `payments`, as the services see it; `to_json` is the contract's payment object."""
+
+    payment_id: int
+    trip_id: int
+    rider_id: int | None
+    driver_id: int | None
+    amount: Decimal
+    currency: str
+    method: str
+    status: str
+    reference: str
+    amount_refunded: Decimal
+    created_at: datetime
+    updated_at: datetime
+    # Read only where the charge needs them; never part of the public object.
+    error_code: str | None = None
+    fare: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Payment:
+        """Build from a database row holding at least the public columns (error_code, fare if selected)."""
+        return cls(
+            **{name: row[name] for name in PUBLIC_FIELDS}, error_code=row.get("error_code"), fare=row.get("fare")
+        )
+
+    @property
+    def remaining(self) -> Decimal:
+        """What can still be refunded."""
+        return self.amount - self.amount_refunded
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's payment object (Decimal and datetime kept for the JSON layer)."""
+        return {name: getattr(self, name) for name in PUBLIC_FIELDS}

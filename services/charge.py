@@ -17,7 +17,7 @@ from typing import Any
 from config import Config
 from database.pool import ConnectionPool, DatabaseUnavailableError
 from database.prepared import Prepared
-from models.payment import payment_to_dict
+from models.payment import Payment
 from services.clients.trips import Trip, TripClient
 from services.gateways import GatewayResult, PaymentGateway
 from services.idempotency_service import (
@@ -74,7 +74,7 @@ CHARGE_MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChargeRequest:
     """A validated POST /v1/payments/charge body."""
 
@@ -154,18 +154,18 @@ class TripAlreadyPaidError(DomainError):
         )
 
 
-def payment_notification(payment: dict[str, Any]) -> dict[str, Any]:
+def payment_notification(payment: Payment) -> dict[str, Any]:
     """The notification announcing a charge's outcome; its id is stable across retries."""
     return {
-        "notification_id": f"payment-{payment['payment_id']}-{payment['status'].lower()}",
+        "notification_id": f"payment-{payment.payment_id}-{payment.status.lower()}",
         "type": "payment",
-        "payment_id": payment["payment_id"],
-        "trip_id": payment["trip_id"],
-        "rider_id": payment["rider_id"],
-        "driver_id": payment["driver_id"],
-        "status": payment["status"],
-        "amount": payment["amount"],
-        "currency": payment["currency"],
+        "payment_id": payment.payment_id,
+        "trip_id": payment.trip_id,
+        "rider_id": payment.rider_id,
+        "driver_id": payment.driver_id,
+        "status": payment.status,
+        "amount": payment.amount,
+        "currency": payment.currency,
         "timestamp": datetime.now(UTC),
     }
 
@@ -245,11 +245,11 @@ class ChargeService:
     def _finish(self, claim: Claim, payment_id: int, result: GatewayResult) -> Outcome:
         """Store the outcome, count it, wake the notification dispatcher."""
         outcome, payment = self._record_outcome(claim, payment_id, result)
-        CHARGES.labels(payment["status"], payment["method"]).inc()
+        CHARGES.labels(payment.status, payment.method).inc()
         self.outbox.wake()
         logger.info(
             "charge finished",
-            extra={"payment_id": payment_id, "trip_id": payment["trip_id"], "status": payment["status"]},
+            extra={"payment_id": payment_id, "trip_id": payment.trip_id, "status": payment.status},
         )
         return outcome
 
@@ -297,7 +297,7 @@ class ChargeService:
             logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": payment_id})
             return GatewayResult("PENDING")
 
-    def _record_outcome(self, claim: Claim, payment_id: int, result: GatewayResult) -> tuple[Outcome, dict[str, Any]]:
+    def _record_outcome(self, claim: Claim, payment_id: int, result: GatewayResult) -> tuple[Outcome, Payment]:
         """Store the gateway's verdict and the final response under the key, in one transaction."""
         with self.pool.cursor() as cur:
             row = None
@@ -311,15 +311,16 @@ class ChargeService:
                 # Still PENDING, or no longer PENDING because another request settled it first.
                 cur.execute(SELECT_PAYMENT_FOR_CHARGE, {"payment_id": payment_id})
                 row = cur.fetchone()
-            body = payment_to_dict(row)
-            body["message"] = CHARGE_MESSAGES.get(row["status"], "Payment recorded.")
+            payment = Payment.from_row(row)
+            body = payment.to_json()
+            body["message"] = CHARGE_MESSAGES.get(payment.status, "Payment recorded.")
             body["timestamp"] = datetime.now(UTC)
-            body["fare"] = row["fare"]
-            if row["status"] == "FAILED":
-                body["error_code"] = row["error_code"]
-            status_code = 201 if row["status"] == "SUCCESS" else 202
+            body["fare"] = payment.fare
+            if payment.status == "FAILED":
+                body["error_code"] = payment.error_code
+            status_code = 201 if payment.status == "SUCCESS" else 202
             stored = StoredResponse(status_code, dump_json(body))
             self.idempotency.complete(cur, claim, stored)
             # Same transaction as the outcome: the notification exists exactly when the outcome does.
-            self.outbox.add(cur, payment_notification(row))
-        return Outcome(stored.status, stored.body), row
+            self.outbox.add(cur, payment_notification(payment))
+        return Outcome(stored.status, stored.body), payment

@@ -120,7 +120,7 @@ def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredResponse:
     """A final response recorded under a key."""
 
@@ -128,7 +128,7 @@ class StoredResponse:
     body: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """An HTTP answer of an idempotent operation: status, exact body text, and whether it is a replay."""
 
@@ -137,7 +137,7 @@ class Outcome:
     replayed: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Claim:
     """A request's hold on a key.
 

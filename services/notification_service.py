@@ -136,7 +136,7 @@ class HttpNotificationSender:
             raise DeliveryError(f"HTTP {response.status_code}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently to retry."""
 

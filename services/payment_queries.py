@@ -10,8 +10,9 @@ from typing import Any
 
 from database.pool import ConnectionPool
 from database.prepared import Prepared
-from models.payment import payment_to_dict
+from models.payment import Payment
 from utils.errors import PaymentNotFoundError
+from utils.helpers import MAX_BIGINT
 
 SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
@@ -41,7 +42,7 @@ LIMIT %(fetch)s OFFSET %(offset)s
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PageCursor:
     """Where a page ended: the last row's sort key. Opaque to clients (see encode/decode)."""
 
@@ -65,12 +66,12 @@ class PageCursor:
             payment_id = int(number) if number.isascii() and number.isdigit() else 0
         except (ValueError, UnicodeDecodeError):
             return None
-        if created_at.tzinfo is None or not 0 < payment_id < 2**63:
+        if created_at.tzinfo is None or not 0 < payment_id <= MAX_BIGINT:
             return None
         return cls(created_at, payment_id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PaymentFilters:
     """Validated filters and page of GET /v1/payments (an offset, or a cursor from the previous page)."""
 
@@ -84,6 +85,28 @@ class PaymentFilters:
     after: PageCursor | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentPage:
+    """One page of the list and where the next one starts."""
+
+    payments: list[Payment]
+    limit: int
+    offset: int
+    has_more: bool
+    next_cursor: PageCursor | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's list answer."""
+        return {
+            "payments": [payment.to_json() for payment in self.payments],
+            "count": len(self.payments),
+            "limit": self.limit,
+            "offset": self.offset,
+            "has_more": self.has_more,
+            "next_cursor": self.next_cursor.encode() if self.next_cursor else None,
+        }
+
+
 class PaymentQueries:
     """Reads payments; each read is one statement."""
 
@@ -91,16 +114,16 @@ class PaymentQueries:
         """Keep the pool."""
         self.pool = pool
 
-    def get_payment(self, payment_id: int) -> dict[str, Any]:
+    def get_payment(self, payment_id: int) -> Payment:
         """Return one payment or raise PaymentNotFoundError."""
         with self.pool.cursor(single_statement=True) as cur:
             cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
             row = cur.fetchone()
         if row is None:
             raise PaymentNotFoundError(payment_id)
-        return payment_to_dict(row)
+        return Payment.from_row(row)
 
-    def list_payments(self, filters: PaymentFilters) -> dict[str, Any]:
+    def list_payments(self, filters: PaymentFilters) -> PaymentPage:
         """Return one page of payments, newest first, whether more follow, and the cursor of the next page."""
         after = filters.after
         params = {
@@ -113,13 +136,12 @@ class PaymentQueries:
             cur.execute(LIST_PAYMENTS, params)
             rows = cur.fetchall()
         has_more = len(rows) > filters.limit
-        last = rows[filters.limit - 1] if has_more else None
-        page = [payment_to_dict(row) for row in rows[: filters.limit]]
-        return {
-            "payments": page,
-            "count": len(page),
-            "limit": filters.limit,
-            "offset": filters.offset,
-            "has_more": has_more,
-            "next_cursor": PageCursor(last["created_at"], last["payment_id"]).encode() if last else None,
-        }
+        payments = [Payment.from_row(row) for row in rows[: filters.limit]]
+        last = payments[-1] if has_more else None
+        return PaymentPage(
+            payments=payments,
+            limit=filters.limit,
+            offset=filters.offset,
+            has_more=has_more,
+            next_cursor=PageCursor(last.created_at, last.payment_id) if last else None,
+        )

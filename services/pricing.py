@@ -12,7 +12,7 @@ from services.clients.trips import Trip
 from utils.errors import DomainError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fare:
     """The amount to charge and how it was arrived at."""
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from database.pool import ConnectionPool
 from database.prepared import Prepared
-from models.payment import payment_to_dict
+from models.money import to_cents
+from models.payment import Payment
+from models.receipt import Receipt
+from models.refund import Refund
 from services.clients.profiles import ProfileClient
 from services.notification_service import Outbox
 from utils.errors import DomainError, PaymentNotFoundError
@@ -72,9 +75,25 @@ def receipt_number(payment_id: int, moment: datetime) -> str:
     return f"RCPT-{moment:%Y%m%d}-{payment_id:08d}"
 
 
-def _money(value: Decimal) -> Decimal:
-    """Two-decimal amount."""
-    return value.quantize(Decimal("0.01"))
+@dataclass(frozen=True, slots=True)
+class ReceiptView:
+    """A receipt as one request sees it: the stored receipt, and the payment and refunds as of now."""
+
+    receipt: Receipt
+    payment: Payment
+    refunds: list[Refund]
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's receipt: receipt_number and generated_at never change; state and refunds are current."""
+        data = dict(self.receipt.snapshot)
+        data["payment"] = self.payment.to_json()
+        data["refunds"] = [refund.to_json() for refund in self.refunds]
+        data["totals"] = {
+            "amount": to_cents(self.payment.amount),
+            "refunded": to_cents(self.payment.amount_refunded),
+            "net": to_cents(self.payment.remaining),
+        }
+        return self.receipt.to_json(data)
 
 
 class ReceiptService:
@@ -86,57 +105,43 @@ class ReceiptService:
         self.profiles = profiles
         self.outbox = outbox
 
-    def get_receipt(self, payment_id: int) -> dict[str, Any]:
+    def get_receipt(self, payment_id: int) -> ReceiptView:
         """Return the payment's receipt, creating it on first request; refunds are as of now."""
         payment, receipt, refunds = self._read(payment_id)
         if receipt is None:
             receipt = self._create(payment)
-        data = dict(receipt["receipt_data"])
-        # receipt_number and generated_at never change; payment state and refunds are current.
-        data["payment"] = payment_to_dict(payment)
-        data["refunds"] = refunds
-        data["totals"] = {
-            "amount": _money(payment["amount"]),
-            "refunded": _money(payment["amount_refunded"]),
-            "net": _money(payment["amount"] - payment["amount_refunded"]),
-        }
-        return {
-            "receipt_id": receipt["receipt_id"],
-            "receipt_number": receipt["receipt_number"],
-            "payment_id": receipt["payment_id"],
-            "generated_at": receipt["generated_at"],
-            "receipt_data": data,
-        }
+        return ReceiptView(receipt, payment, refunds)
 
-    def _read(self, payment_id: int) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+    def _read(self, payment_id: int) -> tuple[Payment, Receipt | None, list[Refund]]:
         """Read the payment, its receipt (if any) and its refunds in one transaction and one snapshot."""
         with self.pool.cursor() as cur:
             cur.execute(ONE_SNAPSHOT)
             cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
-            payment = cur.fetchone()
-            if payment is None:
+            row = cur.fetchone()
+            if row is None:
                 raise PaymentNotFoundError(payment_id)
-            if payment["status"] not in RECEIPTABLE_STATUSES:
-                raise ReceiptUnavailableError(payment["payment_id"], payment["status"])
+            payment = Payment.from_row(row)
+            if payment.status not in RECEIPTABLE_STATUSES:
+                raise ReceiptUnavailableError(payment.payment_id, payment.status)
             cur.execute(SELECT_RECEIPT, {"payment_id": payment_id})
-            receipt = cur.fetchone()
+            stored = cur.fetchone()
             cur.execute(SELECT_REFUNDS, {"payment_id": payment_id})
-            refunds = [dict(row) for row in cur.fetchall()]
-        return dict(payment), receipt, refunds
+            refunds = [Refund.from_row(row) for row in cur.fetchall()]
+        return payment, None if stored is None else Receipt.from_row(stored), refunds
 
-    def _create(self, payment: dict[str, Any]) -> dict[str, Any]:
+    def _create(self, payment: Payment) -> Receipt:
         """Store the first receipt (or find the one a concurrent request stored first)."""
         generated_at = datetime.now(UTC)
         snapshot = {
             "service": "payment-service",
-            "currency": payment["currency"],
-            "fare": payment["fare"],
-            "rider": self._rider(payment["rider_id"]),
-            "driver": self._driver(payment["driver_id"]),
+            "currency": payment.currency,
+            "fare": payment.fare,
+            "rider": self._rider(payment.rider_id),
+            "driver": self._driver(payment.driver_id),
         }
         params = {
-            "payment_id": payment["payment_id"],
-            "receipt_number": receipt_number(payment["payment_id"], generated_at),
+            "payment_id": payment.payment_id,
+            "receipt_number": receipt_number(payment.payment_id, generated_at),
             "receipt_data": dump_json(snapshot),
             "generated_at": generated_at,
         }
@@ -145,30 +150,29 @@ class ReceiptService:
             created = cur.fetchone()
             if created is None:
                 cur.execute(SELECT_RECEIPT, params)
-                return cur.fetchone()
+                return Receipt.from_row(cur.fetchone())
+            receipt = Receipt.from_row(created)
             # Same transaction as the receipt: announced exactly when it exists.
             self.outbox.add(
                 cur,
                 {
-                    "notification_id": f"receipt-{created['receipt_id']}",
+                    "notification_id": f"receipt-{receipt.receipt_id}",
                     "type": "receipt",
-                    "payment_id": payment["payment_id"],
-                    "receipt_number": created["receipt_number"],
-                    "trip_id": payment["trip_id"],
-                    "rider_id": payment["rider_id"],
-                    "driver_id": payment["driver_id"],
-                    "status": payment["status"],
-                    "amount": payment["amount"],
-                    "currency": payment["currency"],
+                    "payment_id": payment.payment_id,
+                    "receipt_number": receipt.receipt_number,
+                    "trip_id": payment.trip_id,
+                    "rider_id": payment.rider_id,
+                    "driver_id": payment.driver_id,
+                    "status": payment.status,
+                    "amount": payment.amount,
+                    "currency": payment.currency,
                     "timestamp": generated_at,
                 },
             )
         RECEIPTS.inc()
         self.outbox.wake()
-        logger.info(
-            "receipt generated", extra={"payment_id": payment["payment_id"], "receipt_id": created["receipt_id"]}
-        )
-        return created
+        logger.info("receipt generated", extra={"payment_id": payment.payment_id, "receipt_id": receipt.receipt_id})
+        return receipt
 
     def _rider(self, rider_id: int | None) -> dict[str, Any] | None:
         """Rider details from the rider service, falling back to the bare id."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from database.pool import ConnectionPool
 from database.prepared import Prepared
+from models.payment import Payment
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -29,7 +30,8 @@ REFUNDABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED")
 
 # The lock makes concurrent refunds of one payment queue up, so each sees what the others took.
 LOCK_PAYMENT = Prepared("""
-SELECT payment_id, trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, created_at, updated_at
 FROM payments
 WHERE payment_id = %(payment_id)s
 FOR UPDATE
@@ -45,11 +47,12 @@ UPDATE payments
        status = CASE WHEN amount_refunded + %(refund_amount)s = amount THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END,
        updated_at = now()
  WHERE payment_id = %(payment_id)s
-RETURNING amount, amount_refunded, status
+RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+          amount_refunded, created_at, updated_at
 """)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RefundRequest:
     """A validated refund body: amount None means everything that is left."""
 
@@ -132,30 +135,31 @@ class RefundService:
         """Decide and write the refund in one transaction, holding the payment row."""
         with self.pool.cursor() as cur:
             cur.execute(LOCK_PAYMENT, {"payment_id": payment_id})
-            payment = cur.fetchone()
-            if payment is None:
+            row = cur.fetchone()
+            if row is None:
                 raise PaymentNotFoundError(payment_id)
-            remaining = payment["amount"] - payment["amount_refunded"]
-            if payment["status"] not in REFUNDABLE_STATUSES or remaining <= 0:
-                raise PaymentNotRefundableError(payment["payment_id"], payment["status"])
+            payment = Payment.from_row(row)
+            remaining = payment.remaining
+            if payment.status not in REFUNDABLE_STATUSES or remaining <= 0:
+                raise PaymentNotRefundableError(payment.payment_id, payment.status)
             refund_amount = remaining if request.amount is None else request.amount
             if refund_amount > remaining:
-                raise RefundExceedsRemainingError(payment["payment_id"], refund_amount, remaining)
+                raise RefundExceedsRemainingError(payment.payment_id, refund_amount, remaining)
 
-            params = {"payment_id": payment["payment_id"], "refund_amount": refund_amount, "reason": request.reason}
+            params = {"payment_id": payment.payment_id, "refund_amount": refund_amount, "reason": request.reason}
             cur.execute(INSERT_REFUND, params)
             refund = cur.fetchone()
             cur.execute(APPLY_REFUND, params)
-            updated = cur.fetchone()
+            updated = Payment.from_row(cur.fetchone())
             body = {
                 "refund_id": refund["refund_id"],
-                "payment_id": payment["payment_id"],
+                "payment_id": payment.payment_id,
                 "refund_amount": refund_amount,
-                "amount_refunded": updated["amount_refunded"],
-                "remaining_amount": updated["amount"] - updated["amount_refunded"],
-                "status": updated["status"],
+                "amount_refunded": updated.amount_refunded,
+                "remaining_amount": updated.remaining,
+                "status": updated.status,
                 "reason": request.reason,
-                "currency": payment["currency"],
+                "currency": payment.currency,
                 "timestamp": refund["created_at"],
             }
             stored = StoredResponse(200, dump_json(body))
@@ -165,15 +169,15 @@ class RefundService:
             event = {
                 "notification_id": f"refund-{refund['refund_id']}",
                 "type": "refund",
-                "payment_id": payment["payment_id"],
+                "payment_id": payment.payment_id,
                 "refund_id": refund["refund_id"],
-                "trip_id": payment["trip_id"],
-                "rider_id": payment["rider_id"],
-                "driver_id": payment["driver_id"],
-                "status": updated["status"],
-                "method": payment["method"],
+                "trip_id": payment.trip_id,
+                "rider_id": payment.rider_id,
+                "driver_id": payment.driver_id,
+                "status": updated.status,
+                "method": payment.method,
                 "amount": refund_amount,
-                "currency": payment["currency"],
+                "currency": payment.currency,
                 "timestamp": datetime.now(UTC),
             }
             # Same transaction as the refund: the notification exists exactly when the refund does.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
@@ -12,6 +11,7 @@ from werkzeug.routing import BaseConverter
 from api.request_body import read_json_object
 from api.services import services
 from api.validation import parse_charge_request, parse_list_filters, parse_refund_request
+from models.money import format_money
 from services.idempotency_service import Outcome
 from utils.errors import PaymentNotFoundError
 from utils.helpers import parse_positive_id
@@ -33,13 +33,13 @@ class PaymentIdConverter(BaseConverter):
 def list_payments() -> ResponseReturnValue:
     """List payments, newest first, with optional filters and paging."""
     filters = parse_list_filters(request.args)
-    return jsonify(services().payments.list_payments(filters))
+    return jsonify(services().payments.list_payments(filters).to_json())
 
 
 @bp.get("/payments/<payment_id:payment_id>")
 def get_payment(payment_id: str) -> ResponseReturnValue:
     """Return one payment; a non-numeric id is simply not found."""
-    return jsonify(services().payments.get_payment(payment_id_or_404(payment_id)))
+    return jsonify(services().payments.get_payment(payment_id_or_404(payment_id)).to_json())
 
 
 def payment_id_or_404(text: str) -> int:
@@ -85,11 +85,6 @@ def refund(payment_id: str) -> ResponseReturnValue:
 FARE_LABELS = {"TRIP": "Trip fare", "CANCELLATION": "Cancellation fee", "CLIENT_AMOUNT": "Trip fare (agreed amount)"}
 
 
-def _money(value: Decimal | float) -> str:
-    """Format an amount with two decimals for the printable receipt."""
-    return f"{Decimal(str(value)):,.2f}"
-
-
 def _render_receipt(receipt: dict[str, Any]) -> str:
     """The printable HTML receipt (Jinja escapes every value)."""
     data = receipt["receipt_data"]
@@ -105,14 +100,14 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
         rider=data.get("rider"),
         driver=data.get("driver"),
         fare_label=FARE_LABELS.get(fare.get("type"), "Payment"),
-        money=_money,
+        money=format_money,
     )
 
 
 @bp.get("/payments/<payment_id:payment_id>/receipt")
 def receipt(payment_id: str) -> ResponseReturnValue:
     """The payment's receipt as JSON, or as a printable page for `Accept: text/html`."""
-    result = services().receipts.get_receipt(payment_id_or_404(payment_id))
+    result = services().receipts.get_receipt(payment_id_or_404(payment_id)).to_json()
     wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
     if wanted == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]:
         return Response(_render_receipt(result), mimetype="text/html")

@@ -22,7 +22,7 @@ logger = get_logger(__name__)
 MAX_DISTANCE_KM = Decimal("10000")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Trip:
     """What the charge needs to know about a trip."""
 

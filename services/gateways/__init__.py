@@ -13,7 +13,7 @@ from typing import Protocol
 GATEWAY_ERROR_CODES = ("INSUFFICIENT_FUNDS", "CARD_DECLINED", "GATEWAY_ERROR")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayResult:
     """The gateway's answer: SUCCESS, FAILED (with an error code) or PENDING (outcome not known yet)."""
 
