@@ -22,9 +22,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(DEVDB) sh -c '$(BIN)/python database_setup.py || echo "make run: database set-up failed (above); serving anyway: /ready answers 503 until the database is reachable and set up (python database_setup.py)" >&2; exec $(BIN)/python app.py'
 
-# The whole suite, fault scenarios included (PYTEST_ARGS='-m "not faults"' skips those ~2 minutes).
+# The whole suite: all but the fault scenarios on two pytest-xdist workers, then the fault scenarios
+# alone (scripts/test.sh). FAULTS=no skips the fault scenarios (about two minutes).
 test: $(STAMP)
-	$(DEVDB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(DEVDB) sh scripts/test.sh $(BIN)/python $(PYTEST_ARGS)
 
 # Only the fault scenarios; they run their own PostgreSQL, so no database needs configuring.
 test-faults: $(STAMP)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
@@ -19,7 +15,6 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from psycopg2 import sql
 
 from app import close_app, create_app
 from config import Config
@@ -32,59 +27,19 @@ from tests.fakes import (
     fake_profile_service,
     fake_trip_service,
 )
-from tests.helpers import Gunicorn, closed_port, database_env, start_gunicorn
-from tests.openapi_check import check_response
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox")
-TRUNCATE_DATA = (
-    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_refunds, payments"
-    " RESTART IDENTITY CASCADE"
+from tests.helpers import (
+    INSERT_PAYMENT,
+    TRUNCATE_DATA,
+    Gunicorn,
+    closed_port,
+    config_for_database,
+    create_database,
+    database_env,
+    drop_database,
+    start_gunicorn,
+    wait_until,
 )
-INSERT_PAYMENT = """
-INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,
-                      reference, created_at, updated_at)
-VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s,
-        %(status)s, %(reference)s, %(created_at)s, %(created_at)s)
-RETURNING payment_id
-"""
-
-
-def config_for_database(base: Config, name: str) -> Config:
-    """Return `base` pointed at database `name` on the same server."""
-    if base.DATABASE_URL:
-        parts = urlsplit(base.DATABASE_URL)
-        return base.with_overrides({"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))})
-    return base.with_overrides({"DB_NAME": name})
-
-
-def admin_connect(base: Config) -> psycopg2.extensions.connection:
-    """Connect to the server's maintenance database in autocommit mode (CREATE/DROP DATABASE)."""
-    conn = psycopg2.connect(config_for_database(base, "postgres").get_database_uri(), connect_timeout=5)
-    conn.autocommit = True
-    return conn
-
-
-def create_database(base: Config, prefix: str) -> str:
-    """Create an empty, uniquely named database and return its name."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = admin_connect(base)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
-    return name
-
-
-def drop_database(base: Config, name: str) -> None:
-    """Drop a database this run created, even if connections linger."""
-    conn = admin_connect(base)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+from tests.openapi_check import check_response
 
 
 @pytest.fixture(scope="session")
@@ -228,16 +183,6 @@ def charge_client(charge_app: Flask) -> FlaskClient:
     return charge_app.test_client()
 
 
-def row_counts(db: psycopg2.extensions.connection) -> dict[str, int]:
-    """Rows in every data table (to prove a rejected request wrote nothing)."""
-    counts = {}
-    with db.cursor() as cur:
-        for table in DATA_TABLES:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
-            counts[table] = cur.fetchone()[0]
-    return counts
-
-
 @pytest.fixture
 def serve_gunicorn(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[Callable[..., str]]:
     """Start `gunicorn app:app` (2 workers, threads) on the test database; return its base URL.
@@ -275,16 +220,16 @@ def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def answers() -> bool:
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
+            return False
+
+    if not wait_until(answers, timeout=10):
+        process.kill()
+        pytest.fail("redis-server did not start")
     yield f"redis://127.0.0.1:{port}/0", process
     process.kill()
     process.wait(timeout=10)

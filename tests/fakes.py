@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.helpers import wait_until
+
 
 @dataclass
 class FakeAnswer:
@@ -56,13 +58,13 @@ class FakeNotificationService:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Wait until `count` notifications have arrived; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until `count` notifications have arrived; return them (fewer if the timeout passed)."""
+
+        def arrived() -> bool:
             with self.lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.02)
+                return len(self.received) >= count
+
+        wait_until(arrived, timeout, interval=0.02)
         with self.lock:
             return list(self.received)
 
@@ -106,7 +108,7 @@ def fake_trip_service() -> Iterator[FakeTripService]:
                 fake.calls[trip_id] = fake.calls.get(trip_id, 0) + 1
             answer = fake.answers.get(trip_id, FakeAnswer(404, {"error": "trip not found"}))
             if answer.delay:
-                time.sleep(answer.delay)
+                time.sleep(answer.delay)  # a slow or hung trip service, as the test asked
             payload = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
             # The client may have given up already (the timeout tests).
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):

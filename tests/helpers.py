@@ -1,4 +1,4 @@
-"""Small test utilities: a closed port and a throwaway HTTP server on loopback."""
+"""Shared test utilities: throwaway databases and servers, queries, waits and raw HTTP."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,13 +18,76 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
+import psycopg2.extensions
 import requests
+from psycopg2 import sql
 
 from config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox")
+TRUNCATE_DATA = (
+    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_refunds, payments"
+    " RESTART IDENTITY CASCADE"
+)
+INSERT_PAYMENT = """
+INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,
+                      reference, created_at, updated_at)
+VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s,
+        %(status)s, %(reference)s, %(created_at)s, %(created_at)s)
+RETURNING payment_id
+"""
+
+
+def config_for_database(base: Config, name: str) -> Config:
+    """Return `base` pointed at database `name` on the same server."""
+    if base.DATABASE_URL:
+        parts = urlsplit(base.DATABASE_URL)
+        return base.with_overrides({"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))})
+    return base.with_overrides({"DB_NAME": name})
+
+
+def admin_connect(base: Config) -> psycopg2.extensions.connection:
+    """Connect to the server's maintenance database in autocommit mode (CREATE/DROP DATABASE)."""
+    conn = psycopg2.connect(config_for_database(base, "postgres").get_database_uri(), connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+def create_database(base: Config, prefix: str) -> str:
+    """Create an empty, uniquely named database and return its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = admin_connect(base)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    return name
+
+
+def drop_database(base: Config, name: str) -> None:
+    """Drop a database this run created, even if connections linger."""
+    conn = admin_connect(base)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def row_counts(db: psycopg2.extensions.connection) -> dict[str, int]:
+    """Rows in every data table (to prove a rejected request wrote nothing)."""
+    counts = {}
+    with db.cursor() as cur:
+        for table in DATA_TABLES:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            counts[table] = cur.fetchone()[0]
+    return counts
 
 
 def closed_port() -> int:
@@ -76,8 +140,6 @@ def database_env(config: Config, **extra: str) -> dict[str, str]:
 
 def query_rows(dsn: str, statement: str) -> list[tuple[Any, ...]]:
     """Run one read-only statement over a connection of its own; return every row."""
-    import psycopg2
-
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
@@ -114,6 +176,11 @@ def all_at_once(calls: list[Callable[[], T]]) -> list[T]:
         return list(pool.map(run, calls))
 
 
+def outbox_undelivered(dsn: str) -> int:
+    """How many notifications the outbox still has to deliver (over a connection of its own)."""
+    return query_value(dsn, "SELECT count(*) FROM notification_outbox WHERE status <> 'DELIVERED'")
+
+
 def payment_count(config: Config) -> int:
     """How many payments the database named by `config` holds (over a connection of its own)."""
     return query_value(config.get_database_uri(), "SELECT count(*) FROM payments")
@@ -143,16 +210,16 @@ class Gunicorn:
 
     def wait_for_workers(self, timeout: float = 30) -> bool:
         """Wait until the master runs its full set of workers again and they answer."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.worker_pids()) == self.workers_wanted:
-                try:
-                    if requests.get(f"{self.url}/live", timeout=1).status_code == 200:
-                        return True
-                except requests.RequestException:
-                    pass
-            time.sleep(0.1)
-        return False
+
+        def all_workers_answer() -> bool:
+            if len(self.worker_pids()) != self.workers_wanted:
+                return False
+            try:
+                return requests.get(f"{self.url}/live", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        return wait_until(all_workers_answer, timeout, interval=0.1)
 
     def stop(self) -> None:
         """Stop the server gracefully (SIGTERM) and remove its metrics directory."""
@@ -191,17 +258,20 @@ def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> G
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     server = Gunicorn(f"http://127.0.0.1:{port}", process, metrics_dir, log_path, workers)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def answers_or_exited() -> bool:
         try:
             requests.get(f"{server.url}/live", timeout=0.5)
-            return server
+            return True
         except requests.RequestException:  # refused while binding, or a worker still booting
-            if process.poll() is not None:
-                output = server.log_text()
-                shutil.rmtree(metrics_dir, ignore_errors=True)
-                raise RuntimeError(f"gunicorn exited: {output}") from None
-            time.sleep(0.1)
+            return process.poll() is not None
+
+    if wait_until(answers_or_exited, timeout=30, interval=0.1) and process.poll() is None:
+        return server
+    if process.poll() is not None:
+        output = server.log_text()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise RuntimeError(f"gunicorn exited: {output}")
     server.stop()
     raise RuntimeError("gunicorn did not start within 30 s")
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from config import Config
-from tests.conftest import config_for_database, create_database, drop_database
-from tests.helpers import closed_port, database_env, payment_count
+from tests.helpers import closed_port, config_for_database, create_database, database_env, drop_database, payment_count
 
 ROOT = Path(__file__).resolve().parent.parent
 

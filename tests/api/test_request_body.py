@@ -7,8 +7,7 @@ from collections.abc import Callable
 import psycopg2
 import pytest
 
-from tests.conftest import row_counts
-from tests.helpers import raw_request, send_raw
+from tests.helpers import raw_request, row_counts, send_raw
 
 BODY = b'{"idempotency_key": "k-1", "trip_id": 1, "method": "CARD"}'
 

@@ -12,7 +12,7 @@ import pytest
 
 from config import Config
 from database.migrate import MigrationError, apply_migrations, discover, pending_migrations
-from tests.conftest import config_for_database, create_database, drop_database
+from tests.helpers import config_for_database, create_database, drop_database
 
 
 @pytest.fixture

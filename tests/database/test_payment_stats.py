@@ -11,7 +11,7 @@ import psycopg2
 
 from config import Config
 from database.migrate import apply_migrations, discover
-from tests.conftest import config_for_database, create_database, drop_database
+from tests.helpers import config_for_database, create_database, drop_database
 
 FROM_STATS = """
 SELECT status, method, sum(payment_count)::bigint, sum(amount_sum), sum(refunded_sum)

@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg2
 import pytest
 
 from config import Config
-from database.pool import ConnectionPool, Cursor, DatabaseUnavailableError
-from database.prepared import Prepared
-from services import charge, idempotency_service, notification_service, payment_queries, receipt_service, refund_service
-from tests.helpers import closed_port
-
-
-@pytest.fixture
-def pool(test_config: Config, db: psycopg2.extensions.connection) -> Iterator[ConnectionPool]:
-    """A small pool on the test database."""
-    pool = ConnectionPool(test_config.get_database_uri(), size=2, wait_timeout=0.5, connect_timeout=2)
-    yield pool
-    pool.close()
+from database.pool import ConnectionPool, DatabaseUnavailableError
+from tests.helpers import closed_port, wait_until
 
 
 def _backend_pid(pool: ConnectionPool) -> int:
     with pool.cursor() as cur:
         cur.execute("SELECT pg_backend_pid() AS pid")
         return cur.fetchone()["pid"]
+
+
+def _backend_gone(db: psycopg2.extensions.connection, pid: int) -> bool:
+    """True once the server process `pid` has exited (it sends the client its FATAL message first)."""
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return cur.fetchone()[0] == 0
 
 
 def test_connections_are_reused_between_blocks(pool: ConnectionPool) -> None:
@@ -81,7 +76,7 @@ def test_a_connection_killed_by_the_server_is_discarded_not_reused(
     first = _backend_pid(pool)
     with db.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (first,))
-    time.sleep(0.2)
+    assert wait_until(lambda: _backend_gone(db, first), timeout=10)
 
     second = _backend_pid(pool)
 
@@ -96,7 +91,7 @@ def test_a_connection_lost_mid_transaction_becomes_503_and_is_dropped(
         pid = cur.fetchone()["pid"]
         with db.cursor() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        time.sleep(0.1)
+        assert wait_until(lambda: _backend_gone(db, pid), timeout=10)
         cur.execute("SELECT 1")
 
     assert pool.idle_count() == 0
@@ -143,7 +138,8 @@ def test_an_exhausted_pool_waits_then_fails_with_database_unavailable(pool: Conn
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailableError):
             pool.getconn()
-        assert 0.4 <= time.monotonic() - started < 2.0
+        # It waited its 0.5 s wait_timeout, and then gave up rather than waiting on.
+        assert 0.4 <= time.monotonic() - started < 10
     finally:
         for conn in held:
             pool.putconn(conn)
@@ -183,7 +179,7 @@ def test_many_threads_share_a_small_pool_without_errors(test_config: Config) -> 
 
 def test_an_unreachable_database_fails_fast_with_database_unavailable() -> None:
     pool = ConnectionPool(
-        f"postgresql://postgres@127.0.0.1:{closed_port()}/x", size=1, wait_timeout=5, connect_timeout=2
+        f"postgresql://postgres@127.0.0.1:{closed_port()}/x", size=1, wait_timeout=30, connect_timeout=2
     )
 
     started = time.monotonic()
@@ -191,8 +187,9 @@ def test_an_unreachable_database_fails_fast_with_database_unavailable() -> None:
         with pytest.raises(DatabaseUnavailableError, match="unavailable"):
             pool.getconn()
 
-    # Both fail at once: the first failed attempt gave its only slot back instead of leaking it.
-    assert time.monotonic() - started < 2
+    # Both fail at once: the first failed attempt gave its only slot back instead of leaking it
+    # (a leaked slot would keep the second waiting the full 30 s wait_timeout).
+    assert time.monotonic() - started < 10
 
 
 def test_a_closed_pool_refuses_borrowers(pool: ConnectionPool) -> None:
@@ -223,79 +220,6 @@ def test_a_single_statement_block_commits_its_write(pool: ConnectionPool, db: ps
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM payments")
         assert cur.fetchone()[0] == 1
-
-
-# --- prepared statements ----------------------------------------------------------------------
-
-DOUBLE = Prepared("SELECT %(n)s::int * 2 AS doubled, %(n)s::int + %(m)s::int AS total, '100%%' AS pct")
-
-
-def _prepared_names(cur: Cursor) -> set[str]:
-    cur.execute("SELECT name FROM pg_prepared_statements")
-    return {row["name"] for row in cur.fetchall()}
-
-
-def test_a_prepared_statement_numbers_each_parameter_once_and_unescapes_percent() -> None:
-    assert DOUBLE.prepare.endswith("AS SELECT $1::int * 2 AS doubled, $1::int + $2::int AS total, '100%' AS pct")
-    assert DOUBLE.execute == f"EXECUTE {DOUBLE.name}(%(n)s, %(m)s)"
-    assert Prepared("SELECT 1").execute == f"EXECUTE {Prepared('SELECT 1').name}"
-
-
-def test_a_prepared_statement_is_prepared_once_per_connection_and_answers_like_plain_sql(pool: ConnectionPool) -> None:
-    for n in (3, 4):
-        with pool.cursor() as cur:
-            cur.execute(DOUBLE, {"n": n, "m": 1})
-            assert cur.fetchone() == {"doubled": 2 * n, "total": n + 1, "pct": "100%"}
-            assert DOUBLE.name in _prepared_names(cur)
-            assert cur.connection.prepared == {DOUBLE.name}
-
-
-def test_a_statement_prepared_in_a_rolled_back_transaction_stays_usable(pool: ConnectionPool) -> None:
-    with pytest.raises(psycopg2.errors.DivisionByZero), pool.cursor() as cur:
-        cur.execute(DOUBLE, {"n": 1, "m": 1})
-        cur.execute("SELECT 1 / 0")
-    with pool.cursor() as cur:
-        cur.execute(DOUBLE, {"n": 5, "m": 1})
-        assert cur.fetchone()["doubled"] == 10
-
-
-def test_a_prepare_that_failed_in_an_aborted_transaction_is_prepared_again_later(pool: ConnectionPool) -> None:
-    with pytest.raises(psycopg2.errors.InFailedSqlTransaction), pool.cursor() as cur:
-        with contextlib.suppress(psycopg2.errors.DivisionByZero):
-            cur.execute("SELECT 1 / 0")
-        cur.execute(DOUBLE, {"n": 1, "m": 1})
-    with pool.cursor() as cur:
-        assert DOUBLE.name not in cur.connection.prepared
-        cur.execute(DOUBLE, {"n": 6, "m": 1})
-        assert cur.fetchone()["doubled"] == 12
-
-
-def test_with_prepared_statements_off_the_same_sql_runs_unprepared(test_config: Config, db: object) -> None:
-    plain = ConnectionPool(test_config.get_database_uri(), 1, 0.5, 2, prepare_statements=False)
-    try:
-        with plain.cursor() as cur:
-            cur.execute(DOUBLE, {"n": 7, "m": 1})
-            assert cur.fetchone()["doubled"] == 14
-            assert _prepared_names(cur) == set()
-    finally:
-        plain.close()
-
-
-def _service_statements() -> list[Prepared]:
-    modules = (charge, idempotency_service, notification_service, payment_queries, receipt_service, refund_service)
-    found = {id(v): v for m in modules for v in vars(m).values() if isinstance(v, Prepared)}
-    return list(found.values())
-
-
-def test_every_prepared_service_statement_prepares_against_the_schema(pool: ConnectionPool) -> None:
-    # PostgreSQL infers each parameter's type when preparing: a parameter it cannot type would
-    # otherwise surface as an error on the first request that runs the statement.
-    statements = _service_statements()
-    assert len(statements) >= 20
-    with pool.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement.prepare)
-        assert {s.name for s in statements} <= _prepared_names(cur)
 
 
 def test_rows_come_back_as_plain_dicts_by_every_fetch(pool: ConnectionPool) -> None:

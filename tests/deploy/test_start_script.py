@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,15 @@ import pytest
 import requests
 
 from config import Config
-from tests.conftest import config_for_database, create_database, drop_database
-from tests.helpers import closed_port, database_env, payment_count
+from tests.helpers import (
+    closed_port,
+    config_for_database,
+    create_database,
+    database_env,
+    drop_database,
+    payment_count,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
@@ -96,17 +102,16 @@ def start_service(config: Config, port: int, metrics_dir: Path, bin_dir: Path) -
 
 
 def wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             pytest.fail(f"start script exited: {process.stderr.read().decode() if process.stderr else ''}")
         try:
-            if requests.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
+            return requests.get(f"{url}/ready", timeout=1).status_code == 200
         except requests.RequestException:  # refused while binding, or a worker still booting
-            pass
-        time.sleep(0.2)
-    pytest.fail("service did not become ready within 60 s")
+            return False
+
+    if not wait_until(ready, timeout=60, interval=0.2):
+        pytest.fail("service did not become ready within 60 s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -16,11 +16,10 @@ import psycopg2.extensions
 import pytest
 
 from database.migrate import apply_migrations
-from tests.conftest import TRUNCATE_DATA
 from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
 from tests.faults.load import Verdict
 from tests.faults.postgres import OwnPostgres
-from tests.helpers import ROOT, Gunicorn, start_gunicorn
+from tests.helpers import ROOT, TRUNCATE_DATA, Gunicorn, start_gunicorn
 
 DATABASE = "payments_faults"
 REPORT: list[Verdict] = []

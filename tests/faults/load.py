@@ -157,7 +157,7 @@ class ChargeClients:
                         result.payment_id = payload["payment_id"]
                         result.payment_status = payload["status"]
                     return
-            time.sleep(delay)
+            time.sleep(delay)  # the careful client's backoff before its retry
             delay = min(delay * 2, 0.5)
         result.stuck = True
 

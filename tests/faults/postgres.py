@@ -15,12 +15,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg2
 
-from tests.helpers import closed_port
+from tests.helpers import closed_port, wait_until
 
 
 def _bin(name: str) -> str:
@@ -79,15 +78,9 @@ class OwnPostgres:
         # is that an acknowledged commit survives a crash; fsync=off only gives up OS-crash safety.
         options = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories= -c fsync=off -c max_connections=200"
         self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg2.connect(self.dsn("postgres"), connect_timeout=2).close()
-                return
-            except psycopg2.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        if not wait_until(self.running, timeout=30, interval=0.1):
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"PostgreSQL did not accept connections within 30 s\n{log[-2000:]}")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: "fast" (clean shutdown) or "immediate" (a crash, recovery on next start)."""

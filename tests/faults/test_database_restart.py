@@ -12,6 +12,7 @@ from config import Config
 from tests.fakes import FakeTripService
 from tests.faults.load import (
     ChargeClients,
+    Ledger,
     Verdict,
     check_against_database,
     first_success_after,
@@ -19,24 +20,24 @@ from tests.faults.load import (
     last_answer_after,
 )
 from tests.faults.postgres import OwnPostgres
-from tests.helpers import Gunicorn
+from tests.helpers import Gunicorn, wait_until
 
 OUTAGE_SECONDS = 5
 # DB_POOL_TIMEOUT + DB_CONNECT_TIMEOUT (the defaults), plus a second of slack.
 ANSWER_BOUND_SECONDS = Config.DB_POOL_TIMEOUT + Config.DB_CONNECT_TIMEOUT + 1
 
 
-def wait_until_ready(url: str, timeout: float) -> float | None:
+def seconds_until_ready(url: str, timeout: float) -> float | None:
     """Seconds until GET /ready answers 200, or None."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+
+    def ready() -> bool:
         try:
-            if requests.get(f"{url}/ready", timeout=1).status_code == 200:
-                return time.monotonic() - started
+            return requests.get(f"{url}/ready", timeout=1).status_code == 200
         except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    return None
+            return False
+
+    started = time.monotonic()
+    return time.monotonic() - started if wait_until(ready, timeout) else None
 
 
 def test_a_database_crash_under_load_loses_and_duplicates_no_payment(
@@ -47,15 +48,15 @@ def test_a_database_crash_under_load_loses_and_duplicates_no_payment(
 ) -> None:
     server = fault_server()
     clients = ChargeClients(server.url, count=8).start()
-    time.sleep(4)
+    time.sleep(4)  # steady load before the crash
 
     down_at = time.monotonic()
     own_postgres.stop("immediate")  # a crash: no checkpoint, recovery from WAL on start
-    time.sleep(OUTAGE_SECONDS)
+    time.sleep(OUTAGE_SECONDS)  # the database stays down this long
     own_postgres.start()
     up_at = time.monotonic()
-    ready_after = wait_until_ready(server.url, timeout=10)
-    time.sleep(6)
+    ready_after = seconds_until_ready(server.url, timeout=10)
+    time.sleep(6)  # the load runs on, so the ledger shows the recovery
     ledger = clients.stop()
 
     present, duplicates, orphans = check_against_database(fault_dsn, ledger)
@@ -84,6 +85,13 @@ def test_a_database_crash_under_load_loses_and_duplicates_no_payment(
     assert keys_in_flight(fault_dsn) == 0
 
 
+def answered_before(ledger: Ledger, moment: float) -> bool:
+    """True when every key whose first attempt started before `moment` has its final answer."""
+    with ledger.lock:
+        keys = list(ledger.keys)
+    return all(k.answered_at is not None for k in keys if k.started_at < moment)
+
+
 # Contract section 4: a request that answered holds its key no longer than it runs, so every
 # retrying client has its final answer within this many seconds of the database's return.
 FINAL_ANSWER_BOUND_SECONDS = 10
@@ -105,14 +113,17 @@ def test_after_a_database_blip_at_default_settings_every_retrying_client_is_answ
     # time, so the stop catches several of them mid-way.
     trips.answers.delay = 0.05
     clients = ChargeClients(server.url, count=6).start()
-    time.sleep(3)
+    time.sleep(3)  # steady load before the stop
 
     own_postgres.stop("fast")
-    time.sleep(OUTAGE_SECONDS)
+    time.sleep(OUTAGE_SECONDS)  # the database stays down this long
     own_postgres.start()
     up_at = time.monotonic()
     # Long enough for the lock timeout to matter: a key held until it expires shows up as > 10 s.
-    time.sleep(FINAL_ANSWER_BOUND_SECONDS + 5)
+    # Wait until every key that was in flight has its final answer (a key held until the lock
+    # timeout would take 60 s), at most a little past the bound, so a late answer still counts.
+    wait_until(lambda: answered_before(clients.ledger, up_at), timeout=FINAL_ANSWER_BOUND_SECONDS + 5, interval=0.2)
+    time.sleep(1)  # and the load runs on a moment longer
     ledger = clients.stop()
 
     present, duplicates, orphans = check_against_database(fault_dsn, ledger)

@@ -9,14 +9,10 @@ from collections.abc import Callable
 
 from tests.fakes import FakeNotificationService, fake_notification_service
 from tests.faults.load import ChargeClients, Ledger, Verdict, check_against_database, keys_in_flight
-from tests.helpers import Gunicorn, closed_port, query_rows, query_value
+from tests.helpers import Gunicorn, closed_port, outbox_undelivered, query_rows, wait_until
 
 OUTAGE_SECONDS = 30
 OUTBOX_STATES = "SELECT status, count(*), max(attempts) FROM notification_outbox GROUP BY status"
-
-
-def outbox_undelivered(dsn: str) -> int:
-    return query_value(dsn, "SELECT count(*) FROM notification_outbox WHERE status <> 'DELIVERED'")
 
 
 def outbox_ids(dsn: str) -> set[str]:
@@ -48,18 +44,18 @@ def test_a_notification_outage_slows_no_charge_and_every_notification_arrives_ex
         )
         started = time.monotonic()
         clients = ChargeClients(server.url, count=4).start()
-        time.sleep(6)
+        time.sleep(6)  # the baseline: charges while the service is up
     down_from = time.monotonic()  # the fake stopped listening: connections are refused
-    time.sleep(OUTAGE_SECONDS)
+    time.sleep(OUTAGE_SECONDS)  # the service stays down this long
     with fake_notification_service(port, notifications):
         up_at = time.monotonic()
-        time.sleep(2)
+        time.sleep(2)  # charges go on a little after the service is back
         ledger = clients.stop()
-        deadline = time.monotonic() + 60
-        while outbox_undelivered(fault_dsn) and time.monotonic() < deadline:
-            time.sleep(0.25)
+        wait_until(lambda: outbox_undelivered(fault_dsn) == 0, timeout=60, interval=0.25)
         drained_after = time.monotonic() - up_at
-    time.sleep(0.5)  # a send in flight when the service stopped would show up as a late duplicate
+    # Nothing to wait for: a quiet half second in which a send in flight when the service stopped
+    # would show up as a late duplicate.
+    time.sleep(0.5)
 
     present, duplicates, orphans = check_against_database(fault_dsn, ledger)
     received = Counter(n["notification_id"] for n in notifications.received)

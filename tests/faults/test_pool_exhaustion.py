@@ -39,7 +39,7 @@ def test_an_exhausted_pool_answers_503_after_the_pool_timeout_and_recovers_fully
         DB_STATEMENT_TIMEOUT_MS=int(STATEMENT_TIMEOUT * 1000),
     )
     clients = ChargeClients(server.url, count=8).start()
-    time.sleep(2)
+    time.sleep(2)  # steady load before the lock
 
     # A migration-style lock makes every statement on payments wait: each request holding a
     # connection is slow, and 24 concurrent requests want far more than 2 x 2 connections.
@@ -63,13 +63,13 @@ def test_an_exhausted_pool_answers_503_after_the_pool_timeout_and_recovers_fully
     burst = [threading.Thread(target=read) for _ in range(16)]
     for thread in burst:
         thread.start()
-    time.sleep(LOCK_SECONDS)
+    time.sleep(LOCK_SECONDS)  # the lock is held this long
     locker.rollback()  # the lock goes away
     released_at = time.monotonic()
     locker.close()
     for thread in burst:
         thread.join()
-    time.sleep(5)
+    time.sleep(5)  # the load runs on, so the ledger shows the recovery
     ledger = clients.stop()
     after = [requests.get(f"{server.url}/v1/payments/{k.payment_id}", timeout=5) for k in ledger.acknowledged[-50:]]
 

@@ -56,19 +56,19 @@ def test_a_hung_trip_service_fails_charges_fast_and_reads_keep_answering(
             except requests.RequestException:
                 status = 0
             reads.append((started, time.monotonic(), status))
-            time.sleep(0.05)
+            time.sleep(0.05)  # the reader's pace: about 20 reads a second
 
     reader = threading.Thread(target=read_payments, daemon=True)
     reader.start()
     # More charging clients than the two workers have threads (2 x 4).
     clients = ChargeClients(server.url, count=16).start()
-    time.sleep(3)
+    time.sleep(3)  # steady load before the hang
     hang_from = time.monotonic()
     answers.delay = 3600  # accept, never answer
-    time.sleep(HANG_SECONDS)
+    time.sleep(HANG_SECONDS)  # the trip service hangs this long
     answers.delay = 0
     hang_to = time.monotonic()
-    time.sleep(5)
+    time.sleep(5)  # the load runs on, so the ledger shows the recovery
     ledger = clients.stop()
     stop_reading.set()
     reader.join()

@@ -26,7 +26,7 @@ def test_killed_workers_are_replaced_and_retries_end_in_exactly_one_payment_per_
     server = fault_server(IDEMPOTENCY_LOCK_TIMEOUT=LOCK_TIMEOUT)
     trips.answers.delay = 0.05
     clients = ChargeClients(server.url, count=8).start()
-    time.sleep(3)
+    time.sleep(3)  # steady load before the first kill
 
     killed: list[int] = []
     kill_times: list[float] = []
@@ -36,7 +36,7 @@ def test_killed_workers_are_replaced_and_retries_end_in_exactly_one_payment_per_
         killed.append(victim)
         kill_times.append(time.monotonic())
         assert server.wait_for_workers(timeout=30), "gunicorn did not replace the killed worker"
-        time.sleep(2)
+        time.sleep(2)  # load on the new worker, so the next kill finds charges in flight again
     time.sleep(LOCK_TIMEOUT + 1)  # claims orphaned by the last kill free themselves meanwhile
     ledger = clients.stop()
 

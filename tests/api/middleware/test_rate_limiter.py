@@ -12,9 +12,8 @@ import pytest
 import requests
 from flask import Flask
 
-from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService, FakeTripService
-from tests.helpers import closed_port
+from tests.helpers import closed_port, row_counts
 
 
 @pytest.fixture
@@ -64,7 +63,7 @@ def test_a_rate_limited_charge_succeeds_with_the_same_key_after_the_window(
     client.post("/v1/payments/charge", json=charge_body(0))
 
     limited = client.post("/v1/payments/charge", json=charge_body(1, key="retry-me"))
-    time.sleep(1.1)
+    time.sleep(1.1)  # the 1 s window runs out (a duration: nothing to wait for but the clock)
     retried = client.post("/v1/payments/charge", json=charge_body(1, key="retry-me"))
 
     assert limited.status_code == 429
@@ -138,12 +137,11 @@ def test_an_unreachable_store_fails_open(limited_app: Callable[..., Flask]) -> N
     app = limited_app(RATE_LIMIT_STORAGE_URI=f"redis://127.0.0.1:{closed_port()}", RATE_LIMIT_DEFAULT="1 per minute")
     client = app.test_client()
 
-    started = time.monotonic()
     statuses = [client.get("/v1/payments").status_code for _ in range(5)]
 
     assert statuses == [200] * 5
-    assert time.monotonic() - started < 2.0
-    assert app.extensions["rate_limiter"].store_failures >= 1
+    # The store was asked once: after that failure the limiter skips it instead of paying a timeout per request.
+    assert app.extensions["rate_limiter"].store_failures == 1
 
 
 # --- shared limits across gunicorn workers, through a Redis server of the test's own -------------

@@ -20,9 +20,8 @@ from api.services import services
 from database.pool import ConnectionPool
 from services.gateways import GATEWAY_ERROR_CODES, GatewayResult
 from services.gateways.simulator import SimulatedGateway
-from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService, FakeTripService
-from tests.helpers import closed_port
+from tests.helpers import closed_port, row_counts, wait_until
 
 PAYMENT_KEYS = {
     "payment_id", "trip_id", "rider_id", "driver_id", "amount", "currency", "method", "status",
@@ -231,7 +230,8 @@ def test_a_slow_or_failing_notification_service_never_delays_or_fails_the_charge
     second = charge(charge_client, key="b", trip_id=102)
 
     assert (first.status_code, second.status_code) == (201, 201)
-    assert time.monotonic() - started < 1.0
+    # Waiting on the notification service would cost each charge at least its 1 s read timeout.
+    assert time.monotonic() - started < 2 * 1.0
 
 
 def test_charges_succeed_when_the_notification_service_is_unreachable(
@@ -347,9 +347,7 @@ def test_calls_beyond_the_trip_service_bulkhead_fail_fast_instead_of_waiting_on_
     trips.trip(102)
     hung = threading.Thread(target=lambda: charge(app.test_client(), key="k-1", trip_id=101))
     hung.start()
-    deadline = time.monotonic() + 2
-    while trips.calls.get(101) != 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: trips.calls.get(101) == 1, timeout=5)  # the hung call holds the only slot
 
     started = time.monotonic()
     response = charge(app.test_client(), key="k-2", trip_id=102)
@@ -379,7 +377,7 @@ def test_a_failing_trip_service_opens_the_circuit_and_charges_fail_without_calli
     assert (refused.status_code, refused.get_json()["code"]) == (503, "trip_service_unavailable")
     assert trips.calls[101] == 3  # the circuit is open: not asked again
     trips.trip(101)
-    time.sleep(0.6)
+    time.sleep(0.6)  # the 0.5 s reset period runs out (a duration: the breaker has nothing to wait for)
     recovered = charge(app.test_client(), key="k-4")  # the trial call after the reset time
     assert recovered.status_code == 201
     assert trips.calls[101] == 4
@@ -406,7 +404,7 @@ def test_a_retry_replays_the_original_answer_byte_for_byte_without_a_second_gate
     client = charge_app.test_client()
 
     first = charge(client)
-    time.sleep(0.01)
+    time.sleep(0.01)  # time moves on: an answer made afresh would carry other timestamps than the first
     replay = charge(client)
 
     assert replay.status_code == first.status_code == 201

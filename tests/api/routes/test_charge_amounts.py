@@ -15,9 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config import Config, ConfigError
-from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService, FakeTripService
-from tests.helpers import ROOT, closed_port, database_env, wait_until
+from tests.helpers import ROOT, closed_port, database_env, row_counts, wait_until
 
 
 def charge(client: FlaskClient, trip_id: int = 101, **fields: Any):

@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from config import Config
 from database.seed import load_csv
 from database_setup import DEFAULT_CSV
-from tests.conftest import row_counts
 from tests.fakes import FakeNotificationService
+from tests.helpers import row_counts
 
 REFUND_KEYS = {
     "refund_id", "payment_id", "refund_amount", "amount_refunded", "remaining_amount", "status", "reason",
