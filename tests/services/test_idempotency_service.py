@@ -39,6 +39,18 @@ def _payment(db: psycopg2.extensions.connection, n: int = 1) -> int:
         return cur.fetchone()[0]
 
 
+def _claim_with_attempt(
+    service: IdempotencyService, pool: ConnectionPool, db: psycopg2.extensions.connection, key: str = "k-1", n: int = 1
+) -> tuple[Claim, int]:
+    """Claim `key` and record a payment attempt under it (the recovery point); return both."""
+    claim = service.claim("client", key, FP, "/v1/payments/charge")
+    assert isinstance(claim, Claim)
+    payment_id = _payment(db, n)
+    with pool.cursor() as cur:
+        assert service.record_payment(cur, claim, payment_id)
+    return claim, payment_id
+
+
 def test_a_released_claim_frees_the_key_for_a_retry(pool: ConnectionPool) -> None:
     service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
     claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
@@ -56,11 +68,7 @@ def test_a_claim_whose_attempt_was_committed_survives_a_release_by_a_request_tha
     # without payment_id and gives it back: the key must stay bound to that payment, and the
     # client's retry resumes it at once rather than after the lock timeout.
     service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
-    claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
-    assert isinstance(claim, Claim)
-    payment_id = _payment(db)
-    with pool.cursor() as cur:
-        assert service.record_payment(cur, claim, payment_id)
+    claim, payment_id = _claim_with_attempt(service, pool, db)
 
     service.release(claim)
 
@@ -73,10 +81,7 @@ def test_a_given_back_claim_with_an_attempt_is_not_resumed_by_another_body(
     pool: ConnectionPool, db: psycopg2.extensions.connection
 ) -> None:
     service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
-    claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
-    assert isinstance(claim, Claim)
-    with pool.cursor() as cur:
-        service.record_payment(cur, claim, _payment(db))
+    claim, _ = _claim_with_attempt(service, pool, db)
     service.release(claim)
 
     with pytest.raises(IdempotencyKeyReusedError):
@@ -88,11 +93,7 @@ def test_a_claim_held_by_a_running_request_is_in_use_until_its_lock_times_out(
 ) -> None:
     # Only a claim nobody gives back (its process was killed) waits for the lock timeout.
     service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
-    claim = service.claim("client", "k-1", FP, "/v1/payments/charge")
-    assert isinstance(claim, Claim)
-    payment_id = _payment(db)
-    with pool.cursor() as cur:
-        service.record_payment(cur, claim, payment_id)
+    _, payment_id = _claim_with_attempt(service, pool, db)
 
     with pytest.raises(IdempotencyKeyInUseError):
         service.claim("client", "k-1", FP, "/v1/payments/charge")
@@ -147,10 +148,7 @@ def test_simultaneous_retries_of_a_given_back_claim_resume_it_exactly_once(
     service = IdempotencyService(pool, ttl_seconds=3600, lock_timeout_seconds=60)
     for round_number in range(30):
         key = f"k-{round_number}"
-        claim = service.claim("client", key, FP, "/v1/payments/charge")
-        assert isinstance(claim, Claim)
-        with pool.cursor() as cur:
-            service.record_payment(cur, claim, _payment(db, round_number))
+        claim, _ = _claim_with_attempt(service, pool, db, key, round_number)
         service.release(claim)
 
         outcomes = all_at_once([lambda k=key: _try_claim(service, k)] * 20)
