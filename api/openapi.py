@@ -7,6 +7,7 @@ api/validation.py, so what the document promises and what the service accepts ca
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -149,14 +150,171 @@ def _field_of(error: SchemaError) -> str:
     return "body"
 
 
-def _message(field: str, error: SchemaError) -> str:
-    """A sentence naming the field, from the schema rule that failed."""
+# --- what a schema expects, in words ------------------------------------------------------------
+# Messages are built from the schema's own keywords and values, so openapi.yaml stays the one
+# source of every rule; a `pattern` is explained by the schema's `description`, never shown.
+
+_DECIMALS = {1: "one decimal", 2: "two decimals", 3: "three decimals"}
+_TYPE_WORDS = {
+    "string": "text",
+    "boolean": "true or false",
+    "object": "a JSON object",
+    "array": "a list",
+    "null": "null",
+    "integer": "a whole number",
+    "number": "a number",
+}
+# A pattern of the form ^[^...]*$ (no character of a set); named control characters for the message.
+_EXCLUDED_CHARACTERS = re.compile(r"^\^\[\^(?P<chars>(?:\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}|[^\\\]])+)\]\*\$$")
+_CONTROL_NAMES = {0x00: "NUL", 0x09: "tab", 0x0A: "line feed", 0x0D: "carriage return", 0x7F: "DEL"}
+
+
+def number_text(value: Any) -> str:
+    """A schema number as people write it: 99999999.99, 0.01, 9223372036854775807 (no exponent)."""
+    text = format(_exact(value), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _merged(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema with its allOf parts folded in; a part's `description` is kept only with its `pattern`.
+
+    (A field's own description says what the field is for, not what it looks like.)
+    """
+    if "allOf" not in schema:
+        return schema
+    merged: dict[str, Any] = {}
+    for raw in [*schema["allOf"], {k: v for k, v in schema.items() if k != "allOf"}]:
+        part = _merged(raw)
+        merged.update({k: v for k, v in part.items() if k != "description" or "pattern" in part})
+    return merged
+
+
+def _decimals(divisor: Any) -> str:
+    """`multipleOf` in words: 0.01 -> "with at most two decimals"."""
+    exact = _exact(divisor)
+    if exact == 1:
+        return ""
+    places = -exact.normalize().as_tuple().exponent
+    if exact == _exact(10) ** -places:
+        return f" with at most {_DECIMALS.get(places, f'{places} decimals')}"
+    return f" that is a multiple of {number_text(divisor)}"
+
+
+def _number_words(schema: dict[str, Any], kind: str) -> str:
+    """An integer or number schema with its bounds in words: "a positive whole number, at most 1000"."""
+    noun = _TYPE_WORDS[kind].removeprefix("a ")
+    low, low_open = schema.get("minimum"), schema.get("exclusiveMinimum")
+    whole = kind == "integer"
+    if whole and (low == 1 or low_open == 0):
+        words = f"a positive {noun}"
+    elif low == 0:
+        words = f"a {noun} of 0 or more"
+    elif low_open is not None:
+        words = f"a {noun} greater than {number_text(low_open)}"
+    elif low is not None:
+        words = f"a {noun} of at least {number_text(low)}"
+    else:
+        words = f"a {noun}"
+    if "multipleOf" in schema:
+        words += _decimals(schema["multipleOf"])
+    if "maximum" in schema:
+        words += f", at most {number_text(schema['maximum'])}"
+    elif "exclusiveMaximum" in schema:
+        words += f", less than {number_text(schema['exclusiveMaximum'])}"
+    return words
+
+
+def _excluded_characters(pattern: str) -> str | None:
+    """A pattern `^[^...]*$` in words ("without NUL characters" for a NUL escape); None for any other."""
+    match = _EXCLUDED_CHARACTERS.match(pattern)
+    if match is None:
+        return None
+    escapes = re.findall(r"\\[ux]([0-9A-Fa-f]+)|(.)", match["chars"])
+    names = []
+    for code, char in escapes:
+        point = int(code, 16) if code else ord(char)
+        names.append(_CONTROL_NAMES.get(point) or (chr(point) if chr(point).isprintable() else f"U+{point:04X}"))
+    return "without " + " or ".join(names) + " characters"
+
+
+def _text_words(schema: dict[str, Any]) -> str:
+    """A string schema in words: "text of at most 500 characters without NUL characters"."""
+    if "pattern" in schema and schema.get("description"):
+        return str(schema["description"]).strip().rstrip(".")
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    words = "text"
+    if low is not None and high is not None:
+        words += f" of exactly {low} characters" if low == high else f" of {low}-{high} characters"
+    elif high is not None:
+        words += f" of at most {high} characters"
+    elif low is not None:
+        words += f" of at least {low} character{'s' if low != 1 else ''}"
+    if "pattern" in schema:
+        words += " " + (_excluded_characters(schema["pattern"]) or "in the format the API documentation describes")
+    return words
+
+
+def expected(schema: dict[str, Any]) -> str:
+    """What a value must be, in words, from the schema's keywords (the phrase after "must be")."""
+    schema = _merged(schema)
+    for combinator in ("oneOf", "anyOf"):
+        if combinator in schema:
+            options = [expected(option) for option in schema[combinator]]
+            # null last: "a positive whole number, at most 9223372036854775807, or null"
+            options.sort(key=lambda words: words == "null")
+            return ", or ".join(options)
+    if "const" in schema:
+        return f"exactly {schema['const']}"
+    if "enum" in schema:
+        return "one of " + ", ".join(str(value) for value in schema["enum"])
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
+    words = []
+    for kind in kinds:
+        if kind in ("integer", "number"):
+            words.append(_number_words(schema, kind))
+        elif kind == "string":
+            words.append(_text_words(schema))
+        else:
+            words.append(_TYPE_WORDS.get(kind, kind))
+    return " or ".join(words) if words else "a valid value"
+
+
+def _property(schema: dict[str, Any], field: str) -> dict[str, Any] | None:
+    """The schema of one top-level field of an object schema (looking through allOf)."""
+    schema = _merged(schema)
+    found = schema.get("properties", {}).get(field)
+    return found if isinstance(found, dict) else None
+
+
+def _takes_integers(schema: dict[str, Any]) -> bool:
+    """True when the schema (or one of its oneOf/anyOf options) is of type integer."""
+    schema = _merged(schema)
+    kinds = schema.get("type")
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+        return True
+    return any(_takes_integers(option) for option in [*schema.get("oneOf", []), *schema.get("anyOf", [])])
+
+
+def _hint(schema: dict[str, Any], error: SchemaError) -> str:
+    """A word more when a whole number was written as 1e3 or 101.0, which the schema's integer refuses."""
+    value = error.instance
+    if isinstance(value, Decimal) and value == value.to_integral_value() and _takes_integers(schema):
+        return " (write it as plain digits, without a decimal point or exponent)"
+    return ""
+
+
+def _message(field: str, error: SchemaError, root: dict[str, Any]) -> str:
+    """A sentence naming the field and what it must be, from the schema (never the value's repr)."""
+    allowed = list(_merged(root).get("properties", {}))
     if error.validator == "additionalProperties":
-        return f"Unknown field '{field}'."
+        return f"Unknown field '{field}'; the fields are {', '.join(allowed)}."
+    schema = _property(root, field)
+    if schema is None:
+        return "The request body must be a JSON object with the documented fields."
     if error.validator == "required":
-        return f"Field '{field}' is required."
-    detail = error.message if len(error.message) <= MAX_DETAIL else error.message[:MAX_DETAIL] + "..."
-    return f"Field '{field}' is invalid: {detail}."
+        return f"{field} is required; it must be {expected(schema)}."
+    return f"{field} must be {expected(schema)}{_hint(schema, error)}."
 
 
 def validate_request_body(operation_id: str, body: dict[str, Any]) -> None:
@@ -165,14 +323,17 @@ def validate_request_body(operation_id: str, body: dict[str, Any]) -> None:
     errors = sorted(validator.iter_errors(body), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if not errors:
         return
-    # Prefer the error about the shallowest, first field; oneOf wrappers report their sub-errors.
+    # The error about the shallowest, first field; the message describes that field's whole schema.
     error = errors[0]
+    field = _field_of(error)
     if error.validator in ("oneOf", "anyOf") and error.context:
         error = min(error.context, key=lambda e: len(e.absolute_path))
-        field = _field_of(errors[0])
-    else:
-        field = _field_of(error)
-    raise ValidationError(_message(field, error), field=field)
+    raise ValidationError(_message(field, error, validator.schema), field=field)
+
+
+def field_expectation(schema: dict[str, Any], field: str) -> str:
+    """The sentence "<field> must be <what the schema says>.", for checks outside validate_request_body."""
+    return f"{field} must be {expected(schema)}."
 
 
 def list_parameter(name: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 from flask import Request
 
@@ -27,9 +28,33 @@ class UnsupportedMediaTypeError(AppError):
         super().__init__("Send the body as application/json.", status_code=415, code="unsupported_media_type")
 
 
-def _reject_constant(name: str) -> NoReturn:
+# Longer integers than this are refused as too large before Python parses them: no field takes one
+# (the largest id has 19 digits), and int() itself refuses more than 4300 digits with a ValueError.
+MAX_INTEGER_DIGITS = 100
+
+
+class _NotAccepted:
+    """Stands, after parsing, for a JSON number the service refuses; the check after parsing names its field.
+
+    The json.loads hooks see a number but not the key it belongs to, so they leave this mark instead.
+    """
+
+    def __init__(self, problem: str) -> None:
+        """`problem`: the words after the field name, e.g. "must be a finite number; NaN is not a number"."""
+        self.problem = problem
+
+
+def _mark_constant(name: str) -> _NotAccepted:
     """json.loads hook: NaN and Infinity are not numbers in a payment API."""
-    raise ValidationError(f"The body contains {name}, which is not a valid number.", field="body")
+    return _NotAccepted(f"must be a finite number; {name} is not a number")
+
+
+def _integer(text: str) -> int | _NotAccepted:
+    """json.loads hook: an integer, unless it has too many digits to be any field's value."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        return _NotAccepted(f"is too large a number ({digits} digits)")
+    return int(text)
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -37,9 +62,30 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValidationError(f"Field '{key}' appears more than once.", field=key)
+            raise ValidationError(f"{key} is given more than once; send each field once.", field=key)
         result[key] = value
     return result
+
+
+def _values(value: Any) -> Iterator[Any]:
+    """`value` and everything nested in it (dict keys too)."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        yield item
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _refuse_marked_numbers(body: dict[str, Any]) -> None:
+    """400 naming the top-level field that holds NaN, Infinity or a number with too many digits."""
+    for name, value in body.items():
+        for item in _values(value):
+            if isinstance(item, _NotAccepted):
+                raise ValidationError(f"{name} {item.problem}.", field=name)
 
 
 def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
@@ -61,7 +107,11 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
         body = json.loads(
-            text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
+            text,
+            parse_float=Decimal,
+            parse_int=_integer,
+            parse_constant=_mark_constant,
+            object_pairs_hook=_reject_duplicates,
         )
     except (UnicodeDecodeError, ValueError):
         raise AppError("The request body is not valid JSON.", status_code=400, code="invalid_json") from None
@@ -69,11 +119,12 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
         raise AppError("The request body is nested too deeply.", status_code=400, code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object.", field="body")
+    _refuse_marked_numbers(body)
     field = _field_with_lone_surrogate(body)
     if field is not None:
+        holder = "A field name" if field == "body" else f"{field} must be text; it"
         raise ValidationError(
-            f"Field '{field}' contains an unpaired UTF-16 surrogate escape (such as \\ud800), which is not text.",
-            field=field,
+            f"{holder} holds an unpaired UTF-16 surrogate escape, which is not a character.", field=field
         )
     return body
 
@@ -94,14 +145,7 @@ def _field_with_lone_surrogate(body: dict[str, Any]) -> str | None:
     on as UTF-8: it must be refused here, not fail later as a database encoding error (a 500).
     """
     for name, value in body.items():
-        stack: list[Any] = [name, value]
-        while stack:
-            item = stack.pop()
+        for item in (name, *_values(value)):
             if isinstance(item, str) and _has_lone_surrogate(item):
                 return name if not _has_lone_surrogate(name) else "body"
-            if isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
     return None

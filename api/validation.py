@@ -9,7 +9,14 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from api.openapi import document, list_parameter, list_parameter_names, validate_request_body
+from api.openapi import (
+    document,
+    expected,
+    field_expectation,
+    list_parameter,
+    list_parameter_names,
+    validate_request_body,
+)
 from models.money import CENT
 from services.charge import ChargeRequest
 from services.payment_queries import PageCursor, PaymentFilters
@@ -28,14 +35,34 @@ def _single(args: MultiDict[str, str], name: str) -> str | None:
     return values[0]
 
 
+def _bad_number(name: str) -> ValidationError:
+    """400 for a numeric query parameter: what it must be, in the words of its documented schema."""
+    return ValidationError(
+        f"Query parameter {name} must be {expected(list_parameter(name))}, in plain digits"
+        " (no sign, spaces or decimal point).",
+        field=name,
+    )
+
+
+def _digits(raw: str, maximum: int) -> int | None:
+    """Plain ASCII digits as an integer (leading zeros ignored, any length), or None if not that or above `maximum`."""
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    significant = raw.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)):  # too large, and kept away from int()'s digit limit
+        return None
+    value = int(significant)
+    return value if value <= maximum else None
+
+
 def _id_param(args: MultiDict[str, str], name: str) -> int | None:
-    """Parse an optional positive integer id."""
+    """Parse an optional positive integer id (the same rule as ids in paths)."""
     raw = _single(args, name)
     if raw is None:
         return None
     value = parse_positive_id(raw)
     if value is None:
-        raise ValidationError(f"Query parameter '{name}' must be a positive integer.", field=name)
+        raise _bad_number(name)
     return value
 
 
@@ -46,18 +73,22 @@ def _enum_param(args: MultiDict[str, str], name: str, allowed: tuple[str, ...]) 
         return None
     value = raw.strip().upper()
     if value not in allowed:
-        raise ValidationError(f"Query parameter '{name}' must be one of {', '.join(allowed)}.", field=name)
+        raise ValidationError(
+            f"Query parameter {name} must be {expected(list_parameter(name))}, in any case.", field=name
+        )
     return value
 
 
-def _int_param(args: MultiDict[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    """Parse an optional integer within [minimum, maximum]."""
+def _int_param(args: MultiDict[str, str], name: str) -> int:
+    """Parse an optional integer within its documented minimum and maximum (its default when absent)."""
+    schema = list_parameter(name)
     raw = _single(args, name)
     if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not minimum <= int(raw) <= maximum:
-        raise ValidationError(f"Query parameter '{name}' must be an integer from {minimum} to {maximum}.", field=name)
-    return int(raw)
+        return int(schema["default"])
+    value = _digits(raw, int(schema["maximum"]))
+    if value is None or value < int(schema["minimum"]):
+        raise _bad_number(name)
+    return value
 
 
 def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
@@ -69,15 +100,14 @@ def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
             f"Unknown query parameter '{unknown[0]}'; allowed: {', '.join(allowed)}.", field=unknown[0]
         )
     # Bounds, defaults and allowed values are read from the OpenAPI document, so they cannot drift.
-    limit, offset = list_parameter("limit"), list_parameter("offset")
     filters = PaymentFilters(
         trip_id=_id_param(args, "trip_id"),
         rider_id=_id_param(args, "rider_id"),
         driver_id=_id_param(args, "driver_id"),
         status=_enum_param(args, "status", tuple(list_parameter("status")["enum"])),
         method=_enum_param(args, "method", tuple(list_parameter("method")["enum"])),
-        limit=_int_param(args, "limit", limit["default"], limit["minimum"], limit["maximum"]),
-        offset=_int_param(args, "offset", offset["default"], offset["minimum"], offset["maximum"]),
+        limit=_int_param(args, "limit"),
+        offset=_int_param(args, "offset"),
         after=_cursor_param(args),
     )
     if filters.after is not None and filters.offset:
@@ -125,7 +155,7 @@ def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
         not isinstance(from_body, str) or not _pattern("schemas", "IdempotencyKey").match(from_body)
     ):
         raise ValidationError(
-            "Field 'idempotency_key' must be 1-255 printable ASCII characters without spaces.",
+            field_expectation(document()["components"]["schemas"]["IdempotencyKey"], "idempotency_key"),
             field="idempotency_key",
         )
     from_header = None

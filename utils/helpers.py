@@ -11,15 +11,24 @@ from typing import Any
 from flask.json.provider import DefaultJSONProvider
 
 MAX_BIGINT = 2**63 - 1
-_DIGITS_RE = re.compile(r"^[0-9]{1,19}$")
+_DIGITS_RE = re.compile(r"[0-9]+")
 
 
 def parse_positive_id(value: str) -> int | None:
-    """Return `value` as a positive BIGINT, or None if it is not exactly that (no signs, spaces or decimals)."""
-    if not _DIGITS_RE.match(value):
+    """Return `value` as a positive BIGINT, or None if it is not exactly that.
+
+    The one rule for ids (paths and query) and numeric query parameters: plain ASCII digits, no
+    sign, spaces or decimal point; leading zeros are allowed and ignored, at any length, so the
+    value decides: 01 and 0000000000000000001 are 1, and anything above 9223372036854775807 is
+    out of range.
+    """
+    if not _DIGITS_RE.fullmatch(value):
         return None
-    number = int(value)
-    return number if 0 < number <= MAX_BIGINT else None
+    significant = value.lstrip("0")
+    if not significant or len(significant) > len(str(MAX_BIGINT)):  # 0, or too large (and int() never sees it)
+        return None
+    number = int(significant)
+    return number if number <= MAX_BIGINT else None
 
 
 class PaymentJSONProvider(DefaultJSONProvider):
