@@ -17,7 +17,10 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('SERVICE_POR
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads let a worker overlap waits on the database and the trip service.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's sync worker for one thread, gthread for more, both answering the requests gunicorn refuses
+# itself (request line or headers too long, malformed request) with the JSON error body rather than
+# an HTML page. The class picks sync or gthread from the final `threads`, --threads included.
+worker_class = "api.server_errors.JsonErrorWorker"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))

@@ -27,6 +27,9 @@ from utils.metrics import RATE_LIMIT_STORE_ERRORS, RATE_LIMITED
 logger = get_logger(__name__)
 
 LIMITED_PREFIX = "/v1/"
+# Methods that never count (contract section 7): OPTIONS asks what a route allows and HEAD fetches
+# headers only; neither may spend a client's budget for the real requests.
+UNCOUNTED_METHODS = frozenset({"OPTIONS", "HEAD"})
 # Endpoint name -> which configured limit applies; every other /v1 request uses the default.
 ENDPOINT_LIMITS = {"payments.charge": "charge", "payments.refund": "refund"}
 # Redis calls must never hold a request up for long.
@@ -118,9 +121,9 @@ def client_identity() -> str:
 
 
 def _limit_request() -> None:
-    """Count the request against its limit; raise 429 when over it."""
+    """Count the request against its limit (OPTIONS and HEAD never count); raise 429 when over it."""
     limiter: RateLimiter = current_app.extensions["rate_limiter"]
-    if not limiter.enabled or not request.path.startswith(LIMITED_PREFIX):
+    if not limiter.enabled or request.method in UNCOUNTED_METHODS or not request.path.startswith(LIMITED_PREFIX):
         return
     limit_name = ENDPOINT_LIMITS.get(request.endpoint or "", "default")
     decision = limiter.check(limit_name, client_identity())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, send_from_directory
+from flask import Blueprint, Response, abort, jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
 from swagger_ui_bundle import swagger_ui_path
 
@@ -10,7 +10,10 @@ from api.openapi import document, document_text
 
 bp = Blueprint("docs", __name__)
 
-# Swagger UI's own files come from the swagger-ui-bundle package, so the page works offline.
+# Swagger UI's own files come from the swagger-ui-bundle package, so the page works offline. Only the
+# three the page loads are served: the package also holds Swagger's stock index.html (which loads the
+# Petstore example from the internet), its initializer, OAuth redirect page and source maps.
+DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js"})
 DOCS_PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -28,7 +31,8 @@ window.ui = SwaggerUIBundle({
   dom_id: "#swagger-ui",
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
   layout: "BaseLayout",
-  deepLinking: true
+  deepLinking: true,
+  validatorUrl: null
 });
 </script>
 </body>
@@ -54,7 +58,9 @@ def docs() -> ResponseReturnValue:
     return Response(DOCS_PAGE, mimetype="text/html")
 
 
-@bp.get("/docs/assets/<path:filename>")
+@bp.get("/docs/assets/<filename>")
 def docs_asset(filename: str) -> ResponseReturnValue:
-    """Swagger UI's bundled scripts and styles (send_from_directory refuses paths outside the folder)."""
+    """One of the Swagger UI files the /docs page loads; anything else is 404."""
+    if filename not in DOCS_ASSETS:
+        abort(404)
     return send_from_directory(swagger_ui_path, filename, max_age=86400)

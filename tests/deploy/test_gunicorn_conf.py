@@ -33,7 +33,9 @@ def test_defaults_suit_a_two_core_machine(monkeypatch: pytest.MonkeyPatch) -> No
     conf = load_conf(monkeypatch)
 
     assert conf.bind == "0.0.0.0:8082"
-    assert (conf.workers, conf.threads, conf.worker_class) == (2, 4, "gthread")
+    assert (conf.workers, conf.threads) == (2, 4)
+    # sync for one thread, gthread for more, both with JSON error bodies (tests/deploy/test_server_errors.py)
+    assert conf.worker_class == "api.server_errors.JsonErrorWorker"
     assert conf.worker_connections == 8  # twice the threads, so keep-alive clients spread over workers
     assert conf.control_socket_disable is True
     assert conf.timeout > 0 and conf.graceful_timeout > 0
@@ -43,7 +45,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     conf = load_conf(monkeypatch, SERVICE_PORT="9001", GUNICORN_WORKERS="3", GUNICORN_THREADS="1")
 
     assert conf.bind == "0.0.0.0:9001"
-    assert (conf.workers, conf.threads, conf.worker_class) == (3, 1, "sync")
+    assert (conf.workers, conf.threads) == (3, 1)
     assert load_conf(monkeypatch, GUNICORN_WORKER_CONNECTIONS="50").worker_connections == 50
 
 

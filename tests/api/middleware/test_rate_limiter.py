@@ -189,3 +189,29 @@ def test_service_keeps_serving_when_redis_stops(
     statuses = [requests.get(f"{url}/v1/payments", timeout=5).status_code for _ in range(20)]
 
     assert statuses == [200] * 20
+
+
+def test_options_and_head_never_spend_a_budget(
+    limited_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(1000)
+    app = limited_app(RATE_LIMIT_CHARGE="3 per minute", RATE_LIMIT_DEFAULT="3 per minute")
+    client = app.test_client()
+
+    preflights = [client.options("/v1/payments/charge").status_code for _ in range(60)]
+    heads = [client.head("/v1/payments/charge").status_code for _ in range(60)]
+    list_heads = [client.head("/v1/payments").status_code for _ in range(60)]
+    list_options = [client.options("/v1/payments").status_code for _ in range(60)]
+    charge = client.post("/v1/payments/charge", json=charge_body(0))
+    listing = client.get("/v1/payments")
+
+    assert 429 not in preflights + heads + list_heads + list_options
+    assert set(list_heads) == {200}
+    # The first real request of each budget is the first one counted.
+    assert charge.status_code == 201 and charge.headers["RateLimit-Remaining"] == "2"
+    assert listing.status_code == 200 and listing.headers["RateLimit-Remaining"] == "2"
+    limiter = app.extensions["rate_limiter"]
+    for name in ("charge", "default"):
+        item = limiter.items[name]
+        assert limiter._strategy.get_window_stats(item, name, "ip:127.0.0.1").remaining == item.amount - 1
+    assert row_counts(db)["payments"] == 1
