@@ -514,6 +514,13 @@ class Config:
         NUMBER, 1.0, "seconds between outbox polls when nothing woke the dispatcher", bounds=(0.01, 60.0)
     )
     NOTIFY_BATCH_SIZE: int = setting(INTEGER, 20, "rows claimed per pass", bounds=(1, 1000))
+    NOTIFY_SIGNING_SECRET: str | None = setting(
+        TEXT,
+        None,
+        "signs every notification (`Payment-Signature` header, see *Notifications*); no default; unset: sent"
+        " unsigned, with a warning at start",
+        secret=True,
+    )
 
     MAX_CONTENT_LENGTH: int = setting(
         INTEGER, 64 * 1024, "largest request body, in bytes", bounds=(1, 1 << 30), from_env=False

@@ -5,12 +5,20 @@ payment, refund or receipt it announces, so it exists exactly when that does. A 
 due rows (`FOR UPDATE SKIP LOCKED`, then a lease), POSTs them to the notification service with the
 notification id as `Idempotency-Key`, and on failure retries with exponential backoff and jitter
 until NOTIFY_MAX_ATTEMPTS, after which the row is marked DEAD with its last error.
+
+With NOTIFY_SIGNING_SECRET set, each POST carries `Payment-Signature: t=<unix seconds>,v1=<hex
+HMAC-SHA256(secret, "<t>.<raw body>")>` (Stripe's scheme), computed over exactly the bytes sent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import random
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +30,11 @@ from database.prepared import Prepared
 from services.clients.http import internal_session
 from utils.helpers import dump_json
 from utils.logger import get_logger
-from utils.metrics import NOTIFICATIONS
+from utils.metrics import NOTIFICATION_DISPATCHER_DB_OUTAGES, NOTIFICATIONS
 
 logger = get_logger(__name__)
+
+SIGNATURE_HEADER = "Payment-Signature"
 
 INSERT_NOTIFICATION = Prepared("""
 INSERT INTO notification_outbox (notification_id, event_type, payload)
@@ -112,24 +122,53 @@ class DeliveryError(Exception):
     """The notification service did not accept a notification."""
 
 
-class HttpNotificationSender:
-    """POSTs one notification to `{NOTIFICATION_SERVICE_URL}/v1/notifications`."""
+def signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The `Payment-Signature` value for `body` (the exact bytes sent) signed at `timestamp` (unix seconds)."""
+    digest = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
 
-    def __init__(self, config: Config, session: requests.Session | None = None) -> None:
-        """Bounded connect/read timeouts from config."""
+
+_unsigned_warned = threading.Event()
+_unsigned_warning = threading.Lock()
+
+
+def _warn_unsigned_once() -> None:
+    """Say once per process that notifications go out unsigned."""
+    with _unsigned_warning:
+        if _unsigned_warned.is_set():
+            return
+        _unsigned_warned.set()
+    logger.warning(
+        "NOTIFY_SIGNING_SECRET is not set: notifications are sent without a Payment-Signature header,"
+        " so receivers cannot tell them from forged ones"
+    )
+
+
+class HttpNotificationSender:
+    """POSTs one notification to `{NOTIFICATION_SERVICE_URL}/v1/notifications`, signed when a secret is set."""
+
+    def __init__(
+        self, config: Config, session: requests.Session | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Bounded connect/read timeouts and the signing secret from config; `clock` gives unix time."""
         self._url = f"{config.NOTIFICATION_SERVICE_URL}/v1/notifications"
         self._timeout = (config.HTTP_CONNECT_TIMEOUT, config.HTTP_READ_TIMEOUT)
         self._session = session or internal_session()
+        self._secret = config.NOTIFY_SIGNING_SECRET.encode() if config.NOTIFY_SIGNING_SECRET else None
+        self._clock = clock
+        if self._secret is None:
+            _warn_unsigned_once()
 
     def send(self, notification_id: str, payload: dict[str, Any]) -> None:
         """Deliver, or raise DeliveryError with a short reason."""
+        # Encoded once: these bytes are both what is signed and what is sent (requests would send a
+        # str as Latin-1, and dump_json keeps non-ASCII characters).
+        body = dump_json(payload).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": notification_id}
+        if self._secret is not None:
+            headers[SIGNATURE_HEADER] = signature(self._secret, int(self._clock()), body)
         try:
-            response = self._session.post(
-                self._url,
-                data=dump_json(payload),
-                headers={"Content-Type": "application/json", "Idempotency-Key": notification_id},
-                timeout=self._timeout,
-            )
+            response = self._session.post(self._url, data=body, headers=headers, timeout=self._timeout)
         except requests.RequestException as exc:
             raise DeliveryError(type(exc).__name__) from exc
         if not 200 <= response.status_code < 300:
@@ -149,6 +188,34 @@ class RetryPolicy:
         return min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
 
 
+class _QuietInDispatcherLoop(logging.Filter):
+    """Drops the pool's per-attempt warnings in a thread running `Dispatcher.run_forever`.
+
+    That loop reports a database outage itself, once when it begins and once when it ends, instead
+    of a warning on every poll.
+    """
+
+    def __init__(self) -> None:
+        """No thread is quiet until it says so."""
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless this thread is in a dispatcher pass."""
+        return not getattr(self.local, "quiet", False)
+
+
+_POOL_QUIETER = _QuietInDispatcherLoop()
+logging.getLogger(ConnectionPool.__module__).addFilter(_POOL_QUIETER)
+
+
+def _outage_reason(exc: DatabaseUnavailableError) -> str:
+    """The driver's error behind the outage (e.g. connection refused), else the error's own message."""
+    cause = exc.__cause__
+    text = str(cause).strip() if cause is not None else exc.message
+    return " ".join(text.split())[:500] or type(cause or exc).__name__
+
+
 class Dispatcher:
     """Delivers due outbox rows; run it as a thread in each worker or as a standalone process."""
 
@@ -165,6 +232,7 @@ class Dispatcher:
         self._rng = random.Random()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage_since: float | None = None  # time.monotonic() when the current database outage began
 
     def run_once(self) -> int:
         """Claim and attempt one batch of due notifications; return how many were attempted."""
@@ -209,18 +277,51 @@ class Dispatcher:
             cur.execute(statement, params)
 
     def run_forever(self) -> None:
-        """Loop until stopped: drain what is due, then wait for a nudge or the poll interval."""
+        """Loop until stopped: drain what is due, then wait for a nudge or the poll interval.
+
+        A database outage is logged once when it begins (WARNING, with the reason) and once when it
+        ends (INFO, with its length), not on every poll, and counted in
+        `notification_dispatcher_database_outages_total`.
+        """
         while not self._stop.is_set():
+            _POOL_QUIETER.local.quiet = True
             try:
                 attempted = self.run_once()
-            except DatabaseUnavailableError:
+            except DatabaseUnavailableError as exc:
+                self._database_down(exc)
                 attempted = 0
             except Exception:
                 logger.exception("notification dispatcher pass failed")
                 attempted = 0
+            else:
+                self._database_up()
+            finally:
+                _POOL_QUIETER.local.quiet = False
             if attempted < self.batch_size:
                 self.outbox.wake_event.wait(self.poll_seconds)
                 self.outbox.wake_event.clear()
+
+    def _database_down(self, exc: DatabaseUnavailableError) -> None:
+        """Report the start of an outage (later failed passes of the same outage stay quiet)."""
+        if self._outage_since is not None:
+            return
+        self._outage_since = time.monotonic()
+        NOTIFICATION_DISPATCHER_DB_OUTAGES.inc()
+        reason = _outage_reason(exc)
+        logger.warning(
+            "notification dispatcher cannot use the database; delivery paused until it can",
+            extra={"reason": reason, "retry_every_seconds": self.poll_seconds},
+        )
+
+    def _database_up(self) -> None:
+        """Report the end of an outage, if there was one."""
+        if self._outage_since is None:
+            return
+        seconds = round(time.monotonic() - self._outage_since, 3)
+        self._outage_since = None
+        logger.info(
+            "notification dispatcher reached the database again; delivery resumed", extra={"outage_seconds": seconds}
+        )
 
     def start(self) -> None:
         """Run in a background thread of this process."""

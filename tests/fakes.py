@@ -48,11 +48,16 @@ class FakeTripService:
 
 @dataclass
 class FakeNotificationService:
-    """Records POST /v1/notifications bodies and their Idempotency-Key headers; can be made to fail."""
+    """Records POST /v1/notifications bodies and their Idempotency-Key headers; can be made to fail.
+
+    `raw` and `headers` keep each accepted request's exact body bytes and all its headers (for signatures).
+    """
 
     url: str = ""
     received: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     fail_with: int | None = None
     delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -147,6 +152,8 @@ def fake_notification_service(
             with fake.lock:
                 fake.received.append(json.loads(body))
                 fake.keys.append(self.headers.get("Idempotency-Key", ""))
+                fake.raw.append(body)
+                fake.headers.append(dict(self.headers.items()))
             _reply(self, 202, b'{"accepted":true}')
 
         def do_GET(self) -> None:

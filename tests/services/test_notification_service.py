@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import subprocess
 import sys
@@ -14,13 +15,14 @@ from pathlib import Path
 import psycopg2
 import pytest
 from flask import Flask
+from prometheus_client import REGISTRY
 
 from config import Config
 from database.pool import ConnectionPool
 from services.metrics_service import MetricsService
 from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox, RetryPolicy
 from tests.fakes import FakeNotificationService, FakeTripService
-from tests.helpers import database_env
+from tests.helpers import closed_port, database_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -230,3 +232,65 @@ def test_operator_commands_dispatch_list_and_requeue(
     assert "re-queued 1" in requeued.stdout
     assert delivered.returncode == 0 and "attempted 1" in delivered.stdout
     assert [n["notification_id"] for n in notifications.received] == ["payment-1-success"]
+
+
+def test_a_database_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
+    notifications: FakeNotificationService,
+    dispatcher_for: Callable[..., Dispatcher],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="database.pool")  # so its warnings would show, were they logged
+    caplog.set_level(logging.INFO, logger="services.notification_service")  # last: it sets the handler's level
+    port = closed_port()
+    down = ConnectionPool(f"postgresql://postgres@127.0.0.1:{port}/payments", size=2, wait_timeout=1, connect_timeout=2)
+    dispatcher = dispatcher_for(notifications.url, NOTIFY_POLL_INTERVAL=0.02)
+    database = dispatcher.pool
+    polls: list[int] = []
+    run_once = dispatcher.run_once
+
+    def counted() -> int:
+        polls.append(1)
+        return run_once()
+
+    dispatcher.run_once = counted  # type: ignore[method-assign]
+
+    def outages() -> float:
+        return REGISTRY.get_sample_value("notification_dispatcher_database_outages_total") or 0.0
+
+    def logged(level: int) -> list[logging.LogRecord]:
+        """What the dispatcher loop and the pool said at this level (not, e.g., the unsigned warning)."""
+        return [
+            record
+            for record in caplog.records
+            if record.levelno == level and ("dispatcher" in record.getMessage() or record.name == "database.pool")
+        ]
+
+    def polls_later(count: int) -> None:
+        seen = len(polls)
+        assert wait_until(lambda: len(polls) >= seen + count, timeout=5)
+
+    before = outages()
+    dispatcher.pool = down
+    dispatcher.start()
+    try:
+        polls_later(8)
+        # One warning for the whole outage (the pool's per-poll "connection failed" is not repeated).
+        (began,) = logged(logging.WARNING)
+        assert began.name == "services.notification_service"
+        assert str(port) in began.reason and "refused" in began.reason.lower()
+        assert outages() == before + 1
+        assert logged(logging.INFO) == []
+
+        dispatcher.pool = database
+        polls_later(5)
+        (ended,) = [r for r in logged(logging.INFO) if r.name == "services.notification_service"]
+        assert "again" in ended.getMessage() and ended.outage_seconds > 0
+        assert len(logged(logging.WARNING)) == 1
+
+        dispatcher.pool = down  # a second outage is a second warning and a second count
+        polls_later(5)
+        assert len(logged(logging.WARNING)) == 2
+        assert outages() == before + 2
+    finally:
+        dispatcher.stop()
+        down.close()
