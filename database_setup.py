@@ -2,6 +2,10 @@
 
 Usage: python database_setup.py [--csv PATH | --no-seed] [--reset] [--wait SECONDS]
 
+Exit status: 0 done; 1 the database failed (the message names host:port/database and why, e.g.
+"database set-up failed: cannot connect to 127.0.0.1:5999/payments: connection refused", never the
+password), or the seed file is bad; 2 bad arguments or settings.
+
 Nothing is ever dropped unless --reset is given. The CSV defaults to rhfd_payments.csv beside this
 file, or SEED_CSV from the environment; rows whose payment_id already exists are left untouched,
 except a PARTIALLY_REFUNDED row an earlier version stored without its refunded amount, which the
@@ -19,7 +23,7 @@ from psycopg2 import sql
 
 from config import Config, ConfigError, load_environment
 from database.migrate import MigrationError, apply_migrations, drop_everything
-from database.pool import DatabaseUnavailableError, wait_for_database
+from database.pool import DatabaseUnavailableError, connection_failure_reason, wait_for_database
 from database.seed import SeedError, load_csv
 from utils.logger import configure_logging
 
@@ -27,12 +31,22 @@ DEFAULT_CSV = Path(__file__).resolve().parent / "rhfd_payments.csv"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %(name)s"
 
 
+def connect(config: Config, **options: str) -> psycopg2.extensions.connection:
+    """Connect to the database `config` names; a failure says where and why (never the password)."""
+    try:
+        return psycopg2.connect(config.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT, **options)
+    except psycopg2.OperationalError as exc:
+        reason = connection_failure_reason(exc)
+        if reason == "timeout":
+            reason = f"timeout after {config.DB_CONNECT_TIMEOUT}s"
+        raise DatabaseUnavailableError(f"cannot connect to {config.describe_database()}: {reason}") from exc
+
+
 def ensure_database(config: Config) -> None:
     """Create DB_NAME on the server when it does not exist yet (skipped when DATABASE_URL is used)."""
     if config.DATABASE_URL:
         return
-    maintenance = config.with_overrides({"DB_NAME": "postgres"})
-    conn = psycopg2.connect(maintenance.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT)
+    conn = connect(config.with_overrides({"DB_NAME": "postgres"}))
     try:
         conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
         with conn.cursor() as cur:
@@ -53,16 +67,14 @@ def count_payments(conn: psycopg2.extensions.connection) -> int:
 
 def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_seconds: float = 0.0) -> int:
     """Run the whole set-up; return the number of payments stored afterwards."""
-    if not config.DATABASE_URL:
-        wait_for_database(
-            config.with_overrides({"DB_NAME": "postgres"}).get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds
-        )
-        ensure_database(config)
-    else:
-        wait_for_database(config.get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds)
-    conn = psycopg2.connect(
-        config.get_database_uri(), connect_timeout=config.DB_CONNECT_TIMEOUT, options="-c timezone=UTC"
+    # Without DATABASE_URL the server is reached through its maintenance database (ours may not exist
+    # yet); errors still name the configured database, e.g. "cannot connect to host:port/payments: ...".
+    server = config if config.DATABASE_URL else config.with_overrides({"DB_NAME": "postgres"})
+    wait_for_database(
+        server.get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds, where=config.describe_database()
     )
+    ensure_database(config)
+    conn = connect(config, options="-c timezone=UTC")
     try:
         if reset:
             drop_everything(conn)
@@ -99,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    configure_logging("WARNING", json_lines=False)
+    configure_logging("WARNING", json_lines=False, stream=sys.stderr)  # stdout is the set-up's report
     env = load_environment()
     try:
         config = Config.from_env(env)
@@ -116,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database set-up failed: {exc}", file=sys.stderr)
         return 1
     except psycopg2.Error as exc:
-        print(f"database set-up failed: {str(exc).strip()}", file=sys.stderr)
+        first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        print(f"database set-up failed on {config.describe_database()}: {first_line.strip()}", file=sys.stderr)
         return 1
     return 0
 

@@ -5,20 +5,51 @@ Usage:
   python manage.py dispatch-notifications [--once] deliver outbox notifications (until stopped)
   python manage.py dead-notifications [--limit N]  list notifications that ran out of attempts
   python manage.py requeue-notifications (--all | ID...)  make dead notifications due again
+
+Exit status: 0 done; 1 the database failed (the message names host:port/database and why, never
+the password) or an ID was not a dead notification; 2 bad arguments (usage on stderr) or settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import signal
 import sys
 from collections.abc import Iterator
 
+import psycopg2
+
 from config import Config, ConfigError
-from database.pool import DatabaseUnavailableError
+from database.pool import DatabaseUnavailableError, connection_failure_reason, wait_for_database
 from services.container import Services, build_services, close_services
 from utils.logger import configure_logging
+
+MAX_LIMIT = 10_000
+MAX_IDS = 1_000
+# What the services write as notification_id: payment-<id>-<status>, refund-<id>, receipt-<id>.
+NOTIFICATION_ID = re.compile(r"payment-[1-9][0-9]*-[a-z_]+|refund-[1-9][0-9]*|receipt-[1-9][0-9]*")
+
+
+def _limit(text: str) -> int:
+    """Parse --limit: an integer from 1 to MAX_LIMIT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, got {text!r}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, got {value}")
+    return value
+
+
+def _notification_id(text: str) -> str:
+    """Check a requeue ID has the shape of a notification id."""
+    if not NOTIFICATION_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a notification id (e.g. payment-12-success, refund-3, receipt-4)"
+        )
+    return text
 
 
 @contextlib.contextmanager
@@ -66,48 +97,109 @@ def dead_notifications(config: Config, limit: int) -> int:
 
 
 def requeue_notifications(config: Config, ids: list[str], everything: bool) -> int:
-    """Make dead notifications due again."""
+    """Make dead notifications due again; exit 1 when a given ID matched no dead notification."""
+    wanted = list(dict.fromkeys(ids))  # the same ID twice is one notification
     with _services(config) as graph:
-        requeued = graph.notifications.requeue(None if everything else ids)
+        requeued = graph.notifications.requeue(None if everything else wanted)
+    for notification_id in requeued:
+        print(f"re-queued {notification_id}")
     print(f"re-queued {len(requeued)} notifications")
-    return 0
+    missing = [notification_id for notification_id in wanted if notification_id not in set(requeued)]
+    for notification_id in missing:
+        print(f"not re-queued: no dead notification {notification_id}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per operation, each with its own --help."""
+    parser = argparse.ArgumentParser(
+        prog="python manage.py",
+        description="Payment service operator commands.",
+        epilog="Exit status: 0 done, 1 database failure or unknown ID, 2 bad arguments or settings.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "purge-idempotency-keys",
+        help="delete expired idempotency keys (run e.g. hourly from cron)",
+        description="Delete idempotency keys older than IDEMPOTENCY_KEY_TTL.",
+    )
+    dispatch = commands.add_parser(
+        "dispatch-notifications",
+        help="deliver outbox notifications",
+        description="Deliver outbox notifications until SIGTERM or Ctrl-C (or, with --once, what is due now).",
+    )
+    dispatch.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    dead = commands.add_parser(
+        "dead-notifications",
+        help="list notifications that ran out of attempts",
+        description="List dead notifications, oldest first: id, event, attempts, when it died, last error.",
+    )
+    dead.add_argument(
+        "--limit", type=_limit, default=100, metavar="N", help=f"show at most N (1-{MAX_LIMIT}, default 100)"
+    )
+    requeue = commands.add_parser(
+        "requeue-notifications",
+        help="make dead notifications due again",
+        description="Make dead notifications due again with fresh attempts. "
+        "Exits 1 (after re-queuing the others) when an ID is not a dead notification.",
+    )
+    requeue.add_argument(
+        "ids", nargs="*", type=_notification_id, metavar="ID", help="e.g. payment-12-success, refund-3, receipt-4"
+    )
+    requeue.add_argument("--all", action="store_true", help="every dead notification")
+    requeue.set_defaults(usage_error=requeue.error)  # prints this command's usage, exits 2
+    return parser
+
+
+def database_failure(config: Config, exc: Exception) -> str:
+    """One line for stderr naming host:port/database and the reason, never the password."""
+    where = config.describe_database()
+    if isinstance(exc, DatabaseUnavailableError):
+        if exc.message.startswith("cannot connect to "):  # from wait_for_database: already says where and why
+            return f"database unavailable: {exc.message}"
+        cause = exc.__cause__
+        reason = connection_failure_reason(cause) if isinstance(cause, psycopg2.Error) else exc.message
+        return f"database unavailable: {where}: {reason}"
+    first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    hint = " (run python database_setup.py)" if isinstance(exc, psycopg2.errors.UndefinedTable) else ""
+    return f"database error on {where}: {first_line.strip()}{hint}"
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    """Run the parsed command against the database `config` names."""
+    # One connection first, so an unreachable database is reported as such before anything starts.
+    wait_for_database(config.get_database_uri(), config.DB_CONNECT_TIMEOUT, 0, where=config.describe_database())
+    if args.command == "purge-idempotency-keys":
+        print(f"purged {purge_idempotency_keys(config)} expired idempotency keys")
+        return 0
+    if args.command == "dispatch-notifications":
+        return dispatch_notifications(config, args.once)
+    if args.command == "dead-notifications":
+        return dead_notifications(config, args.limit)
+    return requeue_notifications(config, args.ids, args.all)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; exit 1 on a database problem, 2 on bad configuration."""
-    parser = argparse.ArgumentParser(description="Payment service operator commands.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("purge-idempotency-keys", help="delete expired idempotency keys (run e.g. hourly from cron)")
-    dispatch = commands.add_parser("dispatch-notifications", help="deliver outbox notifications")
-    dispatch.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
-    dead = commands.add_parser("dead-notifications", help="list notifications that ran out of attempts")
-    dead.add_argument("--limit", type=int, default=100)
-    requeue = commands.add_parser("requeue-notifications", help="make dead notifications due again")
-    requeue.add_argument("ids", nargs="*", metavar="ID")
-    requeue.add_argument("--all", action="store_true", help="every dead notification")
-    args = parser.parse_args(argv)
-    if args.command == "requeue-notifications" and bool(args.ids) == bool(args.all):
-        parser.error("requeue-notifications takes either --all or one or more IDs")
+    """Run one command; exit 1 on a database problem, 2 on bad arguments or configuration."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad arguments: usage and the error on stderr, exit 2
+    if args.command == "requeue-notifications":
+        if bool(args.ids) == bool(args.all):
+            args.usage_error("give either --all or one or more IDs" + (", not both" if args.all else ""))
+        if len(args.ids) > MAX_IDS:
+            args.usage_error(f"at most {MAX_IDS} IDs at once (or --all)")
 
-    configure_logging("WARNING", json_lines=False)
+    configure_logging("WARNING", json_lines=False, stream=sys.stderr)  # stdout is the command's output
     try:
         config = Config.from_env()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.command == "purge-idempotency-keys":
-            print(f"purged {purge_idempotency_keys(config)} expired idempotency keys")
-        elif args.command == "dispatch-notifications":
-            return dispatch_notifications(config, args.once)
-        elif args.command == "dead-notifications":
-            return dead_notifications(config, args.limit)
-        elif args.command == "requeue-notifications":
-            return requeue_notifications(config, args.ids, args.all)
-    except DatabaseUnavailableError as exc:
-        print(f"database unavailable: {exc.message}", file=sys.stderr)
+        return run(config, args)
+    except (DatabaseUnavailableError, psycopg2.Error) as exc:
+        print(database_failure(config, exc), file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

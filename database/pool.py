@@ -13,6 +13,7 @@ Statements marked `Prepared` (database.prepared) run as server-side prepared sta
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import threading
 import time
@@ -130,7 +131,11 @@ class ConnectionPool:
         try:
             return psycopg2.connect(self._dsn, **self._connect_kwargs)
         except psycopg2.OperationalError as exc:
-            logger.warning("database connection failed", extra={"error": str(exc).strip()})
+            # The client's 503 keeps the generic message; the log says where and why (never the password).
+            logger.warning(
+                "database connection failed",
+                extra={"database": describe_dsn(self._dsn), "reason": connection_failure_reason(exc)},
+            )
             raise DatabaseUnavailableError() from exc
 
     @staticmethod
@@ -275,8 +280,52 @@ class ConnectionPool:
             conn.close()
 
 
-def wait_for_database(dsn: str, connect_timeout: int, deadline_seconds: float) -> None:
-    """Block until a connection succeeds or the deadline passes (used by set-up scripts at start)."""
+# libpq's wording of why a connection failed -> a few words for an operator (first match wins).
+_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), reason)
+    for pattern, reason in (
+        (r"connection refused", "connection refused"),
+        (r"timeout expired|timed out", "timeout"),
+        (r'database "([^"]*)" does not exist', 'unknown database "{0}"'),
+        (r'password authentication failed for user "([^"]*)"', 'authentication failed for user "{0}"'),
+        (r"no password supplied", "authentication failed: no password supplied"),
+        (r'role "([^"]*)" does not exist', 'authentication failed: unknown user "{0}"'),
+        (r"pg_hba\.conf", "authentication failed: no pg_hba.conf entry for this host, user and database"),
+        (r'could not translate host name "([^"]*)"', 'unknown host "{0}"'),
+        (r"no route to host|network is unreachable", "host unreachable"),
+        (r"too many clients|remaining connection slots", "too many connections"),
+        (r"the database system is (starting up|shutting down|in recovery mode)", "server {0}"),
+    )
+)
+_LIBPQ_PREFIX = re.compile(r"^(connection to server (at|on) .*? failed: )?((FATAL|ERROR):\s*)?", re.IGNORECASE)
+
+
+def connection_failure_reason(exc: BaseException) -> str:
+    """Why connecting failed, in a few words (connection refused, unknown database "x", ...); no password."""
+    text = str(exc).strip()
+    for pattern, reason in _CONNECT_FAILURES:
+        if found := pattern.search(text):
+            return reason.format(*found.groups())
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return _LIBPQ_PREFIX.sub("", first_line)
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/database of a libpq DSN or URI, without user or password (like Config.describe_database)."""
+    try:
+        parts = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.Error:
+        return "the configured database"
+    host = parts.get("host") or "local socket"
+    return f"{'local socket' if host.startswith('/') else host}:{parts.get('port') or 5432}/{parts.get('dbname', '')}"
+
+
+def wait_for_database(dsn: str, connect_timeout: int, deadline_seconds: float, where: str | None = None) -> None:
+    """Block until a connection succeeds or the deadline passes (used by set-up scripts at start).
+
+    On failure the error reads e.g. "cannot connect to 127.0.0.1:5999/payments: connection
+    refused"; `where` names the database in it (default: host:port/database of `dsn`).
+    """
     deadline = time.monotonic() + deadline_seconds
     delay = 0.25
     while True:
@@ -285,6 +334,11 @@ def wait_for_database(dsn: str, connect_timeout: int, deadline_seconds: float) -
             return
         except psycopg2.OperationalError as exc:
             if time.monotonic() + delay > deadline:
-                raise DatabaseUnavailableError(f"database not reachable after {deadline_seconds:.0f}s: {exc}") from exc
+                reason = connection_failure_reason(exc)
+                if reason == "timeout":
+                    reason = f"timeout after {connect_timeout}s"
+                retried = f" (still failing after {deadline_seconds:g}s of retries)" if deadline_seconds > 0 else ""
+                message = f"cannot connect to {where or describe_dsn(dsn)}: {reason}{retried}"
+                raise DatabaseUnavailableError(message) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -104,7 +104,34 @@ def test_an_unreachable_database_is_a_clear_failure_not_a_traceback(base_config:
     result = run_setup(config)
 
     assert result.returncode == 1
-    assert "database set-up failed" in result.stderr
+    assert f"database set-up failed: cannot connect to 127.0.0.1:{config.DB_PORT}/x: connection refused" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_waiting_for_an_unreachable_database_says_how_long_and_hides_the_password(base_config: Config) -> None:
+    port = closed_port()
+    config = base_config.with_overrides({"DATABASE_URL": f"postgresql://payer:s3cret-pw@127.0.0.1:{port}/payments"})
+
+    result = run_setup(config, "--wait", "0.5")
+
+    assert result.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}/payments: connection refused (still failing after 0.5s" in (
+        result.stderr
+    )
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_database_in_database_url_is_named(base_config: Config) -> None:
+    config = config_for_database(base_config, "payments_does_not_exist")
+    config = config.with_overrides({"DATABASE_URL": config.get_database_uri()})
+
+    result = run_setup(config)
+
+    assert result.returncode == 1
+    assert '/payments_does_not_exist: unknown database "payments_does_not_exist"' in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -7,11 +7,15 @@ import sys
 from pathlib import Path
 
 import psycopg2
+import pytest
 
 from config import Config
-from tests.helpers import closed_port, database_env
+from tests.helpers import closed_port, config_for_database, database_env
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+COMMANDS = ("purge-idempotency-keys", "dispatch-notifications", "dead-notifications", "requeue-notifications")
 
 
 def run_manage(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
@@ -19,6 +23,21 @@ def run_manage(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "manage.py", *args], cwd=ROOT, env=database_env(config), capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
+
+
+def unreachable(base_config: Config) -> Config:
+    return base_config.with_overrides(
+        {"DATABASE_URL": None, "DB_HOST": "127.0.0.1", "DB_PORT": closed_port(), "DB_NAME": "payments"}
+    )
+
+
+def add_dead_notification(db: psycopg2.extensions.connection, notification_id: str) -> None:
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO notification_outbox (notification_id, event_type, payload, status, attempts, last_error)"
+            " VALUES (%s, %s, '{}', 'DEAD', 8, 'HTTP 500')",
+            (notification_id, notification_id.split("-")[0]),
+        )
 
 
 def test_purge_deletes_expired_keys_and_keeps_live_ones(
@@ -49,3 +68,119 @@ def test_purge_with_the_database_down_fails_clearly(base_config: Config) -> None
     assert result.returncode == 1
     assert "database unavailable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("dead-notifications", "--limit", "-5"), "--limit: must be from 1 to 10000, got -5"),
+        (("dead-notifications", "--limit", "0"), "--limit: must be from 1 to 10000"),
+        (("dead-notifications", "--limit", "10001"), "--limit: must be from 1 to 10000"),
+        (("dead-notifications", "--limit", "many"), "must be a whole number"),
+        (("requeue-notifications", "abc"), "'abc' is not a notification id"),
+        (("requeue-notifications", "refund-3", "payment-1"), "'payment-1' is not a notification id"),
+        (("requeue-notifications",), "either --all or one or more IDs"),
+        (("requeue-notifications", "--all", "refund-3"), "not both"),
+        (("dispatch-notifications", "--forever"), "unrecognized arguments: --forever"),
+        (("purge-everything",), "invalid choice"),
+        ((), "required: COMMAND"),
+    ],
+)
+def test_bad_arguments_are_a_usage_error_before_touching_the_database(
+    base_config: Config, args: tuple[str, ...], complaint: str
+) -> None:
+    result = run_manage(unreachable(base_config), *args)  # a database is never reached for these
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python manage.py")
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(base_config: Config, command: str) -> None:
+    result = run_manage(unreachable(base_config), command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python manage.py {command}")
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_top_level_help_lists_every_command(base_config: Config) -> None:
+    result = run_manage(unreachable(base_config), "--help")
+
+    assert result.returncode == 0
+    assert all(command in result.stdout for command in COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(command,) for command in COMMANDS if command != "requeue-notifications"] + [("requeue-notifications", "--all")],
+)
+def test_an_unreachable_database_names_where_and_why(base_config: Config, args: tuple[str, ...]) -> None:
+    config = unreachable(base_config)
+
+    result = run_manage(config, *args)
+
+    assert result.returncode == 1
+    assert f"database unavailable: cannot connect to 127.0.0.1:{config.DB_PORT}/payments: connection refused" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_the_password_in_database_url_is_never_printed(base_config: Config) -> None:
+    port = closed_port()
+    config = base_config.with_overrides({"DATABASE_URL": f"postgresql://payer:s3cret-pw@127.0.0.1:{port}/payments"})
+
+    result = run_manage(config, "dead-notifications")
+
+    assert result.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}/payments: connection refused" in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_an_unknown_database_is_named(test_config: Config) -> None:
+    config = config_for_database(test_config, "payments_does_not_exist")
+
+    result = run_manage(config, "dead-notifications")
+
+    assert result.returncode == 1
+    assert "/payments_does_not_exist: unknown database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dead_notifications_are_listed_up_to_the_limit(test_config: Config, db: psycopg2.extensions.connection) -> None:
+    for notification_id in ("payment-12-success", "refund-3"):
+        add_dead_notification(db, notification_id)
+
+    result = run_manage(test_config, "dead-notifications", "--limit", "1")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("payment-12-success\tpayment\tattempts=8")
+    assert "1 dead notifications" in result.stdout
+
+
+def test_requeue_reports_ids_that_match_no_dead_notification(
+    test_config: Config, db: psycopg2.extensions.connection
+) -> None:
+    add_dead_notification(db, "refund-3")
+
+    result = run_manage(test_config, "requeue-notifications", "refund-3", "receipt-4", "refund-3")
+
+    assert result.returncode == 1
+    assert "re-queued refund-3" in result.stdout and "re-queued 1 notifications" in result.stdout
+    assert "not re-queued: no dead notification receipt-4" in result.stderr
+    with db.cursor() as cur:
+        cur.execute("SELECT status, attempts FROM notification_outbox WHERE notification_id = 'refund-3'")
+        assert cur.fetchone() == ("PENDING", 0)
+
+
+def test_requeue_of_dead_ids_succeeds(test_config: Config, db: psycopg2.extensions.connection) -> None:
+    add_dead_notification(db, "receipt-4")
+
+    result = run_manage(test_config, "requeue-notifications", "receipt-4")
+
+    assert result.returncode == 0, result.stderr
+    assert "re-queued 1 notifications" in result.stdout

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 _HANDLER_NAME = "payment-service"
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
+# Attributes every LogRecord has (plus those formatting and our filter add): the rest came from `extra=`.
+_RECORD_ATTRS = frozenset(
+    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "request_id", "taskName"]
+)
+# A value printed bare must not be mistaken for the end of the field or the start of another one.
+_BARE_VALUE = re.compile(r"[^\s\"'=\\]+")
 
 
 class RequestIdFilter(logging.Filter):
@@ -20,6 +28,33 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = _current_request_id()
         return True
+
+
+class ReadableFormatter(logging.Formatter):
+    """The DEBUG format: one plain-text line per record, ending with its `extra=` fields as key=value.
+
+    e.g. `2026-12-01 08:00:11,292 INFO    payment_service.access [req-1] request method=GET path=/live
+    status=200 duration_ms=1.2`. Values with spaces, quotes or `=` are double-quoted (JSON string
+    escapes), so a line stays one line and splits back into its fields; None shows as `-`.
+    """
+
+    def __init__(self) -> None:
+        """Use the service's text layout."""
+        super().__init__(_TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging.Formatter's name)
+        """The layout's line plus the record's structured fields (a traceback, if any, follows)."""
+        line = super().formatMessage(record)
+        fields = [f"{key}={_readable_value(value)}" for key, value in vars(record).items() if key not in _RECORD_ATTRS]
+        return " ".join([line, *fields]) if fields else line
+
+
+def _readable_value(value: Any) -> str:
+    """One field's value for a text line: bare when unambiguous, else a double-quoted JSON string."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else str(value)
+    return text if _BARE_VALUE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
 def _current_request_id() -> str:
@@ -50,7 +85,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = True, stream: Text
             )
         )
     else:
-        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        handler.setFormatter(ReadableFormatter())
     root.addHandler(handler)
     root.setLevel(level)
     # Werkzeug's own per-request lines would duplicate our access log.

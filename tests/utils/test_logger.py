@@ -97,3 +97,60 @@ def test_payment_events_are_logged_with_ids_but_without_keys_or_bodies(
     assert "idem-secret-123" not in text
     assert "private note" not in text
     assert '"rider_id": 4242' not in text and "4242" not in text
+
+
+@pytest.fixture
+def text_stream(log_stream: io.StringIO) -> io.StringIO:
+    """Readable (DEBUG) logging into a buffer; `log_stream` restores quiet logging afterwards."""
+    stream = io.StringIO()
+    configure_logging("INFO", json_lines=False, stream=stream)
+    return stream
+
+
+def test_readable_lines_end_with_every_extra_field_as_key_value(text_stream: io.StringIO) -> None:
+    get_logger("payment_service.access").info(
+        "request", extra={"method": "GET", "path": "/live", "status": 200, "duration_ms": 1.2, "client": None}
+    )
+
+    line = text_stream.getvalue().rstrip("\n")
+    assert "\n" not in line
+    assert line.endswith(
+        "INFO    payment_service.access [-] request method=GET path=/live status=200 duration_ms=1.2 client=-"
+    )
+
+
+def test_readable_values_with_spaces_quotes_or_newlines_are_quoted_on_one_line(text_stream: io.StringIO) -> None:
+    get_logger("payments.test").warning(
+        "notification retry", extra={"error": 'HTTP 500 "oops"\nbody', "note": "", "retry_in": 1.5}
+    )
+
+    line = text_stream.getvalue().rstrip("\n")
+    assert "\n" not in line
+    assert line.endswith('notification retry error="HTTP 500 \\"oops\\"\\nbody" note="" retry_in=1.5')
+
+
+def test_readable_extras_come_before_a_traceback(text_stream: io.StringIO) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger("payments.test").exception("gateway call failed", extra={"payment_id": 7})
+
+    first, *rest = text_stream.getvalue().splitlines()
+    assert first.endswith("gateway call failed payment_id=7")
+    assert rest[0] == "Traceback (most recent call last):"
+
+
+def test_readable_payment_events_keep_their_ids_but_not_keys(
+    charge_client: FlaskClient, trips: FakeTripService, log_stream: io.StringIO
+) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", json_lines=False, stream=stream)  # the app factory reconfigured it
+    trips.trip(101)
+    body = {"idempotency_key": "idem-secret-123", "trip_id": 101, "method": "CARD", "rider_id": 4242}
+
+    paid = charge_client.post("/v1/payments/charge", json=body).get_json()
+
+    lines = stream.getvalue().splitlines()
+    assert any(f"charge finished payment_id={paid['payment_id']} trip_id=101 status=SUCCESS" in line for line in lines)
+    assert any(" request method=POST path=/v1/payments/charge status=" in line for line in lines)
+    assert "idem-secret-123" not in stream.getvalue()
