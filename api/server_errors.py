@@ -169,6 +169,14 @@ def _request_id(req: Any) -> str:
     return uuid.uuid4().hex
 
 
+# Body framing errors, as gunicorn raises them while reading a chunked body.
+UNREAD_BODY_ERRORS = tuple(
+    getattr(http_errors, name)
+    for name in ("InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension")
+    if hasattr(http_errors, name)
+)
+
+
 class JsonErrorsMixin:
     """Replaces `Worker.handle_error`: the same logging, a JSON body instead of an HTML page."""
 
@@ -197,6 +205,20 @@ class JsonErrorSyncWorker(JsonErrorsMixin, SyncWorker):
 
 class JsonErrorThreadWorker(JsonErrorsMixin, ThreadWorker):
     """gunicorn's gthread worker with JSON error pages."""
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """Keep the connection only if the unread body of the answered request drains cleanly.
+
+        gunicorn (the pinned version) discards that body here, after the application answered
+        without reading it (404, 405, 429). A malformed body then raised into handle_error, which
+        wrote a second answer on the same connection, one the client would take as the answer to
+        its next request. The request has its answer: close the connection instead.
+        """
+        try:
+            return super()._keepalive_after(conn, keepalive)
+        except UNREAD_BODY_ERRORS as exc:
+            self.log.info("Closing the connection: the unread body of the answered request is malformed (%s)", exc)
+            return False
 
 
 class JsonErrorWorker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -113,6 +114,28 @@ def test_the_callers_request_id_is_kept_when_the_headers_were_read(serve_gunicor
 
     assert exchange(url, sent).headers["x-request-id"] == "req-17.a"
     assert exchange(url, hostile).headers["x-request-id"] not in ("", "a b")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [(b"POST", b"/nowhere", 404), (b"PUT", b"/v1/payments/charge", 405)]
+)
+def test_a_malformed_body_the_application_did_not_read_gets_one_answer_not_two(
+    serve_gunicorn: Callable[..., str], method: bytes, path: bytes, status: int
+) -> None:
+    # The application answers without reading the body; gunicorn then discards it to keep the
+    # connection alive, finds it malformed, and used to write a second (400) answer after the first.
+    url = serve_gunicorn(workers=1, threads=2)
+    host, port = url.removeprefix("http://").split(":")
+    payload = method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n"
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(payload)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                data += chunk
+
+    assert data.startswith(b"HTTP/1.1 %d" % status), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1, data
 
 
 def test_the_service_still_answers_normally_after_refusals(serve_gunicorn: Callable[..., str]) -> None:
