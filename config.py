@@ -210,8 +210,14 @@ def _read_currency(setting: Setting, text: str) -> str:
 
 def _read_database_url(setting: Setting, text: str) -> str:
     """A postgresql:// URL."""
-    if urlsplit(text).scheme not in ("postgres", "postgresql"):
-        raise ConfigError(f"{setting.name} must start with postgresql://, got a {urlsplit(text).scheme!r} URL")
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(f"{setting.name} must start with postgresql://, got a {parts.scheme!r} URL")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        # The message names the setting only: the URL may hold a password.
+        raise ConfigError(f"{setting.name} has a port that is not a number from 1 to 65535") from None
     return text
 
 

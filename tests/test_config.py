@@ -344,3 +344,11 @@ def test_a_refused_override_says_what_is_allowed() -> None:
         config.with_overrides({"DB_POOL_SIZE": 0})
     with pytest.raises(ConfigError, match="DB_POOL_SIZE must be an integer, got '3'"):
         config.with_overrides({"DB_POOL_SIZE": "3"})
+
+
+@pytest.mark.parametrize("port", ["notaport", "99999"])
+def test_a_database_url_with_a_bad_port_is_a_configuration_error_without_the_password(port: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL") as refused:
+        Config.from_env({"DATABASE_URL": f"postgresql://alice:Sup3rS3cret@127.0.0.1:{port}/payments"})
+
+    assert "Sup3rS3cret" not in str(refused.value)
