@@ -112,6 +112,16 @@ class ReceiptService:
             receipt = self._create(payment)
         return ReceiptView(receipt, payment, refunds)
 
+    def check_receiptable(self, payment_id: int) -> None:
+        """Raise what get_receipt would (not found, unavailable), without issuing a receipt."""
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(SELECT_PAYMENT, {"payment_id": payment_id})
+            row = cur.fetchone()
+        if row is None:
+            raise PaymentNotFoundError(payment_id)
+        if row["status"] not in RECEIPTABLE_STATUSES:
+            raise ReceiptUnavailableError(payment_id, row["status"])
+
     def _read(self, payment_id: int) -> tuple[Payment, Receipt | None, list[Refund]]:
         """Read the payment, its receipt (if any) and its refunds in one transaction and one snapshot."""
         with self.pool.cursor() as cur:

@@ -107,8 +107,17 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
 @bp.get("/payments/<payment_id:payment_id>/receipt")
 def receipt(payment_id: str) -> ResponseReturnValue:
     """The payment's receipt as JSON, or as a printable page for `Accept: text/html`."""
-    result = services().receipts.get_receipt(payment_id_or_404(payment_id)).to_json()
+    parsed_id = payment_id_or_404(payment_id)
     wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    if wanted == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]:
+    html = (
+        wanted == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
+    )
+    if request.method == "HEAD":
+        # HEAD must not have the side effects of GET: it says whether a receipt can be had (200,
+        # 404, 409) without issuing it, which would fix its number and notify the rider.
+        services().receipts.check_receiptable(parsed_id)
+        return Response(status=200, mimetype="text/html" if html else "application/json")
+    result = services().receipts.get_receipt(parsed_id).to_json()
+    if html:
         return Response(_render_receipt(result), mimetype="text/html")
     return jsonify(result)

@@ -264,6 +264,21 @@ def test_a_long_unbroken_reason_wraps_inside_the_item_column_and_names_keep_thei
     assert "Noto Sans Devanagari" in page and "Noto Sans Arabic" in page and "Noto Sans CJK SC" in page
 
 
+def test_head_on_a_receipt_issues_nothing_and_answers_like_get_would(
+    charge_client: FlaskClient, insert_payment: Callable[..., int], db: psycopg2.extensions.connection
+) -> None:
+    paid = insert_payment()
+    pending = insert_payment(status="PENDING")
+
+    head = charge_client.head(f"/v1/payments/{paid}/receipt")
+    head_pending = charge_client.head(f"/v1/payments/{pending}/receipt")
+    head_unknown = charge_client.head("/v1/payments/31337/receipt")
+
+    assert (head.status_code, head.mimetype, head.get_data()) == (200, "application/json", b"")
+    assert (head_pending.status_code, head_unknown.status_code) == (409, 404)
+    assert row_counts(db)["payment_receipts"] == row_counts(db)["notification_outbox"] == 0
+
+
 def test_a_browser_accept_header_gets_html_and_curl_gets_json(
     charge_client: FlaskClient, insert_payment: Callable[..., int]
 ) -> None:
