@@ -34,10 +34,10 @@ NOTIFICATION_ID = re.compile(r"payment-[1-9][0-9]*-[a-z_]+|refund-[1-9][0-9]*|re
 
 def _limit(text: str) -> int:
     """Parse --limit: an integer from 1 to MAX_LIMIT."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, got {text!r}") from None
+    # int() would also take "５" or " 5 "; the service reads numbers as plain ASCII digits only.
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
+    value = int(text)
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, got {value}")
     return value

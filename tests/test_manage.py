@@ -73,7 +73,8 @@ def test_purge_with_the_database_down_fails_clearly(base_config: Config) -> None
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
-        (("dead-notifications", "--limit", "-5"), "--limit: must be from 1 to 10000, got -5"),
+        (("dead-notifications", "--limit", "-5"), "--limit: must be a whole number from 1 to 10000, got '-5'"),
+        (("dead-notifications", "--limit", "\uff15"), "must be a whole number"),
         (("dead-notifications", "--limit", "0"), "--limit: must be from 1 to 10000"),
         (("dead-notifications", "--limit", "10001"), "--limit: must be from 1 to 10000"),
         (("dead-notifications", "--limit", "many"), "must be a whole number"),

@@ -17,7 +17,11 @@ _RECORD_ATTRS = frozenset(
     [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "request_id", "taskName"]
 )
 # A value printed bare must not be mistaken for the end of the field or the start of another one.
-_BARE_VALUE = re.compile(r"[^\s\"'=\\]+")
+# Printable text without spaces, quotes, `=` or backslashes goes bare; anything else is quoted with
+# every control character escaped, so a value (a request path, say) can never put a terminal
+# escape sequence or a NUL into an operator's terminal or log file.
+_BARE_VALUE = re.compile(r"[^\s\"'=\\\x00-\x1f\x7f-\x9f]+")
+_CONTROL = re.compile(r"[\x7f-\x9f]")
 
 
 class RequestIdFilter(logging.Filter):
@@ -54,7 +58,10 @@ def _readable_value(value: Any) -> str:
     if value is None:
         return "-"
     text = value if isinstance(value, str) else str(value)
-    return text if _BARE_VALUE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    if _BARE_VALUE.fullmatch(text):
+        return text
+    # json.dumps escapes U+0000-U+001F; DEL and the C1 controls are escaped here.
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
 
 
 def _current_request_id() -> str:

@@ -154,3 +154,14 @@ def test_readable_payment_events_keep_their_ids_but_not_keys(
     assert any(f"charge finished payment_id={paid['payment_id']} trip_id=101 status=SUCCESS" in line for line in lines)
     assert any(" request method=POST path=/v1/payments/charge status=" in line for line in lines)
     assert "idem-secret-123" not in stream.getvalue()
+
+
+@pytest.mark.parametrize("path", ["/v1/payments/\x1b[31mRED\x1b[0m", "/v1/payments/a\x00b", "/x\x7fy\x9bz"])
+def test_readable_logs_escape_control_characters_of_a_field(path: str) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", json_lines=False, stream=stream)
+    logging.getLogger("payment_service.test").info("request", extra={"path": path})
+
+    line = stream.getvalue()
+    assert not any((ord(char) < 0x20 and char != "\n") or 0x7F <= ord(char) <= 0x9F for char in line), repr(line)
+    assert "\\u00" in line
