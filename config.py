@@ -364,7 +364,13 @@ class Config:
     SERVICE_NAME: str = setting(TEXT, "payment-service", "name in `/health` and on receipts", from_env=False)
     VERSION: str = setting(TEXT, "1.0.0", "version in `/health`", from_env=False)
 
-    SERVICE_PORT: int = setting(INTEGER, 8082, "port of `python app.py` (gunicorn takes `-b`)", bounds=(1, 65535))
+    SERVICE_PORT: int = setting(
+        INTEGER,
+        8082,
+        "port the service listens on, with `python app.py` and with gunicorn and `gunicorn.conf.py` (0.0.0.0, unless"
+        " `GUNICORN_BIND` or `-b` says otherwise)",
+        bounds=(1, 65535),
+    )
     DEBUG: bool = setting(
         BOOLEAN,
         False,

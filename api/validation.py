@@ -112,6 +112,12 @@ def parse_list_filters(args: MultiDict[str, str]) -> PaymentFilters:
     )
     if filters.after is not None and filters.offset:
         raise ValidationError("Use either 'cursor' or 'offset', not both.", field="cursor")
+    if filters.after is not None and filters.after.scope != filters.scope():
+        raise ValidationError(
+            "Query parameter 'cursor' belongs to a list with other filters; send the same trip_id, rider_id,"
+            " driver_id, status and method as the page that gave it.",
+            field="cursor",
+        )
     return filters
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,14 +46,17 @@ LIMIT %(fetch)s OFFSET %(offset)s
 
 @dataclass(frozen=True, slots=True)
 class PageCursor:
-    """Where a page ended: the last row's sort key. Opaque to clients (see encode/decode)."""
+    """Where a page ended (the last row's sort key) and which filters it pages through. Opaque to clients."""
 
     created_at: datetime
     payment_id: int
+    # A short digest of the filters of the page that issued it: a cursor only continues that list,
+    # never another one mid-way (found by trying the service: it silently did).
+    scope: str
 
     def encode(self) -> str:
         """URL-safe text for `next_cursor`."""
-        raw = f"{self.created_at.isoformat()}|{self.payment_id}".encode()
+        raw = f"{self.created_at.isoformat()}|{self.payment_id}|{self.scope}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -61,14 +66,25 @@ class PageCursor:
             return None
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            moment, _, number = raw.partition("|")
+            moment, number, scope = raw.split("|")
             created_at = datetime.fromisoformat(moment)
             payment_id = int(number) if number.isascii() and number.isdigit() else 0
         except (ValueError, UnicodeDecodeError):
             return None
-        if created_at.tzinfo is None or not 0 < payment_id <= MAX_BIGINT:
+        if created_at.tzinfo is None or not 0 < payment_id <= MAX_BIGINT or not _SCOPE_RE.fullmatch(scope):
             return None
-        return cls(created_at, payment_id)
+        return cls(created_at, payment_id, scope)
+
+
+_SCOPE_RE = re.compile(r"[0-9a-f]{12}")
+
+
+def filter_scope(
+    trip_id: int | None, rider_id: int | None, driver_id: int | None, status: str | None, method: str | None
+) -> str:
+    """The digest a cursor carries of the filters it belongs to."""
+    text = "|".join("" if value is None else str(value) for value in (trip_id, rider_id, driver_id, status, method))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +99,10 @@ class PaymentFilters:
     limit: int = 100
     offset: int = 0
     after: PageCursor | None = None
+
+    def scope(self) -> str:
+        """The digest of these filters (what a cursor of this list carries)."""
+        return filter_scope(self.trip_id, self.rider_id, self.driver_id, self.status, self.method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,5 +163,5 @@ class PaymentQueries:
             limit=filters.limit,
             offset=filters.offset,
             has_more=has_more,
-            next_cursor=PageCursor(last.created_at, last.payment_id) if last else None,
+            next_cursor=PageCursor(last.created_at, last.payment_id, filters.scope()) if last else None,
         )

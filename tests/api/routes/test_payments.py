@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from config import Config
 from database.seed import load_csv
 from database_setup import DEFAULT_CSV
+from services.payment_queries import filter_scope
 
 PAYMENT_KEYS = {
     "payment_id",
@@ -173,15 +174,20 @@ def _cursor(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+NO_FILTERS = filter_scope(None, None, None, None, None)
+
+
 @pytest.mark.parametrize(
     "cursor",
     [
         "not-a-cursor",
-        _cursor("2025-01-01T00:00:00|5"),  # no time zone
-        _cursor("2025-01-01T00:00:00+00:00|0"),
-        _cursor("2025-01-01T00:00:00+00:00|-4"),
-        _cursor("2025-01-01T00:00:00+00:00|99999999999999999999"),
-        _cursor("yesterday|5"),
+        _cursor("2025-01-01T00:00:00|5|" + NO_FILTERS),  # no time zone
+        _cursor("2025-01-01T00:00:00+00:00|0|" + NO_FILTERS),
+        _cursor("2025-01-01T00:00:00+00:00|-4|" + NO_FILTERS),
+        _cursor("2025-01-01T00:00:00+00:00|99999999999999999999|" + NO_FILTERS),
+        _cursor("yesterday|5|" + NO_FILTERS),
+        _cursor("2025-01-01T00:00:00+00:00|5|not-a-digest"),
+        _cursor("2025-01-01T00:00:00+00:00|5"),  # no filter digest
         "%FF%FE",
         "a" * 201,
     ],
@@ -191,6 +197,21 @@ def test_a_malformed_cursor_is_400_naming_it(client: FlaskClient, cursor: str) -
 
     assert response.status_code == 400
     assert response.get_json()["field"] == "cursor"
+
+
+def test_a_cursor_continues_only_the_list_that_issued_it(
+    client: FlaskClient, insert_payment: Callable[..., int]
+) -> None:
+    for status in ("SUCCESS", "FAILED", "SUCCESS", "FAILED"):
+        insert_payment(status=status)
+    unfiltered = client.get("/v1/payments?limit=1").get_json()["next_cursor"]
+    failed = client.get("/v1/payments?limit=1&status=FAILED").get_json()["next_cursor"]
+
+    crossed = client.get(f"/v1/payments?limit=1&status=FAILED&cursor={unfiltered}")
+    same = client.get(f"/v1/payments?limit=1&status=failed&cursor={failed}")
+
+    assert (crossed.status_code, crossed.get_json()["field"]) == (400, "cursor")
+    assert same.status_code == 200 and [p["status"] for p in same.get_json()["payments"]] == ["FAILED"]
 
 
 def test_cursor_and_offset_together_are_400(client: FlaskClient, insert_payment: Callable[..., int]) -> None:
