@@ -34,7 +34,7 @@ NOTIFICATION_ID = re.compile(r"payment-[1-9][0-9]*-[a-z_]+|refund-[1-9][0-9]*|re
 
 def _limit(text: str) -> int:
     """Parse --limit: an integer from 1 to MAX_LIMIT."""
-    # int() would also take "５" or " 5 "; the service reads numbers as plain ASCII digits only.
+    # int() would also take a fullwidth digit or " 5 "; the service reads numbers as plain ASCII digits only.
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
     value = int(text)
