@@ -20,36 +20,11 @@ from prometheus_client import REGISTRY
 from config import Config
 from database.pool import ConnectionPool
 from services.metrics_service import MetricsService
-from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox, RetryPolicy
+from services.notification_service import Dispatcher, NotificationAdmin, RetryPolicy
 from tests.fakes import FakeNotificationService, FakeTripService
 from tests.helpers import closed_port, database_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def quiet_app(make_app: Callable[..., Flask], trips: FakeTripService, notifications: FakeNotificationService) -> Flask:
-    """An app whose own dispatcher is off, so the tests drive delivery themselves."""
-    return make_app(
-        TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url, GATEWAY_SUCCESS_RATE=1.0,
-        NOTIFY_DISPATCHER_ENABLED=False, RATE_LIMIT_ENABLED=False,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def dispatcher_for(test_config: Config, db: psycopg2.extensions.connection):
-    """Factory: a dispatcher on its own pool with the given overrides; all closed afterwards."""
-    made: list[ConnectionPool] = []
-
-    def build(notification_url: str, **overrides: object) -> Dispatcher:
-        config = test_config.with_overrides({"NOTIFICATION_SERVICE_URL": notification_url, **overrides})
-        pool = ConnectionPool(config.get_database_uri(), size=4, wait_timeout=5, connect_timeout=2)
-        made.append(pool)
-        return Dispatcher(pool, HttpNotificationSender(config), Outbox(), config)
-
-    yield build
-    for pool in made:
-        pool.close()
 
 
 def outbox_rows(db: psycopg2.extensions.connection) -> list[tuple]:
