@@ -80,12 +80,25 @@ def _values(value: Any) -> Iterator[Any]:
             stack.extend(item)
 
 
-def _refuse_marked_numbers(body: dict[str, Any]) -> None:
-    """400 naming the top-level field that holds NaN, Infinity or a number with too many digits."""
+def _refuse_unusable_values(body: dict[str, Any]) -> None:
+    """400 naming the top-level field that holds NaN, Infinity, a number with too many digits, or a lone surrogate.
+
+    One walk over the body finds both; a number's problem is reported first, as it is the more common.
+    """
+    surrogate_field: str | None = None
     for name, value in body.items():
-        for item in _values(value):
+        for item in (name, *_values(value)):
             if isinstance(item, _NotAccepted):
                 raise ValidationError(f"{name} {item.problem}.", field=name)
+            if surrogate_field is None and isinstance(item, str) and _has_lone_surrogate(item):
+                surrogate_field = name if not _has_lone_surrogate(name) else "body"
+    if surrogate_field is not None:
+        # JSON allows a lone surrogate escape and json.loads returns it, but it cannot be stored or
+        # sent on as UTF-8: refused here, not a database encoding error (a 500) later.
+        holder = "A field name" if surrogate_field == "body" else f"{surrogate_field} must be text; it"
+        raise ValidationError(
+            f"{holder} holds an unpaired UTF-16 surrogate escape, which is not a character.", field=surrogate_field
+        )
 
 
 def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
@@ -119,13 +132,7 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
         raise AppError("The request body is nested too deeply.", status_code=400, code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object.", field="body")
-    _refuse_marked_numbers(body)
-    field = _field_with_lone_surrogate(body)
-    if field is not None:
-        holder = "A field name" if field == "body" else f"{field} must be text; it"
-        raise ValidationError(
-            f"{holder} holds an unpaired UTF-16 surrogate escape, which is not a character.", field=field
-        )
+    _refuse_unusable_values(body)
     return body
 
 
@@ -136,16 +143,3 @@ def _has_lone_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def _field_with_lone_surrogate(body: dict[str, Any]) -> str | None:
-    """The top-level field whose name or value holds a lone surrogate, or None.
-
-    JSON allows a lone surrogate escape and json.loads returns it, but it cannot be stored or sent
-    on as UTF-8: it must be refused here, not fail later as a database encoding error (a 500).
-    """
-    for name, value in body.items():
-        for item in (name, *_values(value)):
-            if isinstance(item, str) and _has_lone_surrogate(item):
-                return name if not _has_lone_surrogate(name) else "body"
-    return None

@@ -75,6 +75,12 @@ class ServerError:
 
 
 INTERNAL_ERROR = ServerError(500, "internal_error", "Internal server error.")
+# Body framing errors, as gunicorn raises them while reading a chunked body.
+UNREAD_BODY_ERRORS = (
+    http_errors.InvalidChunkSize,
+    http_errors.ChunkMissingTerminator,
+    http_errors.InvalidChunkExtension,
+)
 
 
 def _limit(value: Any) -> int | None:
@@ -143,7 +149,7 @@ def describe(exc: BaseException, cfg: Any = None) -> ServerError:
         return ServerError(
             400, "bad_request", "Transfer-Encoding must be chunked; other transfer codings are not supported."
         )
-    if isinstance(exc, (errors.InvalidChunkSize, errors.ChunkMissingTerminator, errors.InvalidChunkExtension)):
+    if isinstance(exc, UNREAD_BODY_ERRORS):
         return ServerError(400, "bad_request", "The chunked request body is malformed.")
     if isinstance(exc, errors.ExpectationFailed):
         return ServerError(417, "expectation_failed", "The only Expect value supported is 100-continue.")
@@ -167,14 +173,6 @@ def _request_id(req: Any) -> str:
         if name == "X-REQUEST-ID" and isinstance(value, str) and _REQUEST_ID_RE.match(value):
             return value
     return uuid.uuid4().hex
-
-
-# Body framing errors, as gunicorn raises them while reading a chunked body.
-UNREAD_BODY_ERRORS = tuple(
-    getattr(http_errors, name)
-    for name in ("InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension")
-    if hasattr(http_errors, name)
-)
 
 
 class JsonErrorsMixin:

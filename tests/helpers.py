@@ -58,26 +58,26 @@ def admin_connect(base: Config) -> psycopg2.extensions.connection:
     return conn
 
 
-def create_database(base: Config, prefix: str) -> str:
-    """Create an empty, uniquely named database and return its name."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+def _admin_execute(base: Config, statement: sql.Composable) -> None:
+    """Run one statement on the server's maintenance database (CREATE/DROP DATABASE)."""
     conn = admin_connect(base)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            cur.execute(statement)
     finally:
         conn.close()
+
+
+def create_database(base: Config, prefix: str) -> str:
+    """Create an empty, uniquely named database and return its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin_execute(base, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name
 
 
 def drop_database(base: Config, name: str) -> None:
     """Drop a database this run created, even if connections linger."""
-    conn = admin_connect(base)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    _admin_execute(base, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def row_counts(db: psycopg2.extensions.connection) -> dict[str, int]:
