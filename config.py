@@ -177,11 +177,11 @@ def _read_http_url(setting: Setting, text: str) -> str:
 
 
 def _read_choice(setting: Setting, text: str) -> str:
-    """One of a fixed set of upper-case words."""
-    value = text.upper()
-    if value not in setting.choices:
-        raise ConfigError(f"{setting.name} must be one of {', '.join(setting.choices)}, got {value!r}")
-    return value
+    """One of a fixed set of words, in any case; stored as the set spells it."""
+    for choice in setting.choices:
+        if text.upper() == choice.upper():
+            return choice
+    raise ConfigError(f"{setting.name} must be one of {', '.join(setting.choices)}, got {text!r}")
 
 
 def _read_rate_limit(setting: Setting, text: str) -> str:
@@ -516,6 +516,52 @@ class Config:
     GATEWAY_PENDING_RATE: float = setting(
         NUMBER, 0.0, "simulated gateway: share of charges left undecided (`PENDING`)", bounds=(0.0, 1.0)
     )
+    GATEWAY: str = setting(
+        CHOICE,
+        "simulator",
+        "`simulator` (embedded, its ledger in the service's database) or `stripe` (PaymentIntents, needs"
+        " `STRIPE_API_KEY`); CASH never calls a gateway",
+        choices=("simulator", "stripe"),
+    )
+    GATEWAY_SETTLE_SECONDS: float = setting(
+        NUMBER,
+        30.0,
+        "simulated gateway: an undecided charge or refund is decided at the first look-up this many seconds"
+        " after it was made",
+        bounds=(0.0, 86400.0),
+    )
+    GATEWAY_TIMEOUT: float = setting(
+        NUMBER,
+        10.0,
+        "seconds a call to Stripe may take; no answer leaves the payment `PENDING` for reconciliation",
+        bounds=(0.1, 120.0),
+    )
+    STRIPE_API_KEY: str | None = setting(
+        TEXT, None, "Stripe secret key (`sk_test_...` for test mode); required with `GATEWAY=stripe`", secret=True
+    )
+    STRIPE_API_BASE: str | None = setting(
+        HTTP_URL, None, "Stripe API address; unset: Stripe itself; set for a local server such as localstripe"
+    )
+    RECONCILE_INTERVAL: float = setting(
+        NUMBER,
+        60.0,
+        "seconds between reconciliation passes of the background loop in each process; `0` turns it off",
+        bounds=(0.0, 86400.0),
+    )
+    RECONCILE_MIN_AGE: float = setting(
+        NUMBER,
+        60.0,
+        "seconds a `PENDING` payment or refund is left alone before reconciliation looks it up",
+        bounds=(0.0, 86400.0),
+    )
+    RECONCILE_NO_RECORD_AFTER: float = setting(
+        NUMBER,
+        900.0,
+        "seconds after which a `PENDING` payment the gateway has no record of becomes `FAILED`"
+        " (`GATEWAY_NO_RECORD`); younger ones are sent to the gateway again under the same key",
+        bounds=(0.0, 30 * 86400.0),
+    )
+    RECONCILE_BATCH_SIZE: int = setting(INTEGER, 50, "rows a reconciliation pass takes at a time", bounds=(1, 1000))
     NOTIFY_DISPATCHER_ENABLED: bool = setting(BOOLEAN, True, "run a delivery thread in each process")
     NOTIFY_MAX_ATTEMPTS: int = setting(
         INTEGER, 10, "deliveries tried before a notification is marked `DEAD`", bounds=(1, 100)
@@ -552,7 +598,7 @@ class Config:
             if text is not None and text.strip():
                 values[spec.name] = spec.read(text.strip())
         config = cls(**values)
-        config.check_fares()
+        config.check_consistency()
         return config
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
@@ -567,8 +613,14 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown configuration names: {', '.join(unknown)}")
         config = dataclasses.replace(self, **{name: _BY_NAME[name].check(value) for name, value in overrides.items()})
-        config.check_fares()
+        config.check_consistency()
         return config
+
+    def check_consistency(self) -> None:
+        """Refuse combinations of settings that each look valid alone."""
+        self.check_fares()
+        if self.GATEWAY == "stripe" and not self.STRIPE_API_KEY:
+            raise ConfigError("STRIPE_API_KEY is required when GATEWAY=stripe (a secret key such as sk_test_...)")
 
     def check_fares(self) -> None:
         """Refuse fare settings under which an ordinary trip could not be stored as a payment."""

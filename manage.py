@@ -5,6 +5,7 @@ Usage:
   python manage.py dispatch-notifications [--once] deliver outbox notifications (until stopped)
   python manage.py dead-notifications [--limit N]  list notifications that ran out of attempts
   python manage.py requeue-notifications (--all | ID...)  make dead notifications due again
+  python manage.py reconcile [--once] [--dry-run]  settle PENDING payments and refunds against the gateway
 
 Exit status: 0 done; 1 the database failed (the message names host:port/database and why, never
 the password) or an ID was not a dead notification; 2 bad arguments (usage on stderr) or settings.
@@ -17,6 +18,7 @@ import contextlib
 import re
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 import psycopg2
@@ -28,8 +30,8 @@ from utils.logger import configure_logging
 
 MAX_LIMIT = 10_000
 MAX_IDS = 1_000
-# What the services write as notification_id: payment-<id>-<status>, refund-<id>, receipt-<id>.
-NOTIFICATION_ID = re.compile(r"payment-[1-9][0-9]*-[a-z_]+|refund-[1-9][0-9]*|receipt-[1-9][0-9]*")
+# What the services write as notification_id: payment-<id>-<status>, refund-<id>[-<status>], receipt-<id>.
+NOTIFICATION_ID = re.compile(r"payment-[1-9][0-9]*-[a-z_]+|refund-[1-9][0-9]*(-[a-z_]+)?|receipt-[1-9][0-9]*")
 
 
 def _limit(text: str) -> int:
@@ -110,6 +112,40 @@ def requeue_notifications(config: Config, ids: list[str], everything: bool) -> i
     return 1 if missing else 0
 
 
+def reconcile(config: Config, once: bool, dry_run: bool) -> int:
+    """Settle PENDING payments and refunds: one pass (--once, --dry-run), or a pass every RECONCILE_INTERVAL."""
+    with _services(config) as graph:
+        reconciler = graph.reconciler
+        if once or dry_run:
+            report = reconciler.run_once(dry_run=dry_run)
+            verb = "would settle" if dry_run else "settled"
+            for decision in report.decisions:
+                print(("[dry run] " if dry_run else "") + decision.describe())
+            settled = sum(1 for decision in report.decisions if decision.status)
+            counts = (
+                ", ".join(f"{result} {count}" for result, count in sorted(report.counts().items())) or "nothing due"
+            )
+            print(f"{verb} {settled} of {len(report.decisions)} rows looked up ({counts})")
+            if dry_run:
+                print("dry run: no payment or refund was changed, and nothing asked the gateway to move money")
+            return 0
+        interval = config.RECONCILE_INTERVAL or 60.0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(f"reconciling every {interval:g} s; Ctrl-C to stop", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                try:
+                    report = reconciler.run_once()
+                    if report.decisions:
+                        print(f"pass: {report.counts()}", flush=True)
+                except DatabaseUnavailableError as exc:
+                    print(database_failure(config, exc), file=sys.stderr, flush=True)
+                if stop.wait(interval):
+                    break
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per operation, each with its own --help."""
     parser = argparse.ArgumentParser(
@@ -148,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     requeue.add_argument("--all", action="store_true", help="every dead notification")
     requeue.set_defaults(usage_error=requeue.error)  # prints this command's usage, exits 2
+    settle = commands.add_parser(
+        "reconcile",
+        help="settle PENDING payments and refunds against the gateway",
+        description="Look up PENDING payments and refunds older than RECONCILE_MIN_AGE at the gateway and settle"
+        " them (each in one transaction with its notification); runs a pass every RECONCILE_INTERVAL seconds until"
+        " SIGTERM or Ctrl-C, or one pass with --once.",
+    )
+    settle.add_argument("--once", action="store_true", help="one pass over what is due now, then exit")
+    settle.add_argument(
+        "--dry-run", action="store_true", help="one pass that only says what it would do: no writes, no money moved"
+    )
     return parser
 
 
@@ -176,6 +223,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
         return dispatch_notifications(config, args.once)
     if args.command == "dead-notifications":
         return dead_notifications(config, args.limit)
+    if args.command == "reconcile":
+        return reconcile(config, args.once, args.dry_run)
     return requeue_notifications(config, args.ids, args.all)
 
 

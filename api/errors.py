@@ -7,12 +7,22 @@ header) of each, and turns them into the `AppError` every error response is rend
 from __future__ import annotations
 
 from database.pool import DatabaseUnavailableError
-from services.charge import TripAlreadyPaidError, TripNotCompletedError, TripPartyMismatchError
+from services.charge import (
+    PaymentMethodRequiredError,
+    TripAlreadyPaidError,
+    TripNotCompletedError,
+    TripPartyMismatchError,
+)
 from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
 from services.idempotency_service import IdempotencyKeyInUseError, IdempotencyKeyReusedError
 from services.pricing import FareOutOfRangeError, InvalidFareError, NoCancellationFeeError
 from services.receipt_service import ReceiptUnavailableError
-from services.refund_service import PaymentNotRefundableError, RefundExceedsRemainingError
+from services.refund_service import (
+    GatewayRefundFailedError,
+    PaymentNotRefundableError,
+    RefundExceedsRemainingError,
+    RefundGatewayMismatchError,
+)
 from utils.errors import AppError, DomainError, PaymentNotFoundError
 
 STATUS: dict[type[DomainError], int] = {
@@ -26,11 +36,15 @@ STATUS: dict[type[DomainError], int] = {
     FareOutOfRangeError: 400,
     PaymentNotRefundableError: 400,
     RefundExceedsRemainingError: 400,
+    PaymentMethodRequiredError: 400,
     TripAlreadyPaidError: 409,
+    RefundGatewayMismatchError: 409,
     IdempotencyKeyInUseError: 409,
     ReceiptUnavailableError: 409,
     IdempotencyKeyReusedError: 422,
     TripServiceBadResponseError: 502,
+    # The gateway answered and said no; the refund is recorded as FAILED and nothing counts.
+    GatewayRefundFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
 }

@@ -202,6 +202,7 @@ def parse_charge_request(body: dict[str, Any], key_header: str | None) -> Charge
         rider_id=body.get("rider_id"),
         driver_id=body.get("driver_id"),
         amount=_amount(body.get("amount")),
+        payment_method=body.get("payment_method"),
     )
 
 

@@ -35,7 +35,7 @@ LEDGER_EXISTS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL AS p
 # Drops only what migrations create, so --reset never touches unrelated tables.
 DROP_ALL = """
 DROP TABLE IF EXISTS notification_outbox, payment_stats, idempotency_keys, payment_receipts, payment_refunds, payments,
-                     schema_migrations CASCADE;
+                     simulator_transactions, schema_migrations CASCADE;
 DROP FUNCTION IF EXISTS payment_stats_track, payment_stats_reset, payment_stats_add CASCADE
 """
 

@@ -10,6 +10,7 @@ from typing import Any
 
 PAYMENT_METHODS = ("CARD", "WALLET", "UPI", "CASH")
 PAYMENT_STATUSES = ("SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED")
+REFUND_STATUSES = ("SUCCEEDED", "PENDING", "FAILED")
 
 # Columns of `payments` that make up the public payment object, in contract order.
 PUBLIC_FIELDS = (
@@ -23,6 +24,8 @@ PUBLIC_FIELDS = (
     "status",
     "reference",
     "amount_refunded",
+    "gateway",
+    "gateway_reference",
     "created_at",
     "updated_at",
 )
@@ -42,17 +45,24 @@ class Payment:
     status: str
     reference: str
     amount_refunded: Decimal
+    gateway: str | None
+    gateway_reference: str | None
     created_at: datetime
     updated_at: datetime
-    # Read only where the charge needs them; never part of the public object.
+    # Part of the public object only when the payment FAILED (why it failed).
     error_code: str | None = None
+    # Read only where the charge and reconciliation need them; never part of the public object.
     fare: dict[str, Any] | None = None
+    gateway_payment_method: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Payment:
         """Build from a database row holding at least the public columns (error_code, fare if selected)."""
         return cls(
-            **{name: row[name] for name in PUBLIC_FIELDS}, error_code=row.get("error_code"), fare=row.get("fare")
+            **{name: row[name] for name in PUBLIC_FIELDS},
+            error_code=row.get("error_code"),
+            fare=row.get("fare"),
+            gateway_payment_method=row.get("gateway_payment_method"),
         )
 
     @property
@@ -62,4 +72,7 @@ class Payment:
 
     def to_json(self) -> dict[str, Any]:
         """The contract's payment object (Decimal and datetime kept for the JSON layer)."""
-        return {name: getattr(self, name) for name in PUBLIC_FIELDS}
+        body = {name: getattr(self, name) for name in PUBLIC_FIELDS}
+        if self.status == "FAILED":
+            body["error_code"] = self.error_code
+        return body

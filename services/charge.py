@@ -19,7 +19,17 @@ from database.pool import ConnectionPool, DatabaseUnavailableError
 from database.prepared import Prepared
 from models.payment import Payment
 from services.clients.trips import Trip, TripClient
-from services.gateways import GatewayResult, PaymentGateway
+from services.gateways import (
+    FAILED,
+    PENDING,
+    SUCCESS,
+    VOIDED,
+    GatewayCharge,
+    GatewayRefusedError,
+    GatewayResult,
+    GatewayUnavailableError,
+    PaymentGateway,
+)
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -44,9 +54,10 @@ CHARGE_PATH = "/v1/payments/charge"
 # a loser can always name the winner (without it, the winner may turn FAILED in between).
 LOCK_TRIP = Prepared("SELECT pg_advisory_xact_lock(hashtextextended('payments.trip:' || %(trip_id)s, 0))")
 INSERT_ATTEMPT = Prepared("""
-INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare)
+INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare, gateway,
+                      gateway_payment_method)
 VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
-        %(reference)s, %(fare)s)
+        %(reference)s, %(fare)s, %(gateway)s, %(payment_method)s)
 ON CONFLICT (trip_id) WHERE status <> 'FAILED' DO NOTHING
 RETURNING payment_id
 """)
@@ -55,17 +66,23 @@ SELECT payment_id FROM payments WHERE trip_id = %(trip_id)s AND status <> 'FAILE
 """)
 SELECT_PAYMENT_FOR_CHARGE = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, created_at, updated_at, error_code, fare
+       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, fare, gateway_payment_method
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
 # Returns the row SELECT_PAYMENT_FOR_CHARGE would, saving that round trip when the update applies.
 RECORD_OUTCOME = Prepared("""
 UPDATE payments
-   SET status = %(status)s, error_code = %(error_code)s, updated_at = now()
+   SET status = %(status)s, error_code = %(error_code)s,
+       gateway_reference = COALESCE(gateway_reference, %(gateway_reference)s), updated_at = now()
  WHERE payment_id = %(payment_id)s AND status = 'PENDING'
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-          amount_refunded, created_at, updated_at, error_code, fare
+          amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, fare, gateway_payment_method
+""")
+# The gateway's id of the payment, recorded before any money can move on it.
+RECORD_GATEWAY_REFERENCE = Prepared("""
+UPDATE payments SET gateway_reference = %(gateway_reference)s, updated_at = now()
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING'
 """)
 CHARGE_MESSAGES = {
     "SUCCESS": "Payment processed successfully.",
@@ -84,16 +101,35 @@ class ChargeRequest:
     rider_id: int | None = None
     driver_id: int | None = None
     amount: Decimal | None = None
+    payment_method: str | None = None
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The normalised body, without the key, that a replay must match."""
-        return {
+        fields: dict[str, Any] = {
             "trip_id": self.trip_id,
             "method": self.method,
             "rider_id": self.rider_id,
             "driver_id": self.driver_id,
             "amount": None if self.amount is None else str(self.amount),
         }
+        # Left out when absent, so keys stored before the field existed still match their bodies.
+        if self.payment_method is not None:
+            fields["payment_method"] = self.payment_method
+        return fields
+
+
+class PaymentMethodRequiredError(DomainError):
+    """The configured gateway needs the rider's payment method token for this method."""
+
+    code = "payment_method_required"
+
+    def __init__(self, method: str, gateway: str) -> None:
+        """Say which field is missing and why."""
+        super().__init__(
+            f"payment_method is required for {method} with the {gateway} gateway: give the gateway's token"
+            " of the rider's payment method (for example pm_card_visa in Stripe's test mode).",
+            field="payment_method",
+        )
 
 
 class TripNotCompletedError(DomainError):
@@ -170,6 +206,17 @@ def payment_notification(payment: Payment) -> dict[str, Any]:
     }
 
 
+def charge_outcome(result: GatewayResult) -> GatewayResult:
+    """A gateway's answer to a charge, as the payment's status: SUCCESS, FAILED, or PENDING when undecided."""
+    if result.status in (SUCCESS, FAILED):
+        return result
+    if result.status == VOIDED:
+        # Cancelled at the gateway before any money moved.
+        return GatewayResult(FAILED, result.error_code or "GATEWAY_ERROR", result.reference)
+    # PENDING, or an answer a capturing charge should never get (ABSENT, AUTHORIZED): look again later.
+    return GatewayResult(PENDING, reference=result.reference)
+
+
 def new_reference(now: datetime) -> str:
     """A unique, unguessable payment reference such as PAY-20251103-9F2C41D07A3B5E16."""
     return f"PAY-{now:%Y%m%d}-{secrets.token_hex(8).upper()}"
@@ -197,6 +244,8 @@ class ChargeService:
 
     def charge(self, request: ChargeRequest, scope: str) -> Outcome:
         """Charge a trip at most once per idempotency key and per trip."""
+        if request.method != "CASH" and self.gateway.needs_payment_method and request.payment_method is None:
+            raise PaymentMethodRequiredError(request.method, self.gateway.name)
         claimed = self.idempotency.claim(
             scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), CHARGE_PATH
         )
@@ -220,15 +269,27 @@ class ChargeService:
             # the gateway; never call it twice. The payment stays PENDING for reconciliation.
             payment_id = claim.payment_id
             logger.warning("resuming an abandoned charge without calling the gateway", extra={"payment_id": payment_id})
-            result = GatewayResult("PENDING")
+            result = GatewayResult(PENDING)
         else:
             trip = self.trips.get_trip(request.trip_id)
             if trip.status not in ("COMPLETED", "CANCELLED"):
                 raise TripNotCompletedError(trip)
             parties = trip_parties(request, trip)
             fare = calculate_fare(trip, self.config, request.amount)
-            payment_id, reference = self._record_attempt(claim, request, parties, fare)
-            result = self._call_gateway(payment_id, reference, request.method, fare)
+            payment_id = self._record_attempt(claim, request, parties, fare)
+            if request.method == "CASH":
+                # Cash changes hands in the car; no gateway is involved.
+                result = GatewayResult(SUCCESS)
+            else:
+                charge = GatewayCharge(
+                    payment_id,
+                    request.trip_id,
+                    fare.amount,
+                    self.config.CURRENCY,
+                    request.method,
+                    request.payment_method,
+                )
+                result = self.attempt(charge)
         try:
             return self._finish(claim, payment_id, result)
         except DatabaseUnavailableError:
@@ -255,8 +316,8 @@ class ChargeService:
 
     def _record_attempt(
         self, claim: Claim, request: ChargeRequest, parties: tuple[int | None, int | None], fare: Fare
-    ) -> tuple[int, str]:
-        """Insert the PENDING payment and the key's recovery point in one transaction; return id and reference."""
+    ) -> int:
+        """Insert the PENDING payment and the key's recovery point in one transaction; return its id."""
         params = {
             "trip_id": request.trip_id,
             "rider_id": parties[0],
@@ -266,6 +327,8 @@ class ChargeService:
             "method": request.method,
             "reference": new_reference(datetime.now(UTC)),
             "fare": dump_json(fare.breakdown()),
+            "gateway": None if request.method == "CASH" else self.gateway.name,
+            "payment_method": None if request.method == "CASH" else request.payment_method,
         }
         with self.pool.cursor() as cur:
             cur.execute(LOCK_TRIP, params)
@@ -287,24 +350,61 @@ class ChargeService:
                 # Our claim was taken over (we exceeded the lock timeout): undo and step back.
                 raise IdempotencyKeyInUseError()
         claim.payment_id = payment_id
-        return payment_id, params["reference"]
+        return payment_id
 
-    def _call_gateway(self, payment_id: int, reference: str, method: str, fare: Fare) -> GatewayResult:
-        """Call the gateway once; an exception means the outcome is unknown, i.e. PENDING."""
+    def attempt(self, charge: GatewayCharge) -> GatewayResult:
+        """Send a recorded PENDING payment to the gateway: register it, record its reference, then move the money.
+
+        Used by the charge and by reconciliation (for an attempt the gateway never received). The
+        answer is SUCCESS, FAILED or, when the outcome is unknown, PENDING; never an exception from
+        the gateway, since the payment must stay where reconciliation can settle it.
+        """
         try:
-            return self.gateway.charge(reference, fare.amount, self.config.CURRENCY, method)
+            if charge.reference is None:
+                reference = self.gateway.register(charge)
+                if reference is not None:
+                    with self.pool.cursor() as cur:
+                        cur.execute(
+                            RECORD_GATEWAY_REFERENCE, {"payment_id": charge.payment_id, "gateway_reference": reference}
+                        )
+                    charge = dataclasses.replace(charge, reference=reference)
+            result = self.gateway.authorize(charge)
+        except GatewayRefusedError as exc:
+            logger.warning(
+                "gateway refused the payment; no money moved",
+                extra={"payment_id": charge.payment_id, "error": str(exc)},
+            )
+            return GatewayResult(FAILED, exc.error_code, charge.reference)
+        except GatewayUnavailableError as exc:
+            logger.warning(
+                "gateway did not answer; payment left PENDING",
+                extra={"payment_id": charge.payment_id, "error": str(exc)},
+            )
+            return GatewayResult(PENDING, reference=charge.reference)
+        except DatabaseUnavailableError:
+            # The reference could not be recorded, so no money was asked for; reconciliation resumes it.
+            logger.warning(
+                "database lost before the gateway call; payment left PENDING", extra={"payment_id": charge.payment_id}
+            )
+            return GatewayResult(PENDING)
         except Exception:
-            logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": payment_id})
-            return GatewayResult("PENDING")
+            logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": charge.payment_id})
+            return GatewayResult(PENDING, reference=charge.reference)
+        return charge_outcome(result)
 
     def _record_outcome(self, claim: Claim, payment_id: int, result: GatewayResult) -> tuple[Outcome, Payment]:
         """Store the gateway's verdict and the final response under the key, in one transaction."""
         with self.pool.cursor() as cur:
             row = None
-            if result.status != "PENDING":
+            if result.status != PENDING:
                 cur.execute(
                     RECORD_OUTCOME,
-                    {"payment_id": payment_id, "status": result.status, "error_code": result.error_code},
+                    {
+                        "payment_id": payment_id,
+                        "status": result.status,
+                        "error_code": result.error_code,
+                        "gateway_reference": result.reference,
+                    },
                 )
                 row = cur.fetchone()
             if row is None:

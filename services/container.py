@@ -18,12 +18,14 @@ from services.clients.profiles import HttpProfileClient, ProfileClient
 from services.clients.trips import HttpTripClient, TripClient
 from services.gateways import PaymentGateway
 from services.gateways.simulator import SimulatedGateway
+from services.gateways.stripe_gateway import StripeGateway
 from services.health_service import DependencyMonitor, HealthService
 from services.idempotency_service import IdempotencyService
 from services.metrics_service import MetricsService, build_registry
 from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
 from services.payment_queries import PaymentQueries
 from services.receipt_service import ReceiptService
+from services.reconciliation import Reconciler
 from services.refund_service import RefundService
 
 
@@ -41,6 +43,7 @@ class Services:
     payments: PaymentQueries
     charges: ChargeService
     refunds: RefundService
+    reconciler: Reconciler
     receipts: ReceiptService
     notifications: NotificationAdmin
     dispatcher: Dispatcher
@@ -49,9 +52,14 @@ class Services:
     metrics_registry: CollectorRegistry
 
 
-def build_gateway(config: Config) -> PaymentGateway:
-    """The gateway the configuration names (today only the simulator)."""
-    return SimulatedGateway(config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE)
+def build_gateway(config: Config, pool: ConnectionPool) -> PaymentGateway:
+    """The gateway the configuration names (GATEWAY)."""
+    if config.GATEWAY == "stripe":
+        # check_consistency() made sure the key is there.
+        return StripeGateway(config.STRIPE_API_KEY or "", config.STRIPE_API_BASE, config.GATEWAY_TIMEOUT)
+    return SimulatedGateway(
+        pool, config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE, config.GATEWAY_SETTLE_SECONDS
+    )
 
 
 def build_services(config: Config) -> Services:
@@ -66,7 +74,7 @@ def build_services(config: Config) -> Services:
         prepare_statements=config.DB_PREPARED_STATEMENTS,
     )
     trips = HttpTripClient(config)
-    gateway = build_gateway(config)
+    gateway = build_gateway(config, pool)
     profiles = HttpProfileClient(config)
     # One idempotency store and one outbox, shared by every operation of the process.
     idempotency = IdempotencyService(pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT)
@@ -77,6 +85,7 @@ def build_services(config: Config) -> Services:
         cache_seconds=config.HEALTH_CHECK_CACHE_SECONDS,
     )
     metrics = MetricsService(pool)
+    charges = ChargeService(pool, config, trips, gateway, outbox, idempotency)
     return Services(
         config=config,
         pool=pool,
@@ -86,8 +95,9 @@ def build_services(config: Config) -> Services:
         idempotency=idempotency,
         outbox=outbox,
         payments=PaymentQueries(pool),
-        charges=ChargeService(pool, config, trips, gateway, outbox, idempotency),
-        refunds=RefundService(pool, idempotency, outbox),
+        charges=charges,
+        refunds=RefundService(pool, idempotency, outbox, gateway),
+        reconciler=Reconciler(pool, config, gateway, charges, outbox),
         receipts=ReceiptService(pool, profiles, outbox),
         notifications=NotificationAdmin(pool),
         dispatcher=Dispatcher(pool, HttpNotificationSender(config), outbox, config),
@@ -98,16 +108,19 @@ def build_services(config: Config) -> Services:
 
 
 def start_background(services: Services) -> None:
-    """Start this process's background work (the notification dispatcher), if configured."""
+    """Start this process's background work (notification dispatcher, reconciliation loop), if configured."""
     if services.config.NOTIFY_DISPATCHER_ENABLED:
         # One delivery thread per process (per gunicorn worker); rows are claimed with SKIP LOCKED,
         # so any number of them can run side by side.
         services.dispatcher.start()
+    # Likewise one reconciliation loop per process: each pass leases the rows it takes (SKIP LOCKED).
+    services.reconciler.start()
 
 
 def close_services(services: Services) -> None:
     """Stop background threads and close connections."""
     services.dispatcher.stop()
+    services.reconciler.stop()
     services.idempotency.deferred.stop()
     services.pool.close()
     services.health.dependencies.close()

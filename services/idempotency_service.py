@@ -42,6 +42,7 @@ ON CONFLICT (scope, key_hash) DO UPDATE
        request_fingerprint = EXCLUDED.request_fingerprint,
        request_path = EXCLUDED.request_path,
        payment_id = CASE WHEN k.expires_at <= now() THEN NULL ELSE k.payment_id END,
+       refund_id = CASE WHEN k.expires_at <= now() THEN NULL ELSE k.refund_id END,
        response_status = NULL,
        response_body = NULL,
        completed_at = NULL,
@@ -51,7 +52,7 @@ ON CONFLICT (scope, key_hash) DO UPDATE
     OR (k.response_status IS NULL
         AND (k.lock_token IS NULL OR k.locked_at < now() - make_interval(secs => %(lock_timeout)s))
         AND k.request_fingerprint = EXCLUDED.request_fingerprint)
-RETURNING k.payment_id
+RETURNING k.payment_id, k.refund_id
 """)
 SELECT_KEY = Prepared("""
 SELECT request_fingerprint, response_status, response_body
@@ -63,6 +64,15 @@ WHERE scope = %(scope)s AND key_hash = %(key_hash)s
 RECORD_RECOVERY_POINT = Prepared("""
 UPDATE idempotency_keys SET payment_id = %(payment_id)s
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+""")
+RECORD_REFUND_RECOVERY_POINT = Prepared("""
+UPDATE idempotency_keys SET refund_id = %(refund_id)s
+WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+""")
+# A refund the gateway refused is not a stored outcome: the key is forgotten in the transaction that
+# records the refusal, so a retry with it makes a new attempt.
+FORGET_KEY = Prepared("""
+DELETE FROM idempotency_keys WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
 """)
 COMPLETE_KEY = Prepared("""
 UPDATE idempotency_keys
@@ -76,11 +86,13 @@ WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
 # an attempt is only unlocked, since deleting it would orphan the payment; a retry resumes it.
 RELEASE_KEY = Prepared("""
 DELETE FROM idempotency_keys
-WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s AND payment_id IS NULL
+WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+  AND payment_id IS NULL AND refund_id IS NULL
 """)
 UNLOCK_KEY = Prepared("""
 UPDATE idempotency_keys SET lock_token = NULL, locked_at = NULL
-WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s AND payment_id IS NOT NULL
+WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+  AND (payment_id IS NOT NULL OR refund_id IS NOT NULL)
 """)
 PURGE_EXPIRED = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 
@@ -141,7 +153,8 @@ class Outcome:
 class Claim:
     """A request's hold on a key.
 
-    `payment_id` is the recorded attempt (set when resuming one); `finishing_later` means the
+    `payment_id` is the recorded charge attempt and `refund_id` the recorded refund attempt (set
+    when resuming one); `finishing_later` means the
     outcome waits in DeferredWrites to be stored, so the claim must not be given back meanwhile.
     """
 
@@ -149,6 +162,7 @@ class Claim:
     key_hash: str
     token: str
     payment_id: int | None = None
+    refund_id: int | None = None
     finishing_later: bool = False
 
     def params(self) -> dict[str, Any]:
@@ -264,7 +278,7 @@ class IdempotencyService:
                 self.give_back(Claim(scope, key_hash, token))
                 raise
             if claimed is not None:
-                return Claim(scope, key_hash, token, claimed["payment_id"])
+                return Claim(scope, key_hash, token, claimed["payment_id"], claimed["refund_id"])
             with self.pool.cursor(single_statement=True) as cur:
                 cur.execute(SELECT_KEY, params)
                 existing = cur.fetchone()
@@ -284,6 +298,15 @@ class IdempotencyService:
         """
         cur.execute(RECORD_RECOVERY_POINT, {**claim.params(), "payment_id": payment_id})
         return cur.rowcount == 1
+
+    def record_refund(self, cur: Any, claim: Claim, refund_id: int) -> bool:
+        """Note, in the caller's transaction, that the claim's refund attempt exists (its recovery point)."""
+        cur.execute(RECORD_REFUND_RECOVERY_POINT, {**claim.params(), "refund_id": refund_id})
+        return cur.rowcount == 1
+
+    def forget(self, cur: Any, claim: Claim) -> None:
+        """Delete the claim in the caller's transaction: the request ended without an outcome worth replaying."""
+        cur.execute(FORGET_KEY, claim.params())
 
     def complete(self, cur: Any, claim: Claim, response: StoredResponse) -> bool:
         """Store the final response, in the caller's transaction, and drop the lock.

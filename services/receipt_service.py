@@ -25,7 +25,7 @@ RECEIPTABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
 
 SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, created_at, updated_at, fare
+       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, fare
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)

@@ -29,10 +29,13 @@ from config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-DATA_TABLES = ("idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox")
+DATA_TABLES = (
+    "idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox",
+    "simulator_transactions",
+)  # fmt: skip
 TRUNCATE_DATA = (
-    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_refunds, payments"
-    " RESTART IDENTITY CASCADE"
+    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_refunds, payments,"
+    " simulator_transactions RESTART IDENTITY CASCADE"
 )
 INSERT_PAYMENT = """
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,

@@ -195,10 +195,18 @@ def test_every_setting_has_a_default_unless_it_is_a_secret_or_optional() -> None
 def test_no_secret_has_a_default_and_none_shows_in_repr() -> None:
     secrets = {spec.name for spec in SETTINGS if spec.secret}
     config = Config.from_env(
-        {"DB_PASS": "hunter2", "API_KEYS": "ops:plain-ops-key", "NOTIFY_SIGNING_SECRET": "whsec_hidden"}
+        {
+            "DB_PASS": "hunter2",
+            "API_KEYS": "ops:plain-ops-key",
+            "NOTIFY_SIGNING_SECRET": "whsec_hidden",
+            "GATEWAY": "stripe",
+            "STRIPE_API_KEY": "sk_test_hidden",
+        }
     )
 
-    assert secrets == {"DB_PASS", "API_KEYS", "NOTIFY_SIGNING_SECRET"}
+    assert secrets == {"DB_PASS", "API_KEYS", "NOTIFY_SIGNING_SECRET", "STRIPE_API_KEY"}
+    assert Config.from_env({}).STRIPE_API_KEY is None
+    assert "sk_test_hidden" not in repr(config)
     assert Config.from_env({}).DB_PASS is None
     assert Config.from_env({}).API_KEYS == {}
     assert Config.from_env({}).NOTIFY_SIGNING_SECRET is None

@@ -56,3 +56,10 @@ DEPENDENCY_REJECTIONS = Counter(
     " (circuit_open; bulkhead_full: too many already in flight).",
     ["dependency", "reason"],
 )
+RECONCILIATIONS = Counter(
+    "payment_reconciliations_total",
+    "Reconciliation decisions on PENDING payments and refunds, by result (succeeded, failed, no_record: unknown"
+    " to the gateway and settled FAILED; pending: still undecided; resent: sent again, the gateway never had it;"
+    " unavailable: the gateway did not answer; skipped: taken by another gateway or settled by someone else).",
+    ["result"],
+)

@@ -1,29 +1,126 @@
-"""Payment gateways: the interface the charge talks to, and what a gateway answers.
+"""Payment gateways: the one interface every money movement goes through, and what a gateway answers.
 
-The implementation is chosen at start-up (services.container); the simulator lives in
-`simulator.py`, and a real gateway goes beside it, implementing `PaymentGateway`.
+The implementation is chosen at start-up (`services.container.build_gateway`): the embedded
+simulator (`simulator.py`) or Stripe (`stripe_gateway.py`). Every call carries an idempotency key of
+the gateway's own, derived from the payment or refund id, so a repeated call never moves money twice.
+
+Outcomes are reported, not raised: a card that is refused is a `GatewayResult` with status FAILED.
+Only "the gateway did not answer" (timeout, 5xx, dropped connection) is raised, as
+`GatewayUnavailableError`, because then the outcome is unknown and the caller must leave the payment
+PENDING for reconciliation; it must never be read as a refusal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 GATEWAY_ERROR_CODES = ("INSUFFICIENT_FUNDS", "CARD_DECLINED", "GATEWAY_ERROR")
+# The error code of a PENDING payment the gateway has never heard of, settled as FAILED.
+NO_RECORD = "GATEWAY_NO_RECORD"
+
+# What a gateway says of a payment: taken (SUCCESS), held (AUTHORIZED), refused (FAILED), undecided
+# (PENDING), released (VOIDED), or ABSENT: the gateway holds no money movement for it (never heard
+# of it, or registered it and was never asked to move the money).
+SUCCESS = "SUCCESS"
+AUTHORIZED = "AUTHORIZED"
+FAILED = "FAILED"
+PENDING = "PENDING"
+VOIDED = "VOIDED"
+ABSENT = "ABSENT"
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayResult:
-    """The gateway's answer: SUCCESS, FAILED (with an error code) or PENDING (outcome not known yet)."""
+    """A gateway's answer: one of the statuses above, an error code when FAILED, its transaction id."""
 
     status: str
     error_code: str | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCharge:
+    """What a gateway needs to know of one payment; `reference` is its id there, once recorded."""
+
+    payment_id: int
+    trip_id: int
+    amount: Decimal
+    currency: str
+    method: str
+    payment_method: str | None = None
+    reference: str | None = None
+    capture: bool = True
+
+    @property
+    def idempotency_key(self) -> str:
+        """The gateway idempotency key of this payment: the same on every call, every process."""
+        return f"payment-{self.payment_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRefund:
+    """One refund of a payment; `reference` is the gateway's id of the refund, once known."""
+
+    refund_id: int
+    payment: GatewayCharge
+    amount: Decimal
+    reference: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The gateway idempotency key of this refund."""
+        return f"refund-{self.refund_id}"
+
+
+class GatewayUnavailableError(Exception):
+    """The gateway did not answer (timeout, 5xx, dropped connection): the outcome is unknown."""
+
+
+class GatewayRefusedError(Exception):
+    """The gateway refused to register a payment (bad token, unpayable amount): no money can have moved."""
+
+    def __init__(self, message: str, error_code: str = "GATEWAY_ERROR") -> None:
+        """Keep the contract's error code for the FAILED payment."""
+        super().__init__(message)
+        self.error_code = error_code
 
 
 class PaymentGateway(Protocol):
-    """Takes money. `reference` is unique per payment and is what a real gateway would de-duplicate on."""
+    """Moves money for payments. Each method is safe to call again with the same payment or refund."""
 
-    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
-        """Attempt the charge once."""
+    name: ClassVar[str]
+    # True when CARD/WALLET/UPI charges need the client's gateway token (`payment_method`).
+    needs_payment_method: ClassVar[bool]
+
+    def register(self, charge: GatewayCharge) -> str | None:
+        """Make the payment known without moving money; return the reference to record before any money moves.
+
+        None means the gateway finds the payment by its idempotency key alone (nothing to record).
+        """
+        ...
+
+    def authorize(self, charge: GatewayCharge) -> GatewayResult:
+        """Take the money (or hold it when `charge.capture` is false): SUCCESS, AUTHORIZED, FAILED or PENDING."""
+        ...
+
+    def capture(self, charge: GatewayCharge, amount: Decimal) -> GatewayResult:
+        """Capture `amount` of a hold and release the rest."""
+        ...
+
+    def void(self, charge: GatewayCharge) -> GatewayResult:
+        """Release a hold."""
+        ...
+
+    def retrieve(self, charge: GatewayCharge) -> GatewayResult:
+        """What the gateway knows of the payment now (ABSENT: no money movement there)."""
+        ...
+
+    def refund(self, refund: GatewayRefund) -> GatewayResult:
+        """Give back `refund.amount`: SUCCESS, FAILED (refused) or PENDING."""
+        ...
+
+    def retrieve_refund(self, refund: GatewayRefund) -> GatewayResult:
+        """What the gateway knows of the refund now."""
         ...

@@ -183,7 +183,7 @@ def test_an_unknown_field_lists_the_fields_there_are(charge_client: FlaskClient)
     assert (status, field) == (400, "ammount")
     assert (
         message
-        == "Unknown field 'ammount'; the fields are idempotency_key, trip_id, method, rider_id, driver_id, amount."
+        == "Unknown field 'ammount'; the fields are idempotency_key, trip_id, method, rider_id, driver_id, amount, payment_method."
     )
 
 

@@ -29,13 +29,13 @@ def _setup(app: Flask, trip_id: int = 7) -> tuple[object, Claim, ChargeRequest, 
 def test_an_attempt_is_written_with_its_recovery_point(charge_app: Flask, db: psycopg2.extensions.connection) -> None:
     service, claim, request, trip = _setup(charge_app)
 
-    payment_id, reference = service._record_attempt(
+    payment_id = service._record_attempt(
         claim, request, trip_parties(request, trip), calculate_fare(trip, service.config)
     )
 
     with db.cursor() as cur:
-        cur.execute("SELECT status, reference FROM payments WHERE payment_id = %s", (payment_id,))
-        assert cur.fetchone() == ("PENDING", reference)
+        cur.execute("SELECT status, gateway FROM payments WHERE payment_id = %s", (payment_id,))
+        assert cur.fetchone() == ("PENDING", "simulator")
         cur.execute("SELECT payment_id FROM idempotency_keys WHERE lock_token = %s", (claim.token,))
         assert cur.fetchone() == (payment_id,)
     assert claim.payment_id == payment_id
@@ -62,7 +62,7 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
     charge_app: Flask, db: psycopg2.extensions.connection
 ) -> None:
     service, first_claim, first, trip = _setup(charge_app)
-    paid, _ = service._record_attempt(
+    paid = service._record_attempt(
         first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config)
     )
     _, claim, request, _ = _setup(charge_app)

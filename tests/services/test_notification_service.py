@@ -45,7 +45,7 @@ def test_a_charge_refund_and_receipt_each_write_their_notification_with_them(
     assert outbox_rows(db) == [
         (f"payment-{paid['payment_id']}-success", "payment", "PENDING", 0),
         (f"receipt-{receipt['receipt_id']}", "receipt", "PENDING", 0),
-        (f"refund-{refund['refund_id']}", "refund", "PENDING", 0),
+        (f"refund-{refund['refund_id']}-succeeded", "refund", "PENDING", 0),
     ]
     with db.cursor() as cur:
         cur.execute("SELECT payload FROM notification_outbox WHERE event_type = 'payment'")

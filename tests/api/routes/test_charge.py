@@ -18,33 +18,15 @@ from flask.testing import FlaskClient
 
 from api.services import services
 from database.pool import ConnectionPool
-from services.gateways import GATEWAY_ERROR_CODES, GatewayResult
-from services.gateways.simulator import SimulatedGateway
+from services.gateways import GATEWAY_ERROR_CODES, GatewayCharge, GatewayResult
 from tests.fakes import FakeNotificationService, FakeTripService
+from tests.gateways import CountingGateway, StubGateway, simulator, use_gateway
 from tests.helpers import closed_port, row_counts, wait_until
 
 PAYMENT_KEYS = {
     "payment_id", "trip_id", "rider_id", "driver_id", "amount", "currency", "method", "status",
-    "reference", "amount_refunded", "created_at", "updated_at",
+    "reference", "amount_refunded", "gateway", "gateway_reference", "created_at", "updated_at",
 }  # fmt: skip
-
-
-class CountingGateway:
-    """Wraps a gateway and counts its calls."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
-        self.calls += 1
-        return self.inner.charge(reference, amount, currency, method)
-
-
-def use_gateway(app: Flask, gateway: Any) -> Any:
-    """Swap the app's gateway (collaborators are injected, so this is a plain replacement)."""
-    services(app).charges.gateway = gateway
-    return gateway
 
 
 def charge(client: FlaskClient, key: str | None = "key-1", headers: dict | None = None, **fields: Any):
@@ -125,7 +107,7 @@ def test_a_client_amount_replaces_the_fare_but_the_trip_is_still_checked(
 def test_a_declined_card_is_202_failed_with_an_error_code(
     charge_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    use_gateway(charge_app, SimulatedGateway(success_rate=0.0))
+    use_gateway(charge_app, simulator(charge_app, 0.0))
     trips.trip(101)
 
     response = charge(charge_app.test_client())
@@ -142,7 +124,7 @@ def test_a_declined_card_is_202_failed_with_an_error_code(
 def test_cash_always_succeeds_even_when_the_gateway_declines_everything(
     charge_app: Flask, trips: FakeTripService
 ) -> None:
-    use_gateway(charge_app, SimulatedGateway(success_rate=0.0))
+    use_gateway(charge_app, simulator(charge_app, 0.0))
     trips.trip(101)
 
     response = charge(charge_app.test_client(), method="cash")
@@ -153,7 +135,7 @@ def test_cash_always_succeeds_even_when_the_gateway_declines_everything(
 
 
 def test_an_undecided_gateway_is_202_pending(charge_app: Flask, trips: FakeTripService) -> None:
-    use_gateway(charge_app, SimulatedGateway(success_rate=1.0, pending_rate=1.0))
+    use_gateway(charge_app, simulator(charge_app, 1.0, pending_rate=1.0))
     trips.trip(101)
 
     response = charge(charge_app.test_client())
@@ -162,8 +144,8 @@ def test_an_undecided_gateway_is_202_pending(charge_app: Flask, trips: FakeTripS
 
 
 def test_a_gateway_that_crashes_leaves_the_payment_pending(charge_app: Flask, trips: FakeTripService) -> None:
-    class Exploding:
-        def charge(self, *args: object) -> GatewayResult:
+    class Exploding(StubGateway):
+        def authorize(self, charge: GatewayCharge) -> GatewayResult:
             raise TimeoutError("gateway timed out")
 
     use_gateway(charge_app, Exploding())
@@ -176,9 +158,9 @@ def test_a_gateway_that_crashes_leaves_the_payment_pending(charge_app: Flask, tr
 
 def test_a_failed_payment_does_not_block_a_new_attempt(charge_app: Flask, trips: FakeTripService) -> None:
     trips.trip(101)
-    use_gateway(charge_app, SimulatedGateway(success_rate=0.0))
+    use_gateway(charge_app, simulator(charge_app, 0.0))
     first = charge(charge_app.test_client(), key="attempt-1")
-    use_gateway(charge_app, SimulatedGateway(success_rate=1.0))
+    use_gateway(charge_app, simulator(charge_app, 1.0))
 
     second = charge(charge_app.test_client(), key="attempt-2")
 
@@ -399,7 +381,7 @@ def test_an_unreachable_trip_service_is_503(make_app: Callable[..., Flask], db: 
 def test_a_retry_replays_the_original_answer_byte_for_byte_without_a_second_gateway_call(
     charge_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    gateway = use_gateway(charge_app, CountingGateway(SimulatedGateway(1.0)))
+    gateway = use_gateway(charge_app, CountingGateway(simulator(charge_app, 1.0)))
     trips.trip(101)
     client = charge_app.test_client()
 
@@ -416,7 +398,7 @@ def test_a_retry_replays_the_original_answer_byte_for_byte_without_a_second_gate
 
 
 def test_a_failed_charge_is_replayed_too(charge_app: Flask, trips: FakeTripService) -> None:
-    use_gateway(charge_app, SimulatedGateway(0.0))
+    use_gateway(charge_app, simulator(charge_app, 0.0))
     trips.trip(101)
     client = charge_app.test_client()
 
@@ -512,7 +494,7 @@ def test_a_key_still_in_flight_answers_409_with_retry_after(
     assert row_counts(db)["payments"] == 0
 
 
-class DatabaseLostAfterVerdict:
+class DatabaseLostAfterVerdict(StubGateway):
     """A gateway that approves, but the database becomes unreachable while it is being called."""
 
     def __init__(self, service: Any, away: ConnectionPool) -> None:
@@ -520,7 +502,7 @@ class DatabaseLostAfterVerdict:
         self.away = away
         self.calls = 0
 
-    def charge(self, reference: str, amount: Decimal, currency: str, method: str) -> GatewayResult:
+    def authorize(self, charge: GatewayCharge) -> GatewayResult:
         self.calls += 1
         self.service.pool = self.away
         return GatewayResult("SUCCESS")
@@ -568,7 +550,7 @@ def test_a_claim_abandoned_before_any_payment_is_taken_over_after_the_lock_timeo
 def test_a_claim_abandoned_after_the_attempt_was_recorded_finishes_without_calling_the_gateway(
     charge_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection, insert_payment: Callable[..., int]
 ) -> None:
-    gateway = use_gateway(charge_app, CountingGateway(SimulatedGateway(1.0)))
+    gateway = use_gateway(charge_app, CountingGateway(simulator(charge_app, 1.0)))
     trips.trip(101)
     attempt = insert_payment(trip_id=101, status="PENDING")
     _claim_row(db, "key-1", {"trip_id": 101, "method": "CARD"}, age_seconds=3600, payment_id=attempt)

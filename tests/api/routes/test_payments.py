@@ -27,6 +27,8 @@ PAYMENT_KEYS = {
     "status",
     "reference",
     "amount_refunded",
+    "gateway",
+    "gateway_reference",
     "created_at",
     "updated_at",
 }

@@ -17,8 +17,8 @@ from tests.fakes import FakeNotificationService
 from tests.helpers import row_counts
 
 REFUND_KEYS = {
-    "refund_id", "payment_id", "refund_amount", "amount_refunded", "remaining_amount", "status", "reason",
-    "currency", "timestamp",
+    "refund_id", "payment_id", "refund_amount", "refund_status", "amount_refunded", "remaining_amount", "status",
+    "reason", "currency", "timestamp",
 }  # fmt: skip
 
 

@@ -1,0 +1,248 @@
+"""Stripe PaymentIntents through the official `stripe` SDK (`GATEWAY=stripe`).
+
+Money moves only on a reference the database already holds: `register` creates the PaymentIntent
+unconfirmed (no money moves) and the charge records its id; only then does `authorize` confirm it.
+Every request carries an idempotency key derived from the payment or refund id, so Stripe answers a
+repeated call with the first one's result. The SDK's own retries are off: an unanswered call is
+reported as `GatewayUnavailableError`, and the payment waits for reconciliation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+
+import stripe
+
+from services.gateways import (
+    ABSENT,
+    AUTHORIZED,
+    FAILED,
+    PENDING,
+    SUCCESS,
+    VOIDED,
+    GatewayCharge,
+    GatewayRefund,
+    GatewayRefusedError,
+    GatewayResult,
+    GatewayUnavailableError,
+)
+from utils.logger import get_logger
+
+logger = get_logger(__name__)
+T = TypeVar("T")
+
+# Currencies Stripe counts in whole units, or in thousandths (https://docs.stripe.com/currencies).
+ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+INTENT_STATUSES = {
+    "succeeded": SUCCESS,
+    "requires_capture": AUTHORIZED,
+    "processing": PENDING,
+    "canceled": VOIDED,
+    # Confirmation was never asked for: no money has moved for this PaymentIntent.
+    "requires_confirmation": ABSENT,
+}
+REFUND_STATUSES = {"succeeded": SUCCESS, "pending": PENDING, "requires_action": PENDING}
+
+
+class UnpayableAmountError(GatewayRefusedError):
+    """The amount cannot be expressed in the currency's smallest unit at Stripe."""
+
+
+def minor_units(amount: Decimal, currency: str) -> int:
+    """The amount in Stripe's smallest unit of the currency: 31.25 INR -> 3125, 500 JPY -> 500."""
+    exponent = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+    scaled = amount.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise UnpayableAmountError(f"{amount} {currency} has more decimals than {currency} allows at Stripe")
+    return int(scaled)
+
+
+def _mapped_error_code(*codes: str | None) -> str:
+    """The contract's error code for Stripe's codes: CARD_DECLINED, INSUFFICIENT_FUNDS, else GATEWAY_ERROR."""
+    if "insufficient_funds" in codes:
+        return "INSUFFICIENT_FUNDS"
+    if "card_declined" in codes:
+        return "CARD_DECLINED"
+    return "GATEWAY_ERROR"
+
+
+def error_code_of(error: stripe.StripeError) -> str:
+    """The contract's error code for a card error raised by the SDK."""
+    details = error.error
+    return _mapped_error_code(error.code, details.get("decline_code") if details else None)
+
+
+def _intent_result(intent: Any) -> GatewayResult:
+    """A PaymentIntent as a gateway answer."""
+    status = intent["status"]
+    if status == "requires_payment_method":
+        error = intent.get("last_payment_error")
+        if error:
+            return GatewayResult(FAILED, _mapped_error_code(error.get("code"), error.get("decline_code")), intent["id"])
+        return GatewayResult(ABSENT, reference=intent["id"])
+    if status == "requires_action":
+        # The card wants the rider to authenticate, and the rider is not here: the charge cannot complete.
+        return GatewayResult(FAILED, "GATEWAY_ERROR", intent["id"])
+    return GatewayResult(INTENT_STATUSES.get(status, PENDING), reference=intent["id"])
+
+
+def _refund_result(refund: Any) -> GatewayResult:
+    """A Stripe refund as a gateway answer: failed and canceled refunds gave nothing back."""
+    return GatewayResult(REFUND_STATUSES.get(refund["status"], FAILED), reference=refund["id"])
+
+
+class StripeGateway:
+    """PaymentIntents: register (create unconfirmed), authorize (confirm), capture, void (cancel), refund."""
+
+    name: ClassVar[str] = "stripe"
+    needs_payment_method: ClassVar[bool] = True
+
+    def __init__(self, api_key: str, api_base: str | None = None, timeout: float = 10.0) -> None:
+        """A client of its own (not the SDK's global one), with bounded timeouts and no automatic retries."""
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else {},
+            http_client=stripe.RequestsClient(timeout=timeout),
+            max_network_retries=0,
+        )
+        # The SDK logs every request at INFO with its own format; ours say what matters.
+        logging.getLogger("stripe").setLevel(logging.WARNING)
+
+    def _send(self, what: str, call: Callable[[], T]) -> T:
+        """Make one call; no answer (connection, timeout, 5xx, rate limit) is GatewayUnavailableError."""
+        try:
+            return call()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+            raise GatewayUnavailableError(f"stripe {what}: {exc.user_message or exc}") from exc
+        except stripe.StripeError as exc:
+            if exc.http_status is None or exc.http_status >= 500 or isinstance(exc, stripe.IdempotencyError):
+                raise GatewayUnavailableError(f"stripe {what}: HTTP {exc.http_status}") from exc
+            raise
+
+    def register(self, charge: GatewayCharge) -> str | None:
+        """Create the PaymentIntent unconfirmed and return its id; no money moves."""
+        params: dict[str, Any] = {
+            "amount": minor_units(charge.amount, charge.currency),
+            "currency": charge.currency.lower(),
+            "payment_method_types": ["card"],
+            "capture_method": "automatic" if charge.capture else "manual",
+            "metadata": {"payment_id": str(charge.payment_id), "trip_id": str(charge.trip_id)},
+        }
+        if charge.payment_method:
+            params["payment_method"] = charge.payment_method
+        options = {"idempotency_key": f"{charge.idempotency_key}-create"}
+        try:
+            intent = self._send(
+                "create", lambda: self._client.v1.payment_intents.create(params=params, options=options)
+            )
+        except stripe.CardError as exc:
+            raise GatewayRefusedError(str(exc), error_code_of(exc)) from exc
+        except stripe.StripeError as exc:
+            raise GatewayRefusedError(f"stripe refused the PaymentIntent: {exc.user_message or exc}") from exc
+        return intent["id"]
+
+    def authorize(self, charge: GatewayCharge) -> GatewayResult:
+        """Confirm the registered PaymentIntent: the money moves (or is held) here, once."""
+        reference = _required_reference(charge)
+        options = {"idempotency_key": f"{charge.idempotency_key}-confirm"}
+        try:
+            intent = self._send("confirm", lambda: self._client.v1.payment_intents.confirm(reference, options=options))
+        except stripe.CardError as exc:
+            return GatewayResult(FAILED, error_code_of(exc), reference)
+        except stripe.StripeError as exc:
+            logger.error("stripe refused the confirmation", extra={"payment_id": charge.payment_id, "error": str(exc)})
+            return self._settled_or(charge, GatewayResult(FAILED, "GATEWAY_ERROR", reference))
+        return _intent_result(intent)
+
+    def _settled_or(self, charge: GatewayCharge, refusal: GatewayResult) -> GatewayResult:
+        """What Stripe says of a PaymentIntent a call was refused on (it may be settled already), else `refusal`."""
+        current = self.retrieve(charge)
+        return refusal if current.status == ABSENT else current
+
+    def capture(self, charge: GatewayCharge, amount: Decimal) -> GatewayResult:
+        """Capture `amount` of the hold; Stripe releases the rest."""
+        reference = _required_reference(charge)
+        params = {"amount_to_capture": minor_units(amount, charge.currency)}
+        options = {"idempotency_key": f"{charge.idempotency_key}-capture"}
+        try:
+            intent = self._send(
+                "capture",
+                lambda: self._client.v1.payment_intents.capture(reference, params=params, options=options),
+            )
+        except stripe.StripeError as exc:
+            logger.error("stripe refused the capture", extra={"payment_id": charge.payment_id, "error": str(exc)})
+            return GatewayResult(FAILED, "GATEWAY_ERROR", reference)
+        return _intent_result(intent)
+
+    def void(self, charge: GatewayCharge) -> GatewayResult:
+        """Cancel the PaymentIntent, releasing a hold."""
+        reference = _required_reference(charge)
+        options = {"idempotency_key": f"{charge.idempotency_key}-void"}
+        try:
+            intent = self._send("cancel", lambda: self._client.v1.payment_intents.cancel(reference, options=options))
+        except stripe.StripeError as exc:
+            logger.error("stripe refused the cancellation", extra={"payment_id": charge.payment_id, "error": str(exc)})
+            return GatewayResult(FAILED, "GATEWAY_ERROR", reference)
+        return _intent_result(intent)
+
+    def retrieve(self, charge: GatewayCharge) -> GatewayResult:
+        """The PaymentIntent now; ABSENT when none was recorded or Stripe has none by that id."""
+        if charge.reference is None:
+            return GatewayResult(ABSENT)
+        reference = charge.reference
+        try:
+            intent = self._send("retrieve", lambda: self._client.v1.payment_intents.retrieve(reference))
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return GatewayResult(ABSENT)
+            raise GatewayUnavailableError(f"stripe retrieve: {exc}") from exc
+        return _intent_result(intent)
+
+    def refund(self, refund: GatewayRefund) -> GatewayResult:
+        """Refund part of the payment's PaymentIntent; Stripe refusing it is FAILED."""
+        params = {
+            "payment_intent": _required_reference(refund.payment),
+            "amount": minor_units(refund.amount, refund.payment.currency),
+            "metadata": {"refund_id": str(refund.refund_id), "payment_id": str(refund.payment.payment_id)},
+        }
+        options = {"idempotency_key": refund.idempotency_key}
+        try:
+            created = self._send("refund", lambda: self._client.v1.refunds.create(params=params, options=options))
+        except stripe.StripeError as exc:
+            logger.warning(
+                "stripe refused the refund",
+                extra={"payment_id": refund.payment.payment_id, "refund_id": refund.refund_id, "error": str(exc)},
+            )
+            return GatewayResult(FAILED, "GATEWAY_ERROR")
+        return _refund_result(created)
+
+    def retrieve_refund(self, refund: GatewayRefund) -> GatewayResult:
+        """The refund now, found by its id or else by its `refund_id` among the PaymentIntent's refunds."""
+        if refund.reference is not None:
+            reference = refund.reference
+            return _refund_result(self._send("retrieve refund", lambda: self._client.v1.refunds.retrieve(reference)))
+        if refund.payment.reference is None:
+            return GatewayResult(ABSENT)
+        params = {"payment_intent": refund.payment.reference, "limit": 100}
+        try:
+            listed = self._send("list refunds", lambda: self._client.v1.refunds.list(params=params))
+        except stripe.InvalidRequestError:
+            return GatewayResult(ABSENT)
+        for found in listed["data"]:
+            if (found.get("metadata") or {}).get("refund_id") == str(refund.refund_id):
+                return _refund_result(found)
+        return GatewayResult(ABSENT)
+
+
+def _required_reference(charge: GatewayCharge) -> str:
+    """The PaymentIntent id; calling without one is a programming error, not a gateway answer."""
+    if charge.reference is None:
+        raise ValueError(f"payment {charge.payment_id} has no PaymentIntent recorded")
+    return charge.reference

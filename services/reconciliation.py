@@ -1,0 +1,375 @@
+"""Reconciliation: every PENDING payment and refund is looked up at the gateway until it settles.
+
+After Kill Bill's Janitor. A pass takes due rows with `FOR UPDATE SKIP LOCKED` and leases them (sets
+`reconcile_after` into the future) in one short transaction, so any number of processes and
+instances can run passes side by side and each row is worked on by one of them. The gateway is
+asked outside any transaction; each settlement is then one transaction, guarded by
+`status = 'PENDING'`, that also writes its notification to the outbox, so a row is settled, and
+announced, exactly once even if a lease ran out while a gateway answered slowly.
+
+What the gateway says decides:
+- taken or refused: the payment becomes SUCCESS or FAILED (with the gateway's error code);
+- still undecided: looked at again later, the back-off doubling from RECONCILE_INTERVAL to 1 h;
+- no money movement there (ABSENT): an attempt the gateway never received is sent again under the
+  same gateway idempotency key while younger than RECONCILE_NO_RECORD_AFTER; after that the payment
+  becomes FAILED with GATEWAY_NO_RECORD (rows loaded from a CSV that no gateway ever saw, too), and
+  its trip can be charged again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from config import Config
+from database.pool import ConnectionPool, DatabaseUnavailableError
+from models.payment import Payment
+from services.charge import ChargeService, charge_outcome, payment_notification
+from services.gateways import (
+    ABSENT,
+    AUTHORIZED,
+    FAILED,
+    NO_RECORD,
+    PENDING,
+    SUCCESS,
+    GatewayCharge,
+    GatewayResult,
+    GatewayUnavailableError,
+    PaymentGateway,
+)
+from services.notification_service import Outbox
+from services.refund_service import gateway_refund, settle_refund
+from utils.logger import get_logger
+from utils.metrics import RECONCILIATIONS
+
+logger = get_logger(__name__)
+
+BACKOFF_CAP_SECONDS = 3600
+# How long a pass keeps the rows it took: longer than a gateway call may take, short enough that a
+# killed worker's rows come back soon.
+LEASE_SECONDS = 120
+
+DUE_PAYMENTS = """
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, gateway_payment_method,
+       reconcile_attempts, now() - created_at AS age
+FROM payments
+WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+  AND created_at <= now() - make_interval(secs => %(min_age)s)
+ORDER BY reconcile_after NULLS FIRST, payment_id
+LIMIT %(limit)s
+"""
+# Takes the due rows that no other pass holds, and leases them.
+TAKE_DUE_PAYMENTS = """
+UPDATE payments AS p
+   SET reconcile_after = now() + make_interval(secs => %(lease)s)
+  FROM (SELECT payment_id FROM payments
+         WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+           AND created_at <= now() - make_interval(secs => %(min_age)s)
+         ORDER BY reconcile_after NULLS FIRST, payment_id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS due
+ WHERE p.payment_id = due.payment_id
+RETURNING p.payment_id, p.trip_id, p.rider_id, p.driver_id, p.amount, p.currency, p.method, p.status, p.reference,
+          p.amount_refunded, p.gateway, p.gateway_reference, p.error_code, p.created_at, p.updated_at,
+          p.gateway_payment_method, p.reconcile_attempts, now() - p.created_at AS age
+"""
+SETTLE_PAYMENT = """
+UPDATE payments
+   SET status = %(status)s, error_code = %(error_code)s,
+       gateway_reference = COALESCE(gateway_reference, %(gateway_reference)s),
+       reconcile_after = NULL, updated_at = now()
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+          amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
+"""
+BACK_OFF_PAYMENT = """
+UPDATE payments
+   SET reconcile_attempts = reconcile_attempts + 1,
+       reconcile_after = now() + make_interval(secs => least(%(base)s * power(2, reconcile_attempts), %(cap)s))
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+"""
+DUE_REFUNDS = """
+SELECT refund_id, payment_id, refund_amount, gateway, gateway_reference, reconcile_attempts,
+       now() - created_at AS age
+FROM payment_refunds
+WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+  AND created_at <= now() - make_interval(secs => %(min_age)s)
+ORDER BY reconcile_after NULLS FIRST, refund_id
+LIMIT %(limit)s
+"""
+TAKE_DUE_REFUNDS = """
+UPDATE payment_refunds AS r
+   SET reconcile_after = now() + make_interval(secs => %(lease)s)
+  FROM (SELECT refund_id FROM payment_refunds
+         WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+           AND created_at <= now() - make_interval(secs => %(min_age)s)
+         ORDER BY reconcile_after NULLS FIRST, refund_id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS due
+ WHERE r.refund_id = due.refund_id
+RETURNING r.refund_id, r.payment_id, r.refund_amount, r.gateway, r.gateway_reference, r.reconcile_attempts,
+          now() - r.created_at AS age
+"""
+BACK_OFF_REFUND = """
+UPDATE payment_refunds
+   SET reconcile_attempts = reconcile_attempts + 1,
+       reconcile_after = now() + make_interval(secs => least(%(base)s * power(2, reconcile_attempts), %(cap)s))
+ WHERE refund_id = %(refund_id)s AND status = 'PENDING'
+"""
+SELECT_PAYMENT = """
+SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
+FROM payments WHERE payment_id = %(payment_id)s
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What reconciliation did (or, in a dry run, would do) with one row."""
+
+    kind: str  # payment or refund
+    row_id: int
+    payment_id: int
+    result: str  # succeeded, failed, no_record, pending, resent, unavailable, skipped
+    status: str | None = None  # the row's new status, when it settled
+    error_code: str | None = None
+
+    def describe(self) -> str:
+        """One line for people: what happened to which row."""
+        what = f"{self.kind} {self.row_id}" + (f" (payment {self.payment_id})" if self.kind == "refund" else "")
+        change = f" -> {self.status}" + (f" {self.error_code}" if self.error_code else "") if self.status else ""
+        return f"{what}: {self.result}{change}"
+
+
+@dataclass(slots=True)
+class Report:
+    """The decisions of one pass."""
+
+    dry_run: bool = False
+    decisions: list[Decision] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """How many rows ended each way."""
+        return dict(Counter(decision.result for decision in self.decisions))
+
+
+class Reconciler:
+    """Settles PENDING payments and refunds against the configured gateway."""
+
+    def __init__(
+        self, pool: ConnectionPool, config: Config, gateway: PaymentGateway, charges: ChargeService, outbox: Outbox
+    ) -> None:
+        """Keep the pool, settings, the gateway, the charge service (to resend) and the outbox."""
+        self.pool = pool
+        self.config = config
+        self.gateway = gateway
+        self.charges = charges
+        self.outbox = outbox
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def run_once(self, dry_run: bool = False, limit: int | None = None) -> Report:
+        """Look up every due PENDING payment and refund once; `dry_run` changes nothing and sends nothing."""
+        report = Report(dry_run=dry_run)
+        batch = limit or self.config.RECONCILE_BATCH_SIZE
+        if dry_run:
+            for row in self._rows(DUE_PAYMENTS, batch):
+                report.decisions.append(self._payment(row, dry_run=True))
+            for row in self._rows(DUE_REFUNDS, batch):
+                report.decisions.append(self._refund(row, dry_run=True))
+            return report
+        # Batches until nothing is due; rows backed off or leased are not due again in this pass.
+        while rows := self._rows(TAKE_DUE_PAYMENTS, batch):
+            report.decisions.extend(self._payment(row) for row in rows)
+        while rows := self._rows(TAKE_DUE_REFUNDS, batch):
+            report.decisions.extend(self._refund(row) for row in rows)
+        if any(decision.status for decision in report.decisions):
+            self.outbox.wake()
+        return report
+
+    def _rows(self, statement: str, limit: int) -> list[dict[str, Any]]:
+        """The due rows a statement selects (or takes and leases), in one short transaction."""
+        with self.pool.cursor() as cur:
+            cur.execute(statement, {"min_age": self.config.RECONCILE_MIN_AGE, "limit": limit, "lease": LEASE_SECONDS})
+            return cur.fetchall()
+
+    def _is_old(self, row: dict[str, Any]) -> bool:
+        """Older than RECONCILE_NO_RECORD_AFTER: a gateway that has no record of it by now never will."""
+        return row["age"] >= timedelta(seconds=self.config.RECONCILE_NO_RECORD_AFTER)
+
+    # --- payments ------------------------------------------------------------------------------
+
+    def _payment(self, row: dict[str, Any], dry_run: bool = False) -> Decision:
+        """Decide one PENDING payment."""
+        payment = Payment.from_row(row)
+        charge = GatewayCharge(
+            payment.payment_id,
+            payment.trip_id,
+            payment.amount,
+            payment.currency,
+            payment.method,
+            payment.gateway_payment_method,
+            payment.gateway_reference,
+        )
+        if payment.gateway is not None and payment.gateway != self.gateway.name:
+            # Taken by another gateway than the one configured: only that gateway can say.
+            return self._payment_pending(row, "skipped", dry_run)
+        try:
+            found = self.gateway.retrieve(charge)
+        except GatewayUnavailableError as exc:
+            logger.warning(
+                "reconciliation: gateway did not answer", extra={"payment_id": payment.payment_id, "error": str(exc)}
+            )
+            return self._payment_pending(row, "unavailable", dry_run)
+        if found.status == ABSENT:
+            if self._is_old(row):
+                return self._settle_payment(
+                    row, GatewayResult(FAILED, NO_RECORD, found.reference), "no_record", dry_run
+                )
+            if payment.gateway is None:
+                return self._payment_pending(row, "pending", dry_run)
+            if dry_run:
+                return Decision("payment", payment.payment_id, payment.payment_id, "resent")
+            # Recorded here, never received there (or registered and never confirmed): send it again,
+            # under the same gateway idempotency key, so it cannot be taken twice.
+            logger.warning(
+                "reconciliation: resending a payment the gateway never received",
+                extra={"payment_id": payment.payment_id},
+            )
+            found = self.charges.attempt(charge)
+            if found.status == PENDING:
+                return self._payment_pending(row, "resent", dry_run)
+        outcome = charge_outcome(found) if found.status != AUTHORIZED else GatewayResult(PENDING)
+        if outcome.status == PENDING:
+            return self._payment_pending(row, "pending", dry_run)
+        return self._settle_payment(row, outcome, "succeeded" if outcome.status == SUCCESS else "failed", dry_run)
+
+    def _settle_payment(self, row: dict[str, Any], result: GatewayResult, label: str, dry_run: bool) -> Decision:
+        """Record the payment's final status and its notification in one transaction."""
+        decision = Decision("payment", row["payment_id"], row["payment_id"], label, result.status, result.error_code)
+        if dry_run:
+            return decision
+        with self.pool.cursor() as cur:
+            cur.execute(
+                SETTLE_PAYMENT,
+                {
+                    "payment_id": row["payment_id"],
+                    "status": result.status,
+                    "error_code": result.error_code if result.status == FAILED else None,
+                    "gateway_reference": result.reference,
+                },
+            )
+            settled = cur.fetchone()
+            if settled is None:
+                # Someone else settled it between our look-up and now; theirs stands.
+                return Decision("payment", row["payment_id"], row["payment_id"], "skipped")
+            self.outbox.add(cur, payment_notification(Payment.from_row(settled)))
+        RECONCILIATIONS.labels(label).inc()
+        logger.info(
+            "reconciliation settled a payment",
+            extra={"payment_id": row["payment_id"], "status": result.status, "error_code": result.error_code},
+        )
+        return decision
+
+    def _payment_pending(self, row: dict[str, Any], label: str, dry_run: bool) -> Decision:
+        """Leave the payment PENDING and look again after a growing back-off."""
+        if not dry_run:
+            with self.pool.cursor() as cur:
+                cur.execute(BACK_OFF_PAYMENT, {"payment_id": row["payment_id"], **self._backoff()})
+            RECONCILIATIONS.labels(label).inc()
+        return Decision("payment", row["payment_id"], row["payment_id"], label)
+
+    def _backoff(self) -> dict[str, float]:
+        """Back-off parameters: doubling from the loop's interval (60 s when it is off), capped at 1 h."""
+        return {"base": self.config.RECONCILE_INTERVAL or 60.0, "cap": BACKOFF_CAP_SECONDS}
+
+    # --- refunds -------------------------------------------------------------------------------
+
+    def _refund(self, row: dict[str, Any], dry_run: bool = False) -> Decision:
+        """Decide one PENDING refund."""
+        with self.pool.cursor() as cur:
+            cur.execute(SELECT_PAYMENT, {"payment_id": row["payment_id"]})
+            payment = Payment.from_row(cur.fetchone())
+        refund = gateway_refund(payment, row["refund_id"], row["refund_amount"], row["gateway_reference"])
+        if row["gateway"] != self.gateway.name:
+            return self._refund_pending(row, "skipped", dry_run)
+        try:
+            found = self.gateway.retrieve_refund(refund)
+            if found.status == ABSENT and not self._is_old(row):
+                if dry_run:
+                    return Decision("refund", row["refund_id"], row["payment_id"], "resent")
+                logger.warning(
+                    "reconciliation: resending a refund the gateway never received",
+                    extra={"payment_id": row["payment_id"], "refund_id": row["refund_id"]},
+                )
+                found = self.gateway.refund(refund)
+        except GatewayUnavailableError as exc:
+            logger.warning(
+                "reconciliation: gateway did not answer",
+                extra={"payment_id": row["payment_id"], "refund_id": row["refund_id"], "error": str(exc)},
+            )
+            return self._refund_pending(row, "unavailable", dry_run)
+        if found.status == ABSENT:
+            found, label = GatewayResult(FAILED, NO_RECORD), "no_record"
+        elif found.status in (SUCCESS, FAILED):
+            label = "succeeded" if found.status == SUCCESS else "failed"
+        else:
+            return self._refund_pending(row, "pending", dry_run)
+        status = "SUCCEEDED" if found.status == SUCCESS else "FAILED"
+        decision = Decision("refund", row["refund_id"], row["payment_id"], label, status, found.error_code)
+        if dry_run:
+            return decision
+        with self.pool.cursor() as cur:
+            if not settle_refund(cur, self.outbox, refund, status, found):
+                return Decision("refund", row["refund_id"], row["payment_id"], "skipped")
+        RECONCILIATIONS.labels(label).inc()
+        logger.info(
+            "reconciliation settled a refund",
+            extra={"payment_id": row["payment_id"], "refund_id": row["refund_id"], "refund_status": status},
+        )
+        return decision
+
+    def _refund_pending(self, row: dict[str, Any], label: str, dry_run: bool) -> Decision:
+        """Leave the refund PENDING and look again after a growing back-off."""
+        if not dry_run:
+            with self.pool.cursor() as cur:
+                cur.execute(BACK_OFF_REFUND, {"refund_id": row["refund_id"], **self._backoff()})
+            RECONCILIATIONS.labels(label).inc()
+        return Decision("refund", row["refund_id"], row["payment_id"], label)
+
+    # --- the background loop -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run a pass every RECONCILE_INTERVAL seconds in a daemon thread (not when the interval is 0)."""
+        if self.config.RECONCILE_INTERVAL <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Pass after pass until stopped; an outage skips a pass, never ends the loop."""
+        while not self._stop.wait(self.config.RECONCILE_INTERVAL):
+            try:
+                report = self.run_once()
+            except DatabaseUnavailableError:
+                logger.warning("reconciliation pass skipped: database unavailable")
+                continue
+            except Exception:
+                logger.exception("reconciliation pass failed")
+                continue
+            if report.decisions:
+                logger.info("reconciliation pass", extra={"counts": report.counts()})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop after the pass in progress."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
