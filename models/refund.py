@@ -17,11 +17,15 @@ class Refund:
     refund_amount: Decimal
     reason: str | None
     created_at: datetime
+    # SUCCEEDED, or PENDING while the gateway has not confirmed it (it counts already).
+    status: str = "SUCCEEDED"
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Refund:
-        """Build from a row of SELECT refund_id, refund_amount, reason, created_at."""
-        return cls(row["refund_id"], row["refund_amount"], row["reason"], row["created_at"])
+        """Build from a row of SELECT refund_id, refund_amount, reason, created_at[, status]."""
+        return cls(
+            row["refund_id"], row["refund_amount"], row["reason"], row["created_at"], row.get("status", "SUCCEEDED")
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The refund as receipts list it."""
@@ -29,5 +33,6 @@ class Refund:
             "refund_id": self.refund_id,
             "refund_amount": self.refund_amount,
             "reason": self.reason,
+            "status": self.status,
             "created_at": self.created_at,
         }

@@ -39,9 +39,9 @@ FROM payment_receipts
 WHERE payment_id = %(payment_id)s
 """)
 SELECT_REFUNDS = Prepared("""
-SELECT refund_id, refund_amount, reason, created_at
+SELECT refund_id, refund_amount, reason, status, created_at
 FROM payment_refunds
-WHERE payment_id = %(payment_id)s
+WHERE payment_id = %(payment_id)s AND status <> 'FAILED'
 ORDER BY created_at, refund_id
 """)
 # Simultaneous first requests all try and exactly one row gets in. The row has two unique keys,

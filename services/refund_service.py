@@ -338,28 +338,41 @@ class RefundService:
         with self.pool.cursor() as cur:
             if status != "PENDING":
                 settle_refund(cur, self.outbox, refund, status, result)
-            return self._answer(cur, claim, refund.refund_id)
+            answer = self._answer(cur, claim, refund.refund_id)
+        return self._raise_if_refused(answer)
 
     def _answer_recorded(self, claim: Claim, refund_id: int) -> Outcome:
         """Answer a resumed claim from its refund record as it stands."""
         with self.pool.cursor() as cur:
-            return self._answer(cur, claim, refund_id)
+            answer = self._answer(cur, claim, refund_id)
+        return self._raise_if_refused(answer)
 
-    def _answer(self, cur: Cursor, claim: Claim | None, refund_id: int) -> Outcome:
-        """The answer for a recorded refund: 200 with the refund (stored under the key), or 502 when refused."""
+    def _answer(self, cur: Cursor, claim: Claim | None, refund_id: int) -> Outcome | GatewayRefundFailedError:
+        """The answer for a recorded refund: 200 (stored under the key), or the 502 error when it was refused.
+
+        The error is returned, not raised, so that the caller's transaction commits the refusal first.
+        """
         cur.execute(SELECT_REFUND, {"refund_id": refund_id})
         refund = cur.fetchone()
         cur.execute(SELECT_PAYMENT, {"payment_id": refund["payment_id"]})
         payment = Payment.from_row(cur.fetchone())
         if refund["status"] == "FAILED":
             if claim is not None:
+                # Not an outcome to replay: a retry with the key makes a new attempt.
                 self.idempotency.forget(cur, claim)
-            raise GatewayRefundFailedError(payment.payment_id, refund_id, refund["error_code"])
+            return GatewayRefundFailedError(payment.payment_id, refund_id, refund["error_code"])
         stored = StoredResponse(200, dump_json(refund_body(payment, refund)))
         if claim is not None and not self.idempotency.complete(cur, claim, stored):
             raise IdempotencyKeyInUseError()
         self._count(payment, refund_id, refund["refund_amount"], refund["status"])
         return Outcome(stored.status, stored.body)
+
+    @staticmethod
+    def _raise_if_refused(answer: Outcome | GatewayRefundFailedError) -> Outcome:
+        """Raise the refusal once its record is committed."""
+        if isinstance(answer, GatewayRefundFailedError):
+            raise answer
+        return answer
 
     def _count(self, payment: Payment, refund_id: int, amount: Decimal, status: str) -> None:
         """Metrics and a log line for a refund answered with 200."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import stripe
 
@@ -32,7 +32,6 @@ from services.gateways import (
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
-T = TypeVar("T")
 
 # Currencies Stripe counts in whole units, or in thousandths (https://docs.stripe.com/currencies).
 ZERO_DECIMAL = frozenset(
@@ -75,8 +74,8 @@ def _mapped_error_code(*codes: str | None) -> str:
 
 def error_code_of(error: stripe.StripeError) -> str:
     """The contract's error code for a card error raised by the SDK."""
-    details = error.error
-    return _mapped_error_code(error.code, details.get("decline_code") if details else None)
+    details = error.error.to_dict() if error.error else {}
+    return _mapped_error_code(error.code, details.get("decline_code"))
 
 
 def _intent_result(intent: Any) -> GatewayResult:
@@ -115,16 +114,18 @@ class StripeGateway:
         # The SDK logs every request at INFO with its own format; ours say what matters.
         logging.getLogger("stripe").setLevel(logging.WARNING)
 
-    def _send(self, what: str, call: Callable[[], T]) -> T:
+    def _send(self, what: str, call: Callable[[], Any]) -> Any:
         """Make one call; no answer (connection, timeout, 5xx, rate limit) is GatewayUnavailableError."""
         try:
-            return call()
+            answer = call()
         except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
             raise GatewayUnavailableError(f"stripe {what}: {exc.user_message or exc}") from exc
         except stripe.StripeError as exc:
             if exc.http_status is None or exc.http_status >= 500 or isinstance(exc, stripe.IdempotencyError):
                 raise GatewayUnavailableError(f"stripe {what}: HTTP {exc.http_status}") from exc
             raise
+        # Plain dicts from here on: the SDK's objects refuse dict methods such as get().
+        return answer.to_dict() if isinstance(answer, stripe.StripeObject) else answer
 
     def register(self, charge: GatewayCharge) -> str | None:
         """Create the PaymentIntent unconfirmed and return its id; no money moves."""

@@ -1,0 +1,54 @@
+"""Fixtures for the Stripe gateway: one localstripe per test process, emptied before each test, behind a proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+
+from tests.fakes import FakeNotificationService, FakeTripService
+from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe, gateway_proxy, local_stripe
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[LocalStripe]:
+    """localstripe, started once per test process."""
+    with local_stripe() as server:
+        yield server
+
+
+@pytest.fixture
+def localstripe(stripe_server: LocalStripe) -> LocalStripe:
+    """The test process's localstripe, holding nothing."""
+    stripe_server.flush()
+    return stripe_server
+
+
+@pytest.fixture
+def stripe_proxy(localstripe: LocalStripe) -> Iterator[GatewayProxy]:
+    """A proxy in front of localstripe that a test can make fail."""
+    with gateway_proxy(localstripe.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def stripe_app(
+    make_app: Callable[..., Flask],
+    stripe_proxy: GatewayProxy,
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+) -> Flask:
+    """An app charging through Stripe (localstripe behind the proxy); reconciliation run by the tests."""
+    return make_app(
+        GATEWAY="stripe",
+        STRIPE_API_KEY=API_KEY,
+        STRIPE_API_BASE=stripe_proxy.url,
+        GATEWAY_TIMEOUT=1.0,
+        TRIP_SERVICE_URL=trips.url,
+        NOTIFICATION_SERVICE_URL=notifications.url,
+        NOTIFY_DISPATCHER_ENABLED=False,
+        RECONCILE_INTERVAL=0,
+        RECONCILE_MIN_AGE=0,
+        RATE_LIMIT_ENABLED=False,
+    )

@@ -1,0 +1,285 @@
+"""GATEWAY=stripe end to end: the service, the official SDK and a real Stripe-compatible server (localstripe)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import psycopg2
+import pytest
+from flask import Flask
+
+from api.services import services
+from services.gateways import GatewayCharge
+from services.gateways.stripe_gateway import StripeGateway, UnpayableAmountError, minor_units
+from tests.fakes import FakeTripService
+from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe
+
+
+def charge(app: Flask, key: str = "key-1", trip_id: int = 101, **fields: Any) -> Any:
+    body = {"idempotency_key": key, "trip_id": trip_id, "method": "CARD", "payment_method": "pm_card_visa", **fields}
+    return app.test_client().post("/v1/payments/charge", json=body)
+
+
+def refund(app: Flask, payment_id: int, key: str | None = None, **fields: Any) -> Any:
+    headers = {"Idempotency-Key": key} if key else {}
+    return app.test_client().post(f"/v1/payments/{payment_id}/refund", json=fields, headers=headers)
+
+
+def payment_row(db: psycopg2.extensions.connection, payment_id: int) -> tuple:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT status, error_code, gateway, gateway_reference FROM payments WHERE payment_id = %s", (payment_id,)
+        )
+        return cur.fetchone()
+
+
+def outbox_ids(db: psycopg2.extensions.connection) -> list[str]:
+    with db.cursor() as cur:
+        cur.execute("SELECT notification_id FROM notification_outbox ORDER BY notification_id")
+        return [row[0] for row in cur.fetchall()]
+
+
+def test_a_card_charge_is_one_succeeded_payment_intent_of_the_fare_in_minor_units(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+
+    response = charge(stripe_app)
+
+    assert response.status_code == 201
+    body = response.get_json()
+    assert (body["status"], body["amount"], body["gateway"]) == ("SUCCESS", 31.25, "stripe")
+    [intent] = localstripe.payment_intents()
+    assert (intent.id, intent.amount, intent.currency, intent.status) == (
+        body["gateway_reference"], 3125, "inr", "succeeded",
+    )  # fmt: skip
+    assert intent.metadata.to_dict() == {"payment_id": str(body["payment_id"]), "trip_id": "101"}
+    assert payment_row(db, body["payment_id"]) == ("SUCCESS", None, "stripe", intent.id)
+
+
+def test_a_declined_card_is_202_failed_card_declined_and_the_trip_can_be_charged_again(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe
+) -> None:
+    trips.trip(101)
+
+    declined = charge(stripe_app, key="first", payment_method="pm_card_chargeCustomerFail")
+    again = charge(stripe_app, key="second", payment_method="pm_card_visa")
+
+    assert declined.status_code == 202
+    assert (declined.get_json()["status"], declined.get_json()["error_code"]) == ("FAILED", "CARD_DECLINED")
+    assert (again.status_code, again.get_json()["status"]) == (201, "SUCCESS")
+    statuses = sorted(intent.status for intent in localstripe.payment_intents())
+    assert statuses == ["requires_payment_method", "succeeded"]
+
+
+def test_a_card_charge_without_a_payment_method_is_400_payment_method_required_and_writes_nothing(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+
+    response = stripe_app.test_client().post(
+        "/v1/payments/charge", json={"idempotency_key": "k", "trip_id": 101, "method": "UPI"}
+    )
+
+    assert (response.status_code, response.get_json()["code"]) == (400, "payment_method_required")
+    assert response.get_json()["field"] == "payment_method"
+    assert localstripe.payment_intents() == []
+    with db.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM payments) + (SELECT count(*) FROM idempotency_keys)")
+        assert cur.fetchone()[0] == 0
+
+
+def test_cash_never_calls_stripe(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe, stripe_proxy: GatewayProxy
+) -> None:
+    trips.trip(101)
+
+    response = stripe_app.test_client().post(
+        "/v1/payments/charge", json={"idempotency_key": "k", "trip_id": 101, "method": "cash"}
+    )
+
+    assert (response.status_code, response.get_json()["gateway"]) == (201, None)
+    assert stripe_proxy.seen == []
+
+
+def test_an_unknown_payment_method_token_fails_the_payment_with_gateway_error(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe
+) -> None:
+    trips.trip(101)
+
+    response = charge(stripe_app, payment_method="pm_does_not_exist")
+
+    assert (response.status_code, response.get_json()["status"]) == (202, "FAILED")
+    assert response.get_json()["error_code"] == "GATEWAY_ERROR"
+    assert localstripe.payment_intents() == []
+
+
+def test_a_refund_creates_a_stripe_refund_of_that_amount(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+    paid = charge(stripe_app).get_json()
+
+    response = refund(stripe_app, paid["payment_id"], amount=10.5, reason="detour")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["refund_status"], body["amount_refunded"], body["status"]) == (
+        "SUCCEEDED", 10.5, "PARTIALLY_REFUNDED",
+    )  # fmt: skip
+    [made] = localstripe.refunds(paid["gateway_reference"])
+    assert (made.amount, made.status, made.metadata["refund_id"]) == (1050, "succeeded", str(body["refund_id"]))
+    with db.cursor() as cur:
+        cur.execute("SELECT status, gateway, gateway_reference FROM payment_refunds")
+        assert cur.fetchall() == [("SUCCEEDED", "stripe", made.id)]
+
+
+def test_replayed_charge_and_refund_create_no_second_payment_intent_or_refund(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe
+) -> None:
+    trips.trip(101)
+    first = charge(stripe_app)
+    replay = charge(stripe_app)
+    refunded = refund(stripe_app, first.get_json()["payment_id"], key="r-1", amount=5)
+    refund_replay = refund(stripe_app, first.get_json()["payment_id"], key="r-1", amount=5)
+
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.get_data() == first.get_data()
+    assert refund_replay.headers["Idempotent-Replayed"] == "true"
+    assert refund_replay.get_data() == refunded.get_data()
+    [intent] = localstripe.payment_intents()
+    assert len(localstripe.refunds(intent.id)) == 1
+
+
+@pytest.mark.parametrize("failure", ["down", "hang"])
+def test_with_stripe_unreachable_a_charge_is_202_pending_then_settles_success_when_it_returns(
+    failure: str,
+    stripe_app: Flask,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    stripe_proxy: GatewayProxy,
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    stripe_proxy.mode, stripe_proxy.hang_seconds = failure, 3
+
+    pending = charge(stripe_app)
+    stripe_proxy.mode = "pass"
+    report = services(stripe_app).reconciler.run_once()
+
+    assert (pending.status_code, pending.get_json()["status"]) == (202, "PENDING")
+    payment_id = pending.get_json()["payment_id"]
+    assert [d.result for d in report.decisions] == ["succeeded"]
+    assert stripe_app.test_client().get(f"/v1/payments/{payment_id}").get_json()["status"] == "SUCCESS"
+    [intent] = localstripe.payment_intents()
+    assert (intent.status, intent.amount) == ("succeeded", 3125)
+    assert payment_row(db, payment_id) == ("SUCCESS", None, "stripe", intent.id)
+    assert outbox_ids(db) == [f"payment-{payment_id}-pending", f"payment-{payment_id}-success"]
+
+
+def test_a_confirmation_whose_answer_is_lost_is_settled_from_stripe_without_confirming_twice(
+    stripe_app: Flask,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    stripe_proxy: GatewayProxy,
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    stripe_proxy.mode, stripe_proxy.only = "lose_answer", "/confirm"
+
+    pending = charge(stripe_app)
+    stripe_proxy.mode = "pass"
+    services(stripe_app).reconciler.run_once()
+    retry = charge(stripe_app)
+
+    assert pending.get_json()["status"] == "PENDING"
+    [intent] = localstripe.payment_intents()
+    assert intent.status == "succeeded"
+    confirms = [path for method, path in stripe_proxy.seen if path.endswith("/confirm")]
+    assert len(confirms) == 1
+    assert payment_row(db, pending.get_json()["payment_id"])[0] == "SUCCESS"
+    # A stored answer is replayed as first sent (contract section 8); GET shows the settled state.
+    assert retry.get_data() == pending.get_data()
+
+
+def test_a_refund_stripe_refuses_is_502_gateway_refund_failed_and_nothing_counts(
+    stripe_app: Flask, trips: FakeTripService, localstripe: LocalStripe, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101)
+    paid = charge(stripe_app).get_json()
+    with db.cursor() as cur:  # the PaymentIntent disappears at Stripe's end (e.g. another account)
+        cur.execute("UPDATE payments SET gateway_reference = 'pi_unknown' WHERE payment_id = %s", (paid["payment_id"],))
+
+    response = refund(stripe_app, paid["payment_id"])
+
+    assert (response.status_code, response.get_json()["code"]) == (502, "gateway_refund_failed")
+    after = stripe_app.test_client().get(f"/v1/payments/{paid['payment_id']}").get_json()
+    assert (after["status"], after["amount_refunded"]) == ("SUCCESS", 0.0)
+    with db.cursor() as cur:
+        cur.execute("SELECT status, refund_amount FROM payment_refunds")
+        assert cur.fetchall() == [("FAILED", Decimal("31.25"))]
+
+
+def test_a_refund_without_an_answer_is_pending_and_reconciliation_finds_it_at_stripe(
+    stripe_app: Flask,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    stripe_proxy: GatewayProxy,
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    paid = charge(stripe_app).get_json()
+    stripe_proxy.mode, stripe_proxy.only = "lose_answer", "/v1/refunds"
+
+    pending = refund(stripe_app, paid["payment_id"], amount=20)
+    stripe_proxy.mode = "pass"
+    report = services(stripe_app).reconciler.run_once()
+
+    assert (pending.status_code, pending.get_json()["refund_status"]) == (200, "PENDING")
+    assert pending.get_json()["remaining_amount"] == 11.25
+    assert [(d.kind, d.result) for d in report.decisions] == [("refund", "succeeded")]
+    assert len(localstripe.refunds(paid["gateway_reference"])) == 1
+    with db.cursor() as cur:
+        cur.execute("SELECT status FROM payment_refunds")
+        assert cur.fetchall() == [("SUCCEEDED",)]
+    assert f"refund-{pending.get_json()['refund_id']}-succeeded" in outbox_ids(db)
+
+
+def test_the_gateway_registers_without_moving_money_and_only_authorize_confirms(localstripe: LocalStripe) -> None:
+    gateway = StripeGateway(API_KEY, localstripe.url, timeout=5)
+    charge_ = GatewayCharge(7, 70, Decimal("31.25"), "INR", "CARD", "pm_card_visa")
+
+    reference = gateway.register(charge_)
+    registered = gateway.retrieve(GatewayCharge(7, 70, Decimal("31.25"), "INR", "CARD", reference=reference))
+    authorized = gateway.authorize(GatewayCharge(7, 70, Decimal("31.25"), "INR", "CARD", reference=reference))
+
+    assert registered.status == "ABSENT"
+    assert (authorized.status, authorized.reference) == ("SUCCESS", reference)
+
+
+def test_a_hold_is_captured_for_less_and_voids_release_holds(localstripe: LocalStripe) -> None:
+    gateway = StripeGateway(API_KEY, localstripe.url, timeout=5)
+    hold = GatewayCharge(8, 80, Decimal("39.06"), "INR", "CARD", "pm_card_visa", capture=False)
+    held = GatewayCharge(8, 80, Decimal("39.06"), "INR", "CARD", reference=gateway.register(hold), capture=False)
+    other = GatewayCharge(9, 90, Decimal("10"), "INR", "CARD", "pm_card_visa", capture=False)
+    other_held = GatewayCharge(9, 90, Decimal("10"), "INR", "CARD", reference=gateway.register(other), capture=False)
+
+    assert gateway.authorize(held).status == "AUTHORIZED"
+    assert gateway.capture(held, Decimal("25.00")).status == "SUCCESS"
+    assert gateway.authorize(other_held).status == "AUTHORIZED"
+    assert gateway.void(other_held).status == "VOIDED"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "units"),
+    [("31.25", "INR", 3125), ("0.01", "USD", 1), ("99999999.99", "INR", 9999999999), ("500", "JPY", 500),
+     ("1.234", "KWD", 1234)],
+)  # fmt: skip
+def test_amounts_go_to_stripe_in_the_currency_s_smallest_unit(amount: str, currency: str, units: int) -> None:
+    assert minor_units(Decimal(amount), currency) == units
+
+
+def test_an_amount_a_zero_decimal_currency_cannot_carry_is_refused_not_rounded() -> None:
+    with pytest.raises(UnpayableAmountError, match="VND"):
+        minor_units(Decimal("100.50"), "VND")
