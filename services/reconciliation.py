@@ -58,8 +58,8 @@ SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, statu
        reconcile_attempts, now() - created_at AS age
 FROM payments
 WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
-  AND created_at <= now() - make_interval(secs => %(min_age)s)
-ORDER BY reconcile_after NULLS FIRST, payment_id
+  AND created_at <= now() - make_interval(secs => %(min_age)s) AND payment_id > %(after)s
+ORDER BY payment_id
 LIMIT %(limit)s
 """
 # Takes the due rows that no other pass holds, and leases them.
@@ -97,8 +97,8 @@ SELECT refund_id, payment_id, refund_amount, gateway, gateway_reference, reconci
        now() - created_at AS age
 FROM payment_refunds
 WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
-  AND created_at <= now() - make_interval(secs => %(min_age)s)
-ORDER BY reconcile_after NULLS FIRST, refund_id
+  AND created_at <= now() - make_interval(secs => %(min_age)s) AND refund_id > %(after)s
+ORDER BY refund_id
 LIMIT %(limit)s
 """
 TAKE_DUE_REFUNDS = """
@@ -179,10 +179,15 @@ class Reconciler:
         report = Report(dry_run=dry_run)
         batch = limit or self.config.RECONCILE_BATCH_SIZE
         if dry_run:
-            for row in self._rows(DUE_PAYMENTS, batch):
-                report.decisions.append(self._payment(row, dry_run=True))
-            for row in self._rows(DUE_REFUNDS, batch):
-                report.decisions.append(self._refund(row, dry_run=True))
+            # Nothing is leased in a dry run, so it pages through what is due by id instead.
+            for statement, decide, key in (
+                (DUE_PAYMENTS, self._payment, "payment_id"),
+                (DUE_REFUNDS, self._refund, "refund_id"),
+            ):
+                after = 0
+                while rows := self._rows(statement, batch, after):
+                    report.decisions.extend(decide(row, dry_run=True) for row in rows)
+                    after = rows[-1][key]
             return report
         # Batches until nothing is due; rows backed off or leased are not due again in this pass.
         while rows := self._rows(TAKE_DUE_PAYMENTS, batch):
@@ -193,10 +198,11 @@ class Reconciler:
             self.outbox.wake()
         return report
 
-    def _rows(self, statement: str, limit: int) -> list[dict[str, Any]]:
+    def _rows(self, statement: str, limit: int, after: int = 0) -> list[dict[str, Any]]:
         """The due rows a statement selects (or takes and leases), in one short transaction."""
+        params = {"min_age": self.config.RECONCILE_MIN_AGE, "limit": limit, "lease": LEASE_SECONDS, "after": after}
         with self.pool.cursor() as cur:
-            cur.execute(statement, {"min_age": self.config.RECONCILE_MIN_AGE, "limit": limit, "lease": LEASE_SECONDS})
+            cur.execute(statement, params)
             return cur.fetchall()
 
     def _is_old(self, row: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -185,3 +186,87 @@ def test_requeue_of_dead_ids_succeeds(test_config: Config, db: psycopg2.extensio
 
     assert result.returncode == 0, result.stderr
     assert "re-queued 1 notifications" in result.stdout
+
+
+OWN_CSV = ROOT / "rhfd_payments.csv"
+REFERENCE_CSV = Path("/work/shared/seed/reference_rhfd_payments.csv")
+
+
+def payment_states(db: psycopg2.extensions.connection) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute("SELECT payment_id, status, error_code, amount_refunded FROM payments ORDER BY payment_id")
+        return cur.fetchall()
+
+
+def load(config: Config, csv: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "database_setup.py", "--csv", str(csv)], cwd=ROOT, env=database_env(config),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "csv",
+    [
+        pytest.param(OWN_CSV, id="own-csv"),
+        pytest.param(
+            REFERENCE_CSV,
+            id="reference-csv",
+            marks=pytest.mark.skipif(not REFERENCE_CSV.exists(), reason="the reference's CSV is not on this machine"),
+        ),
+    ],
+)
+def test_reconcile_with_default_settings_fails_every_loaded_pending_row_as_unknown_to_the_gateway(
+    csv: Path, test_config: Config, db: psycopg2.extensions.connection
+) -> None:
+    load(test_config, csv)
+    pending = [row[0] for row in payment_states(db) if row[1] == "PENDING"]
+    before = payment_states(db)
+
+    dry = run_manage(test_config, "reconcile", "--dry-run")
+    unchanged = payment_states(db)
+    once = run_manage(test_config, "reconcile", "--once")
+    again = run_manage(test_config, "reconcile", "--once")
+
+    assert dry.returncode == 0, dry.stderr
+    assert unchanged == before
+    assert f"[dry run] payment {pending[0]}: no_record -> FAILED GATEWAY_NO_RECORD" in dry.stdout
+    assert f"would settle {len(pending)} of {len(pending)} rows looked up (no_record {len(pending)})" in dry.stdout
+    assert "nothing asked the gateway to move money" in dry.stdout
+    assert once.returncode == 0, once.stderr
+    assert f"settled {len(pending)} of {len(pending)} rows looked up (no_record {len(pending)})" in once.stdout
+    assert "settled 0 of 0 rows looked up (nothing due)" in again.stdout
+    after = {row[0]: row for row in payment_states(db)}
+    assert {after[payment_id][1:3] for payment_id in pending} == {("FAILED", "GATEWAY_NO_RECORD")}
+    assert {row[0]: row for row in before if row[0] not in pending} == {
+        payment_id: row for payment_id, row in after.items() if payment_id not in pending
+    }
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM payments p WHERE status = 'PENDING'"
+            " OR EXISTS (SELECT 1 FROM payments q WHERE q.trip_id = p.trip_id AND q.status <> 'FAILED'"
+            "            AND q.payment_id <> p.payment_id AND p.status <> 'FAILED')"
+        )
+        assert cur.fetchone()[0] == 0
+        cur.execute("SELECT count(*) FROM notification_outbox WHERE payload->>'status' = 'FAILED'")
+        assert cur.fetchone()[0] == len(pending)
+
+
+def test_the_trip_of_a_settled_loaded_payment_can_be_charged_again(
+    test_config: Config, db: psycopg2.extensions.connection, make_app: Any, trips: Any
+) -> None:
+    load(test_config, OWN_CSV)
+    with db.cursor() as cur:
+        cur.execute("SELECT trip_id FROM payments WHERE status = 'PENDING' ORDER BY payment_id LIMIT 1")
+        [trip_id] = cur.fetchone()
+    app = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0)
+    trips.trip(trip_id)
+    body = {"idempotency_key": "after-reconcile", "trip_id": trip_id, "method": "CARD"}
+
+    blocked = app.test_client().post("/v1/payments/charge", json=body)
+    run_manage(test_config, "reconcile", "--once")
+    charged = app.test_client().post("/v1/payments/charge", json={**body, "idempotency_key": "again"})
+
+    assert (blocked.status_code, blocked.get_json()["code"]) == (409, "trip_already_paid")
+    assert (charged.status_code, charged.get_json()["status"]) == (201, "SUCCESS")
