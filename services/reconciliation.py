@@ -10,6 +10,8 @@ announced, exactly once even if a lease ran out while a gateway answered slowly.
 What the gateway says decides:
 - taken or refused: the payment becomes SUCCESS or FAILED (with the gateway's error code);
 - still undecided: looked at again later, the back-off doubling from RECONCILE_INTERVAL to 1 h;
+- no answer from the gateway: the rest of the pass leaves it alone and every row is looked at again at
+  the next pass (an outage says nothing about a row, so its back-off does not grow);
 - no money movement there (ABSENT): an attempt the gateway never received is sent again under the
   same gateway idempotency key while younger than RECONCILE_NO_RECORD_AFTER; after that the payment
   becomes FAILED with GATEWAY_NO_RECORD (rows loaded from a CSV that no gateway ever saw, too), and
@@ -21,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from config import Config
@@ -57,7 +59,7 @@ SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, statu
        amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, gateway_payment_method,
        reconcile_attempts, now() - created_at AS age
 FROM payments
-WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
   AND created_at <= now() - make_interval(secs => %(min_age)s) AND payment_id > %(after)s
 ORDER BY payment_id
 LIMIT %(limit)s
@@ -67,7 +69,7 @@ TAKE_DUE_PAYMENTS = """
 UPDATE payments AS p
    SET reconcile_after = now() + make_interval(secs => %(lease)s)
   FROM (SELECT payment_id FROM payments
-         WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+         WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
            AND created_at <= now() - make_interval(secs => %(min_age)s)
          ORDER BY reconcile_after NULLS FIRST, payment_id
          LIMIT %(limit)s
@@ -86,6 +88,11 @@ UPDATE payments
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
           amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
 """
+# The gateway not answering says nothing about the row: look again at the next pass, without growing its back-off.
+NEXT_PASS_PAYMENT = """
+UPDATE payments SET reconcile_after = now() + make_interval(secs => %(base)s)
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+"""
 BACK_OFF_PAYMENT = """
 UPDATE payments
    SET reconcile_attempts = reconcile_attempts + 1,
@@ -96,7 +103,7 @@ DUE_REFUNDS = """
 SELECT refund_id, payment_id, refund_amount, gateway, gateway_reference, reconcile_attempts,
        now() - created_at AS age
 FROM payment_refunds
-WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
   AND created_at <= now() - make_interval(secs => %(min_age)s) AND refund_id > %(after)s
 ORDER BY refund_id
 LIMIT %(limit)s
@@ -105,7 +112,7 @@ TAKE_DUE_REFUNDS = """
 UPDATE payment_refunds AS r
    SET reconcile_after = now() + make_interval(secs => %(lease)s)
   FROM (SELECT refund_id FROM payment_refunds
-         WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= now())
+         WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
            AND created_at <= now() - make_interval(secs => %(min_age)s)
          ORDER BY reconcile_after NULLS FIRST, refund_id
          LIMIT %(limit)s
@@ -114,12 +121,17 @@ UPDATE payment_refunds AS r
 RETURNING r.refund_id, r.payment_id, r.refund_amount, r.gateway, r.gateway_reference, r.reconcile_attempts,
           now() - r.created_at AS age
 """
+NEXT_PASS_REFUND = """
+UPDATE payment_refunds SET reconcile_after = now() + make_interval(secs => %(base)s)
+ WHERE refund_id = %(refund_id)s AND status = 'PENDING'
+"""
 BACK_OFF_REFUND = """
 UPDATE payment_refunds
    SET reconcile_attempts = reconcile_attempts + 1,
        reconcile_after = now() + make_interval(secs => least(%(base)s * power(2, reconcile_attempts), %(cap)s))
  WHERE refund_id = %(refund_id)s AND status = 'PENDING'
 """
+DATABASE_NOW = "SELECT now() AS now"
 SELECT_PAYMENT = """
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
        amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
@@ -171,6 +183,10 @@ class Reconciler:
         self.outbox = outbox
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Set when the gateway fails to answer during a pass: the rest of that pass backs off without
+        # asking, rather than waiting out a timeout per row while the rows it leased wait.
+        self._gateway_down = False
+        self._pass_started: datetime | None = None
 
     # --- one pass ------------------------------------------------------------------------------
 
@@ -178,6 +194,12 @@ class Reconciler:
         """Look up every due PENDING payment and refund once; `dry_run` changes nothing and sends nothing."""
         report = Report(dry_run=dry_run)
         batch = limit or self.config.RECONCILE_BATCH_SIZE
+        self._gateway_down = False
+        # Rows are due when their time came before the pass began: a row the pass looked at and
+        # rescheduled is not taken again by the same pass, so every pass ends.
+        with self.pool.cursor() as cur:
+            cur.execute(DATABASE_NOW)
+            self._pass_started = cur.fetchone()["now"]
         if dry_run:
             # Nothing is leased in a dry run, so it pages through what is due by id instead.
             for statement, decide, key in (
@@ -200,7 +222,13 @@ class Reconciler:
 
     def _rows(self, statement: str, limit: int, after: int = 0) -> list[dict[str, Any]]:
         """The due rows a statement selects (or takes and leases), in one short transaction."""
-        params = {"min_age": self.config.RECONCILE_MIN_AGE, "limit": limit, "lease": LEASE_SECONDS, "after": after}
+        params = {
+            "min_age": self.config.RECONCILE_MIN_AGE,
+            "limit": limit,
+            "lease": LEASE_SECONDS,
+            "after": after,
+            "pass_started": self._pass_started,
+        }
         with self.pool.cursor() as cur:
             cur.execute(statement, params)
             return cur.fetchall()
@@ -286,8 +314,9 @@ class Reconciler:
     def _payment_pending(self, row: dict[str, Any], label: str, dry_run: bool) -> Decision:
         """Leave the payment PENDING and look again after a growing back-off."""
         if not dry_run:
+            statement = NEXT_PASS_PAYMENT if label == "unavailable" else BACK_OFF_PAYMENT
             with self.pool.cursor() as cur:
-                cur.execute(BACK_OFF_PAYMENT, {"payment_id": row["payment_id"], **self._backoff()})
+                cur.execute(statement, {"payment_id": row["payment_id"], **self._backoff()})
             RECONCILIATIONS.labels(label).inc()
         return Decision("payment", row["payment_id"], row["payment_id"], label)
 
@@ -305,6 +334,8 @@ class Reconciler:
         refund = gateway_refund(payment, row["refund_id"], row["refund_amount"], row["gateway_reference"])
         if row["gateway"] != self.gateway.name:
             return self._refund_pending(row, "skipped", dry_run)
+        if self._gateway_down:
+            return self._refund_pending(row, "unavailable", dry_run)
         try:
             found = self.gateway.retrieve_refund(refund)
             if found.status == ABSENT and not self._is_old(row):
@@ -316,6 +347,7 @@ class Reconciler:
                 )
                 found = self.gateway.refund(refund)
         except GatewayUnavailableError as exc:
+            self._gateway_down = True
             logger.warning(
                 "reconciliation: gateway did not answer",
                 extra={"payment_id": row["payment_id"], "refund_id": row["refund_id"], "error": str(exc)},
@@ -344,8 +376,9 @@ class Reconciler:
     def _refund_pending(self, row: dict[str, Any], label: str, dry_run: bool) -> Decision:
         """Leave the refund PENDING and look again after a growing back-off."""
         if not dry_run:
+            statement = NEXT_PASS_REFUND if label == "unavailable" else BACK_OFF_REFUND
             with self.pool.cursor() as cur:
-                cur.execute(BACK_OFF_REFUND, {"refund_id": row["refund_id"], **self._backoff()})
+                cur.execute(statement, {"refund_id": row["refund_id"], **self._backoff()})
             RECONCILIATIONS.labels(label).inc()
         return Decision("refund", row["refund_id"], row["payment_id"], label)
 

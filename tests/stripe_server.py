@@ -49,8 +49,15 @@ class LocalStripe:
         requests.delete(f"{self.url}/_config/data", timeout=5).raise_for_status()
 
     def payment_intents(self) -> list[Any]:
-        """Every PaymentIntent it holds."""
-        return list(self.client.v1.payment_intents.list(params={"limit": 100}).data)
+        """Every PaymentIntent it holds, page after page."""
+        found: list[Any] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = self.client.v1.payment_intents.list(params=params)
+            found.extend(page.data)
+            if not page.has_more or not page.data:
+                return found
+            params["starting_after"] = page.data[-1].id
 
     def refunds(self, payment_intent: str) -> list[Any]:
         """The refunds of one PaymentIntent."""
@@ -77,7 +84,7 @@ def local_stripe() -> Iterator[LocalStripe]:
             raise RuntimeError("localstripe did not start")
         yield server
     finally:
-        process.terminate()
+        process.kill()  # it keeps nothing worth a graceful stop
         process.wait(10)
 
 
@@ -87,8 +94,9 @@ class GatewayProxy:
 
     Modes: `pass` forwards; `down` drops each connection unanswered, sending nothing on; `hang`
     holds each request unanswered for `hang_seconds`, sending nothing on; `lose_answer` sends the
-    request on (so the gateway acts) and drops the connection instead of answering. `only` limits
-    the failure to paths containing it (e.g. "/confirm"); other requests pass.
+    request on (so the gateway acts) and drops the connection instead of answering; `slow_answer`
+    sends it on and answers `hang_seconds` later. `only` limits the failure to paths containing it
+    (e.g. "/confirm"); other requests pass. `forwarded` lists what reached the gateway.
     """
 
     target: str
@@ -97,6 +105,7 @@ class GatewayProxy:
     only: str | None = None
     hang_seconds: float = 30.0
     seen: list[tuple[str, str]] = field(default_factory=list)
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failing(self, path: str) -> str:
@@ -129,6 +138,10 @@ def gateway_proxy(target: str) -> Iterator[GatewayProxy]:
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
             answer = requests.request(self.command, proxy.target + self.path, data=body, headers=headers, timeout=30)
+            with proxy.lock:
+                proxy.forwarded.append((self.command, self.path))
+            if mode == "slow_answer":
+                time.sleep(proxy.hang_seconds)
             if mode == "lose_answer":
                 self.close_connection = True
                 return

@@ -52,7 +52,7 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
 """
 SELECT_TRANSACTION = """
-SELECT idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
+SELECT idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at, capture
 FROM simulator_transactions WHERE idempotency_key = %(key)s
 """
 LOCK_TRANSACTION = """
@@ -171,10 +171,19 @@ class SimulatedGateway:
             cur.execute(SELECT_TRANSACTION, {"key": charge.idempotency_key})
             row = cur.fetchone()
             if row is not None and row["status"] == "PENDING":
-                status, error_code = self._verdict()
+                status, error_code = self._verdict(row["capture"])
                 cur.execute(SETTLE, {"key": charge.idempotency_key, "status": status, "error_code": error_code})
-                row = cur.fetchone() or row
+                row = self._settled_or_reread(cur, charge.idempotency_key)
         return _result(row)
+
+    @staticmethod
+    def _settled_or_reread(cur: Cursor, key: str) -> dict[str, Any] | None:
+        """The row SETTLE returned, or, when it changed nothing (not due, or decided by another caller), as it is."""
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(SELECT_TRANSACTION, {"key": key})
+            row = cur.fetchone()
+        return row
 
     def capture(self, charge: GatewayCharge, amount: Decimal) -> GatewayResult:
         """Capture part or all of a hold; capturing a captured hold again changes nothing."""
@@ -247,5 +256,5 @@ class SimulatedGateway:
             row = cur.fetchone()
             if row is not None and row["status"] == "PENDING":
                 cur.execute(SETTLE, {"key": refund.idempotency_key, "status": "SUCCEEDED", "error_code": None})
-                row = cur.fetchone() or row
+                row = self._settled_or_reread(cur, refund.idempotency_key)
         return _result(row)

@@ -94,9 +94,11 @@ class ChargeClients:
         first_trip: int = 1,
         request_timeout: float = 10.0,
         key_deadline: float = 60.0,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Prepare the threads; `start()` runs them."""
+        """Prepare the threads; `start()` runs them. `extra`: more body fields (e.g. a payment_method)."""
         self.base_url = base_url
+        self.extra = extra or {}
         self.ledger = Ledger()
         self.request_timeout = request_timeout
         self.key_deadline = key_deadline
@@ -134,7 +136,7 @@ class ChargeClients:
 
     def charge_until_final(self, session: requests.Session, result: KeyResult) -> None:
         """Retry one key like a careful client until it has a final answer or its deadline passes."""
-        body = {"idempotency_key": result.key, "trip_id": result.trip_id, "method": "CARD"}
+        body = {"idempotency_key": result.key, "trip_id": result.trip_id, "method": "CARD", **self.extra}
         result.started_at = time.monotonic()
         deadline = result.started_at + self.key_deadline
         delay = 0.05
