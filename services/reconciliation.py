@@ -187,11 +187,18 @@ class Reconciler:
         # asking, rather than waiting out a timeout per row while the rows it leased wait.
         self._gateway_down = False
         self._pass_started: datetime | None = None
+        # The two fields above belong to the pass in progress: one pass at a time per reconciler.
+        self._pass_lock = threading.Lock()
 
     # --- one pass ------------------------------------------------------------------------------
 
     def run_once(self, dry_run: bool = False, limit: int | None = None) -> Report:
         """Look up every due PENDING payment and refund once; `dry_run` changes nothing and sends nothing."""
+        with self._pass_lock:
+            return self._pass(dry_run, limit)
+
+    def _pass(self, dry_run: bool, limit: int | None) -> Report:
+        """One pass (see run_once)."""
         report = Report(dry_run=dry_run)
         batch = limit or self.config.RECONCILE_BATCH_SIZE
         self._gateway_down = False
