@@ -234,10 +234,12 @@ def test_a_refund_without_an_answer_is_pending_and_reconciliation_finds_it_at_st
 
     pending = refund(stripe_app, paid["payment_id"], amount=20)
     stripe_proxy.mode = "pass"
+    page = stripe_app.test_client().get(f"/v1/payments/{paid['payment_id']}/receipt", headers={"Accept": "text/html"})
     report = services(stripe_app).reconciler.run_once()
 
     assert (pending.status_code, pending.get_json()["refund_status"]) == (200, "PENDING")
     assert pending.get_json()["remaining_amount"] == 11.25
+    assert "pending at the bank" in page.get_data(as_text=True)
     assert [(d.kind, d.result) for d in report.decisions] == [("refund", "succeeded")]
     assert len(localstripe.refunds(paid["gateway_reference"])) == 1
     with db.cursor() as cur:
