@@ -367,6 +367,11 @@ class ChargeService:
                         cur.execute(
                             RECORD_GATEWAY_REFERENCE, {"payment_id": charge.payment_id, "gateway_reference": reference}
                         )
+                        recorded = cur.rowcount == 1
+                    if not recorded:
+                        # Settled meanwhile (by reconciliation): money must not move on it any more.
+                        logger.warning("payment no longer pending; not sent", extra={"payment_id": charge.payment_id})
+                        return GatewayResult(PENDING)
                     charge = dataclasses.replace(charge, reference=reference)
             result = self.gateway.authorize(charge)
         except GatewayRefusedError as exc:

@@ -285,3 +285,26 @@ def test_amounts_go_to_stripe_in_the_currency_s_smallest_unit(amount: str, curre
 def test_an_amount_a_zero_decimal_currency_cannot_carry_is_refused_not_rounded() -> None:
     with pytest.raises(UnpayableAmountError, match="VND"):
         minor_units(Decimal("100.50"), "VND")
+
+
+def test_an_attempt_on_a_payment_settled_meanwhile_moves_no_money(
+    stripe_app: Flask,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    stripe_proxy: GatewayProxy,
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    stripe_proxy.mode = "down"
+    payment_id = charge(stripe_app).get_json()["payment_id"]
+    stripe_proxy.mode = "pass"
+    with db.cursor() as cur:  # settled by someone else (e.g. another reconciler) in the meantime
+        cur.execute("UPDATE payments SET status = 'FAILED', error_code = 'GATEWAY_NO_RECORD'")
+
+    result = services(stripe_app).charges.attempt(
+        GatewayCharge(payment_id, 101, Decimal("31.25"), "INR", "CARD", "pm_card_visa")
+    )
+
+    assert result.status == "PENDING"
+    assert [intent.status for intent in localstripe.payment_intents()] == ["requires_confirmation"]
+    assert payment_row(db, payment_id)[:2] == ("FAILED", "GATEWAY_NO_RECORD")
