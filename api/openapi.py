@@ -65,9 +65,27 @@ def _bound(compare: Callable[[Decimal, Decimal], bool], words: str) -> Callable[
     return check
 
 
+@functools.cache
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema (ECMA-262) pattern for Python's re: a final `$` means the end of the text.
+
+    In Python `$` also matches before a final line feed, so "CARD" and a line feed would pass `^(CARD|...)$`.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + "\\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[SchemaError]:
+    """Check `pattern` with ECMA-262's meaning of `$` (see ecma_pattern)."""
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield SchemaError(f"{instance!r} does not match {pattern!r}")
+
+
 _ExactValidator = validators.extend(
     Draft202012Validator,
     {
+        "pattern": _pattern,
         "multipleOf": _multiple_of,
         "maximum": _bound(lambda value, bound: value <= bound, "greater than the maximum of"),
         "minimum": _bound(lambda value, bound: value >= bound, "less than the minimum of"),

@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 
 from api.openapi import (
     document,
+    ecma_pattern,
     expected,
     field_expectation,
     list_parameter,
@@ -145,7 +146,7 @@ def _pattern(*path: str) -> re.Pattern[str]:
     node: Any = document()["components"]
     for key in path:
         node = node[key]
-    return re.compile(node["pattern"])
+    return ecma_pattern(node["pattern"])
 
 
 def header_key_pattern() -> re.Pattern[str]:

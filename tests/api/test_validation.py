@@ -183,7 +183,8 @@ def test_an_unknown_field_lists_the_fields_there_are(charge_client: FlaskClient)
     assert (status, field) == (400, "ammount")
     assert (
         message
-        == "Unknown field 'ammount'; the fields are idempotency_key, trip_id, method, rider_id, driver_id, amount, payment_method."
+        == "Unknown field 'ammount'; the fields are idempotency_key, trip_id, method, rider_id, driver_id, amount,"
+        " payment_method."
     )
 
 
@@ -309,3 +310,25 @@ def test_a_bad_query_parameter_reads_like_a_bad_body_field(
     assert (status, named) == (400, field)
     assert expected in message
     assert not [internal for internal in INTERNALS if internal in message], message
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [("method", r'"CARD\n"'), ("method", r'"cash\n"'), ("idempotency_key", r'"nl-2\n"'),
+     ("payment_method", r'"pm_card_visa\n"')],
+)  # fmt: skip
+def test_a_value_with_a_trailing_line_feed_is_400_naming_the_field_and_writes_nothing(
+    charge_client: FlaskClient, db: psycopg2.extensions.connection, field: str, raw: str
+) -> None:
+    response = charge_with(charge_client, field, raw)
+
+    assert (response.status_code, response.get_json()["field"]) == (400, field)
+    assert all(count == 0 for count in row_counts(db).values())
+
+
+@pytest.mark.parametrize("raw", ["5", '""', "null", "[1]", '"pm_card_\uff56isa"', '"' + "p" * 256 + '"'])
+def test_a_bad_payment_method_says_what_a_gateway_token_is(charge_client: FlaskClient, raw: str) -> None:
+    status, field, message = error_of(charge_with(charge_client, "payment_method", raw))
+
+    assert (status, field) == (400, "payment_method")
+    assert message == "payment_method must be 1-255 printable ASCII characters, no spaces."
