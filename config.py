@@ -621,6 +621,16 @@ class Config:
         self.check_fares()
         if self.GATEWAY == "stripe" and not self.STRIPE_API_KEY:
             raise ConfigError("STRIPE_API_KEY is required when GATEWAY=stripe (a secret key such as sk_test_...)")
+        if self.STRIPE_API_KEY and not self.STRIPE_API_KEY.startswith(("sk_", "rk_")):
+            raise ConfigError(
+                "STRIPE_API_KEY must be a secret (sk_...) or restricted (rk_...) key; a publishable pk_ key cannot"
+                " charge"
+            )
+        if self.RECONCILE_NO_RECORD_AFTER < self.RECONCILE_MIN_AGE:
+            raise ConfigError(
+                f"RECONCILE_NO_RECORD_AFTER ({self.RECONCILE_NO_RECORD_AFTER:g}) must not be below RECONCILE_MIN_AGE"
+                f" ({self.RECONCILE_MIN_AGE:g}): a payment cannot be unknown to the gateway before it is looked up"
+            )
 
     def check_fares(self) -> None:
         """Refuse fare settings under which an ordinary trip could not be stored as a payment."""

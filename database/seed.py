@@ -131,7 +131,12 @@ def _parse_timestamp(value: str, line: int) -> datetime:
         moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         raise SeedError(f"line {line}: created_at must look like 2025-10-01 06:47:34, got {value!r}") from None
-    return moment.replace(tzinfo=UTC)
+    moment = moment.replace(tzinfo=UTC)
+    # A payment from the future would top every list for years and, if PENDING, never be old
+    # enough for reconciliation to settle it while it blocks its trip.
+    if moment > datetime.now(UTC):
+        raise SeedError(f"line {line}: created_at {value} (UTC) is in the future")
+    return moment
 
 
 def parse_csv(path: Path, currency: str) -> list[dict[str, object]]:

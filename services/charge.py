@@ -385,13 +385,13 @@ class ChargeService:
                 "gateway did not answer; payment left PENDING",
                 extra={"payment_id": charge.payment_id, "error": str(exc)},
             )
-            return GatewayResult(PENDING, reference=charge.reference)
+            return GatewayResult(PENDING, reference=charge.reference, answered=False)
         except DatabaseUnavailableError:
             # The reference could not be recorded, so no money was asked for; reconciliation resumes it.
             logger.warning(
                 "database lost before the gateway call; payment left PENDING", extra={"payment_id": charge.payment_id}
             )
-            return GatewayResult(PENDING)
+            return GatewayResult(PENDING, answered=False)
         except Exception:
             logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": charge.payment_id})
             return GatewayResult(PENDING, reference=charge.reference)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +62,9 @@ SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, statu
 FROM payments
 WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
   AND created_at <= now() - make_interval(secs => %(min_age)s) AND payment_id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM idempotency_keys AS k
+                  WHERE k.payment_id = payments.payment_id AND k.lock_token IS NOT NULL
+                    AND k.locked_at > now() - make_interval(secs => %(lock_timeout)s))
 ORDER BY payment_id
 LIMIT %(limit)s
 """
@@ -71,6 +75,10 @@ UPDATE payments AS p
   FROM (SELECT payment_id FROM payments
          WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
            AND created_at <= now() - make_interval(secs => %(min_age)s)
+           -- Not while a request still holds the charge's idempotency key: it is in its charge's hands.
+           AND NOT EXISTS (SELECT 1 FROM idempotency_keys AS k
+                            WHERE k.payment_id = payments.payment_id AND k.lock_token IS NOT NULL
+                              AND k.locked_at > now() - make_interval(secs => %(lock_timeout)s))
          ORDER BY reconcile_after NULLS FIRST, payment_id
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED) AS due
@@ -146,7 +154,7 @@ class Decision:
     kind: str  # payment or refund
     row_id: int
     payment_id: int
-    result: str  # succeeded, failed, no_record, pending, resent, unavailable, skipped
+    result: str  # succeeded, failed, no_record, pending, resent, unavailable, skipped, error
     status: str | None = None  # the row's new status, when it settled
     error_code: str | None = None
 
@@ -220,9 +228,9 @@ class Reconciler:
             return report
         # Batches until nothing is due; rows backed off or leased are not due again in this pass.
         while rows := self._rows(TAKE_DUE_PAYMENTS, batch):
-            report.decisions.extend(self._payment(row) for row in rows)
+            report.decisions.extend(self._safely(self._payment, row) for row in rows)
         while rows := self._rows(TAKE_DUE_REFUNDS, batch):
-            report.decisions.extend(self._refund(row) for row in rows)
+            report.decisions.extend(self._safely(self._refund, row) for row in rows)
         if any(decision.status for decision in report.decisions):
             self.outbox.wake()
         return report
@@ -235,10 +243,24 @@ class Reconciler:
             "lease": LEASE_SECONDS,
             "after": after,
             "pass_started": self._pass_started,
+            "lock_timeout": self.config.IDEMPOTENCY_LOCK_TIMEOUT,
         }
         with self.pool.cursor() as cur:
             cur.execute(statement, params)
             return cur.fetchall()
+
+    def _safely(self, decide: Callable[..., Decision], row: dict[str, Any]) -> Decision:
+        """Decide one row; an unexpected error backs that row off and the pass goes on with the others."""
+        try:
+            return decide(row)
+        except DatabaseUnavailableError:
+            raise
+        except Exception:
+            ids = {key: row[key] for key in ("payment_id", "refund_id") if key in row}
+            logger.exception("reconciliation could not decide a row; looked at again later", extra=ids)
+            if "refund_id" in row:
+                return self._refund_pending(row, "error", dry_run=False)
+            return self._payment_pending(row, "error", dry_run=False)
 
     def _is_old(self, row: dict[str, Any]) -> bool:
         """Older than RECONCILE_NO_RECORD_AFTER: a gateway that has no record of it by now never will."""
@@ -284,6 +306,9 @@ class Reconciler:
                 extra={"payment_id": payment.payment_id},
             )
             found = self.charges.attempt(charge)
+            if not found.answered:
+                self._gateway_down = True
+                return self._payment_pending(row, "unavailable", dry_run)
             if found.status == PENDING:
                 return self._payment_pending(row, "resent", dry_run)
         outcome = charge_outcome(found) if found.status != AUTHORIZED else GatewayResult(PENDING)

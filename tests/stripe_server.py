@@ -94,7 +94,8 @@ class GatewayProxy:
 
     Modes: `pass` forwards; `down` drops each connection unanswered, sending nothing on; `hang`
     holds each request unanswered for `hang_seconds`, sending nothing on; `lose_answer` sends the
-    request on (so the gateway acts) and drops the connection instead of answering; `slow_answer`
+    request on (so the gateway acts) and drops the connection instead of answering; `garble_answer`
+    sends it on and answers 200 with an HTML page instead of Stripe's answer; `slow_answer`
     sends it on and answers `hang_seconds` later. `only` limits the failure to paths containing it
     (e.g. "/confirm"); other requests pass. `forwarded` lists what reached the gateway.
     """
@@ -144,6 +145,14 @@ def gateway_proxy(target: str) -> Iterator[GatewayProxy]:
                 time.sleep(proxy.hang_seconds)
             if mode == "lose_answer":
                 self.close_connection = True
+                return
+            if mode == "garble_answer":
+                garbage = b"<html>upstream proxy error</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(garbage)))
+                self.end_headers()
+                self.wfile.write(garbage)
                 return
             self.send_response(answer.status_code)
             for name, value in answer.headers.items():

@@ -360,3 +360,13 @@ def test_a_database_url_with_a_bad_port_is_a_configuration_error_without_the_pas
         Config.from_env({"DATABASE_URL": f"postgresql://alice:Sup3rS3cret@127.0.0.1:{port}/payments"})
 
     assert "Sup3rS3cret" not in str(refused.value)
+
+
+def test_a_publishable_stripe_key_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="STRIPE_API_KEY must be a secret"):
+        Config.from_env({"GATEWAY": "stripe", "STRIPE_API_KEY": "pk_test_abc"})
+
+
+def test_no_record_after_below_the_minimum_age_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"RECONCILE_NO_RECORD_AFTER \(60\) must not be below RECONCILE_MIN_AGE"):
+        Config.from_env({"RECONCILE_MIN_AGE": "120", "RECONCILE_NO_RECORD_AFTER": "60"})

@@ -37,6 +37,11 @@ CREATE INDEX payment_refunds_pending_reconcile_idx ON payment_refunds (reconcile
 -- key, gateway maybe called. A retry with the key answers from that record instead of refunding again.
 ALTER TABLE idempotency_keys ADD COLUMN refund_id BIGINT REFERENCES payment_refunds (refund_id);
 
+-- Reconciliation leaves alone a payment whose charge request still holds its key (it is in flight).
+-- Only claims in progress are indexed, so the index stays as small as the requests in flight.
+CREATE INDEX idempotency_keys_locked_payment_idx ON idempotency_keys (payment_id)
+    WHERE lock_token IS NOT NULL AND payment_id IS NOT NULL;
+
 -- The simulated gateway's own ledger, as a processor keeps one: one row per gateway idempotency key
 -- (a repeated call finds its row and changes nothing). It lives in the service's database only
 -- because the simulator is embedded; the service's own tables never read it.

@@ -33,11 +33,15 @@ ABSENT = "ABSENT"
 
 @dataclass(frozen=True, slots=True)
 class GatewayResult:
-    """A gateway's answer: one of the statuses above, an error code when FAILED, its transaction id."""
+    """A gateway's answer: one of the statuses above, an error code when FAILED, its transaction id.
+
+    `answered` is False for a PENDING that only means "the gateway did not answer".
+    """
 
     status: str
     error_code: str | None = None
     reference: str | None = None
+    answered: bool = True
 
 
 @dataclass(frozen=True, slots=True)

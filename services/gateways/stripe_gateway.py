@@ -47,7 +47,10 @@ INTENT_STATUSES = {
     # Confirmation was never asked for: no money has moved for this PaymentIntent.
     "requires_confirmation": ABSENT,
 }
-REFUND_STATUSES = {"succeeded": SUCCESS, "pending": PENDING, "requires_action": PENDING}
+# Failed and canceled refunds gave nothing back; any status not known here is read as undecided.
+REFUND_STATUSES = {"succeeded": SUCCESS, "failed": FAILED, "canceled": FAILED}
+# Errors by which Stripe says no (nothing moved); every other error leaves the outcome unknown.
+REFUSALS = (stripe.CardError, stripe.InvalidRequestError, stripe.AuthenticationError, stripe.PermissionError)
 
 
 class UnpayableAmountError(GatewayRefusedError):
@@ -94,7 +97,7 @@ def _intent_result(intent: Any) -> GatewayResult:
 
 def _refund_result(refund: Any) -> GatewayResult:
     """A Stripe refund as a gateway answer: failed and canceled refunds gave nothing back."""
-    return GatewayResult(REFUND_STATUSES.get(refund["status"], FAILED), reference=refund["id"])
+    return GatewayResult(REFUND_STATUSES.get(refund.get("status"), PENDING), reference=refund["id"])
 
 
 class StripeGateway:
@@ -114,18 +117,24 @@ class StripeGateway:
         # The SDK logs every request at INFO with its own format; ours say what matters.
         logging.getLogger("stripe").setLevel(logging.WARNING)
 
-    def _send(self, what: str, call: Callable[[], Any]) -> Any:
-        """Make one call; no answer (connection, timeout, 5xx, rate limit) is GatewayUnavailableError."""
+    def _send(self, what: str, call: Callable[[], Any], prefix: str | None = None) -> Any:
+        """Make one call and return Stripe's object as a dict.
+
+        Only Stripe's explicit refusals (REFUSALS) are raised as they are. Anything else, from a
+        timeout, a 5xx or a dropped connection to an answer that cannot be read or is not the object
+        asked for (its id not starting with `prefix`), is GatewayUnavailableError: Stripe may have acted.
+        """
         try:
             answer = call()
-        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
-            raise GatewayUnavailableError(f"stripe {what}: {exc.user_message or exc}") from exc
-        except stripe.StripeError as exc:
-            if exc.http_status is None or exc.http_status >= 500 or isinstance(exc, stripe.IdempotencyError):
-                raise GatewayUnavailableError(f"stripe {what}: HTTP {exc.http_status}") from exc
+        except REFUSALS:
             raise
+        except stripe.StripeError as exc:
+            raise GatewayUnavailableError(f"stripe {what}: HTTP {exc.http_status}: {exc.user_message or exc}") from exc
         # Plain dicts from here on: the SDK's objects refuse dict methods such as get().
-        return answer.to_dict() if isinstance(answer, stripe.StripeObject) else answer
+        answer = answer.to_dict() if isinstance(answer, stripe.StripeObject) else answer
+        if prefix is not None and not str((answer or {}).get("id", "")).startswith(prefix):
+            raise GatewayUnavailableError(f"stripe {what}: an answer that is not a {prefix}... object")
+        return answer
 
     def register(self, charge: GatewayCharge) -> str | None:
         """Create the PaymentIntent unconfirmed and return its id; no money moves."""
@@ -141,11 +150,11 @@ class StripeGateway:
         options = {"idempotency_key": f"{charge.idempotency_key}-create"}
         try:
             intent = self._send(
-                "create", lambda: self._client.v1.payment_intents.create(params=params, options=options)
+                "create", lambda: self._client.v1.payment_intents.create(params=params, options=options), "pi_"
             )
         except stripe.CardError as exc:
             raise GatewayRefusedError(str(exc), error_code_of(exc)) from exc
-        except stripe.StripeError as exc:
+        except REFUSALS as exc:
             raise GatewayRefusedError(f"stripe refused the PaymentIntent: {exc.user_message or exc}") from exc
         return intent["id"]
 
@@ -157,7 +166,7 @@ class StripeGateway:
             intent = self._send("confirm", lambda: self._client.v1.payment_intents.confirm(reference, options=options))
         except stripe.CardError as exc:
             return GatewayResult(FAILED, error_code_of(exc), reference)
-        except stripe.StripeError as exc:
+        except REFUSALS as exc:
             logger.error("stripe refused the confirmation", extra={"payment_id": charge.payment_id, "error": str(exc)})
             return self._settled_or(charge, GatewayResult(FAILED, "GATEWAY_ERROR", reference))
         return _intent_result(intent)
@@ -177,7 +186,7 @@ class StripeGateway:
                 "capture",
                 lambda: self._client.v1.payment_intents.capture(reference, params=params, options=options),
             )
-        except stripe.StripeError as exc:
+        except REFUSALS as exc:
             logger.error("stripe refused the capture", extra={"payment_id": charge.payment_id, "error": str(exc)})
             return GatewayResult(FAILED, "GATEWAY_ERROR", reference)
         return _intent_result(intent)
@@ -188,7 +197,7 @@ class StripeGateway:
         options = {"idempotency_key": f"{charge.idempotency_key}-void"}
         try:
             intent = self._send("cancel", lambda: self._client.v1.payment_intents.cancel(reference, options=options))
-        except stripe.StripeError as exc:
+        except REFUSALS as exc:
             logger.error("stripe refused the cancellation", extra={"payment_id": charge.payment_id, "error": str(exc)})
             return GatewayResult(FAILED, "GATEWAY_ERROR", reference)
         return _intent_result(intent)
@@ -199,24 +208,31 @@ class StripeGateway:
             return GatewayResult(ABSENT)
         reference = charge.reference
         try:
-            intent = self._send("retrieve", lambda: self._client.v1.payment_intents.retrieve(reference))
-        except stripe.InvalidRequestError as exc:
+            intent = self._send("retrieve", lambda: self._client.v1.payment_intents.retrieve(reference), "pi_")
+        except REFUSALS as exc:
             if exc.http_status == 404:
                 return GatewayResult(ABSENT)
             raise GatewayUnavailableError(f"stripe retrieve: {exc}") from exc
         return _intent_result(intent)
 
     def refund(self, refund: GatewayRefund) -> GatewayResult:
-        """Refund part of the payment's PaymentIntent; Stripe refusing it is FAILED."""
+        """Refund part of the payment's PaymentIntent; Stripe refusing it (or an amount it cannot carry) is FAILED."""
+        try:
+            units = minor_units(refund.amount, refund.payment.currency)
+        except UnpayableAmountError as exc:
+            logger.warning("refund not sent", extra={"refund_id": refund.refund_id, "error": str(exc)})
+            return GatewayResult(FAILED, exc.error_code)
         params = {
             "payment_intent": _required_reference(refund.payment),
-            "amount": minor_units(refund.amount, refund.payment.currency),
+            "amount": units,
             "metadata": {"refund_id": str(refund.refund_id), "payment_id": str(refund.payment.payment_id)},
         }
         options = {"idempotency_key": refund.idempotency_key}
         try:
-            created = self._send("refund", lambda: self._client.v1.refunds.create(params=params, options=options))
-        except stripe.StripeError as exc:
+            created = self._send(
+                "refund", lambda: self._client.v1.refunds.create(params=params, options=options), "re_"
+            )
+        except REFUSALS as exc:
             logger.warning(
                 "stripe refused the refund",
                 extra={"payment_id": refund.payment.payment_id, "refund_id": refund.refund_id, "error": str(exc)},
@@ -228,14 +244,22 @@ class StripeGateway:
         """The refund now, found by its id or else by its `refund_id` among the PaymentIntent's refunds."""
         if refund.reference is not None:
             reference = refund.reference
-            return _refund_result(self._send("retrieve refund", lambda: self._client.v1.refunds.retrieve(reference)))
+            try:
+                found = self._send("retrieve refund", lambda: self._client.v1.refunds.retrieve(reference), "re_")
+            except REFUSALS as exc:
+                if exc.http_status == 404:
+                    return GatewayResult(ABSENT)
+                raise GatewayUnavailableError(f"stripe retrieve refund: {exc}") from exc
+            return _refund_result(found)
         if refund.payment.reference is None:
             return GatewayResult(ABSENT)
         params = {"payment_intent": refund.payment.reference, "limit": 100}
         try:
             listed = self._send("list refunds", lambda: self._client.v1.refunds.list(params=params))
-        except stripe.InvalidRequestError:
-            return GatewayResult(ABSENT)
+        except REFUSALS as exc:
+            if exc.http_status == 404:
+                return GatewayResult(ABSENT)
+            raise GatewayUnavailableError(f"stripe list refunds: {exc}") from exc
         for found in listed["data"]:
             if (found.get("metadata") or {}).get("refund_id") == str(refund.refund_id):
                 return _refund_result(found)

@@ -145,6 +145,7 @@ def test_loading_never_moves_the_id_sequence_backwards(
         ("6,105,1.00,CARD,PAID,PAY-6,2025-10-03 10:00:00", "status"),
         ("6,105,1.00,CARD,SUCCESS,PAY-6,03/10/2025", "created_at"),
         ("6,105,1.00,CARD,SUCCESS,PAY-6,2025-13-03 10:00:00", "created_at"),
+        ("6,105,40.00,UPI,PENDING,PAY-6,2030-01-01 00:00:00", "created_at 2030-01-01 00:00:00 (UTC) is in the future"),
         ("x,105,1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "payment_id"),
         ("6,0,1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "trip_id"),
         ("6,105,1.00,CARD,SUCCESS,,2025-10-03 10:00:00", "reference"),

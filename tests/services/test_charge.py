@@ -62,9 +62,7 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
     charge_app: Flask, db: psycopg2.extensions.connection
 ) -> None:
     service, first_claim, first, trip = _setup(charge_app)
-    paid = service._record_attempt(
-        first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config)
-    )
+    paid = service._record_attempt(first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config))
     _, claim, request, _ = _setup(charge_app)
 
     with pytest.raises(TripAlreadyPaidError) as raised:

@@ -203,3 +203,44 @@ def test_a_gateway_that_does_not_answer_leaves_payments_pending_and_the_pass_goe
 
     assert [d.result for d in report.decisions] == ["unavailable"] * 3
     assert statuses(db) == {"PENDING": 3}
+
+
+def test_a_row_that_cannot_be_decided_is_looked_at_later_and_the_pass_goes_on(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    class Broken(StubGateway):
+        def retrieve(self, charge: Any) -> Any:
+            if charge.payment_id == 1:
+                raise RuntimeError("unexpected answer")
+            return super().retrieve(charge)
+
+    app = make_app(TRIP_SERVICE_URL=trips.url, RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0, **PENDING_APP)
+    charge_trips(app, trips, 2)
+    with db.cursor() as cur:
+        cur.execute("UPDATE payments SET created_at = now() - interval '1 hour'")
+    use_gateway(app, Broken())
+
+    report = services(app).reconciler.run_once()
+
+    assert [(d.row_id, d.result) for d in report.decisions] == [(1, "error"), (2, "no_record")]
+    assert statuses(db) == {"PENDING": 1, "FAILED": 1}
+
+
+def test_a_resend_that_does_not_reach_the_gateway_is_counted_unavailable_not_resent(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    class Unreachable(StubGateway):
+        def authorize(self, charge: Any) -> Any:
+            raise GatewayUnavailableError("connection refused")
+
+    app = make_app(
+        TRIP_SERVICE_URL=trips.url, RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0,
+        **{**PENDING_APP, "GATEWAY_PENDING_RATE": 0.0},
+    )  # fmt: skip
+    use_gateway(app, Unreachable())
+    charge_trips(app, trips, 2)
+
+    report = services(app).reconciler.run_once()
+
+    assert [d.result for d in report.decisions] == ["unavailable", "unavailable"]
+    assert statuses(db) == {"PENDING": 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from api.services import services
 from services.gateways import GatewayCharge
 from services.gateways.stripe_gateway import StripeGateway, UnpayableAmountError, minor_units
 from tests.fakes import FakeTripService
+from tests.helpers import wait_until
 from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe
 
 
@@ -308,3 +310,80 @@ def test_an_attempt_on_a_payment_settled_meanwhile_moves_no_money(
     assert result.status == "PENDING"
     assert [intent.status for intent in localstripe.payment_intents()] == ["requires_confirmation"]
     assert payment_row(db, payment_id)[:2] == ("FAILED", "GATEWAY_NO_RECORD")
+
+
+def test_a_refund_whose_answer_cannot_be_read_stays_pending_and_is_never_made_twice(
+    stripe_app: Flask,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    stripe_proxy: GatewayProxy,
+    db: psycopg2.extensions.connection,
+) -> None:
+    trips.trip(101)
+    paid = charge(stripe_app).get_json()
+    stripe_proxy.mode, stripe_proxy.only = "garble_answer", "/v1/refunds"
+
+    first = refund(stripe_app, paid["payment_id"], key="gr-1", amount=5)
+    stripe_proxy.mode = "pass"
+    retry = refund(stripe_app, paid["payment_id"], key="gr-1", amount=5)
+    services(stripe_app).reconciler.run_once()
+
+    assert (first.status_code, first.get_json()["refund_status"]) == (200, "PENDING")
+    assert retry.get_data() == first.get_data()
+    assert [r.amount for r in localstripe.refunds(paid["gateway_reference"])] == [500]
+    with db.cursor() as cur:
+        cur.execute("SELECT status, refund_amount FROM payment_refunds")
+        assert cur.fetchall() == [("SUCCEEDED", Decimal("5.00"))]
+        cur.execute("SELECT amount_refunded FROM payments")
+        assert cur.fetchone() == (Decimal("5.00"),)
+
+
+def test_reconciliation_leaves_a_charge_in_flight_alone_even_when_told_nothing_is_too_young(
+    make_app: Any,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    stripe_proxy: GatewayProxy,
+    notifications: Any,
+    db: psycopg2.extensions.connection,
+) -> None:
+    app = make_app(
+        GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=10.0,
+        TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url, NOTIFY_DISPATCHER_ENABLED=False,
+        RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0, RECONCILE_NO_RECORD_AFTER=0,
+    )  # fmt: skip
+    trips.trip(101)
+    stripe_proxy.mode, stripe_proxy.only, stripe_proxy.hang_seconds = "slow_answer", "/v1/payment_intents", 2
+    answer: list[Any] = []
+    in_flight = threading.Thread(target=lambda: answer.append(charge(app)))
+    in_flight.start()
+    assert wait_until(lambda: len(stripe_proxy.forwarded) == 1, timeout=10)
+
+    report = services(app).reconciler.run_once()
+    in_flight.join(30)
+
+    assert report.decisions == []
+    assert (answer[0].status_code, answer[0].get_json()["status"]) == (201, "SUCCESS")
+    [intent] = localstripe.payment_intents()
+    assert intent.status == "succeeded"
+
+
+def test_a_refund_the_currency_cannot_carry_at_stripe_is_refused_and_counts_nothing(
+    make_app: Any, trips: FakeTripService, localstripe: LocalStripe, notifications: Any
+) -> None:
+    app = make_app(
+        GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=localstripe.url, CURRENCY="JPY",
+        TRIP_SERVICE_URL=trips.url, NOTIFICATION_SERVICE_URL=notifications.url, NOTIFY_DISPATCHER_ENABLED=False,
+        RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0,
+    )  # fmt: skip
+    trips.trip(101)
+    paid = charge(app, amount=100).get_json()
+
+    response = refund(app, paid["payment_id"], amount=0.5)
+    report = services(app).reconciler.run_once()
+
+    assert paid["status"] == "SUCCESS"
+    assert (response.status_code, response.get_json()["code"]) == (502, "gateway_refund_failed")
+    after = app.test_client().get(f"/v1/payments/{paid['payment_id']}").get_json()
+    assert (after["status"], after["amount_refunded"]) == ("SUCCESS", 0.0)
+    assert report.decisions == []
+    assert localstripe.refunds(paid["gateway_reference"]) == []
