@@ -283,9 +283,12 @@ class Reconciler:
         if payment.gateway is not None and payment.gateway != self.gateway.name:
             # Taken by another gateway than the one configured: only that gateway can say.
             return self._payment_pending(row, "skipped", dry_run)
+        if self._gateway_down:
+            return self._payment_pending(row, "unavailable", dry_run)
         try:
             found = self.gateway.retrieve(charge)
         except GatewayUnavailableError as exc:
+            self._gateway_down = True
             logger.warning(
                 "reconciliation: gateway did not answer", extra={"payment_id": payment.payment_id, "error": str(exc)}
             )

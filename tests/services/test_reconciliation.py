@@ -188,11 +188,14 @@ def test_a_payment_unknown_to_the_gateway_fails_with_gateway_no_record_once_old_
     assert retry.status_code == 201
 
 
-def test_a_gateway_that_does_not_answer_leaves_payments_pending_and_the_pass_goes_on(
+def test_a_gateway_that_does_not_answer_is_asked_once_per_pass_and_leaves_payments_pending(
     make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
     class Down(StubGateway):
+        asked = 0
+
         def retrieve(self, charge: Any) -> Any:
+            Down.asked += 1
             raise GatewayUnavailableError("timed out")
 
     app = make_app(TRIP_SERVICE_URL=trips.url, RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0, **PENDING_APP)
@@ -202,7 +205,11 @@ def test_a_gateway_that_does_not_answer_leaves_payments_pending_and_the_pass_goe
     report = services(app).reconciler.run_once()
 
     assert [d.result for d in report.decisions] == ["unavailable"] * 3
+    assert Down.asked == 1  # the rest of the pass did not wait out a timeout per row
     assert statuses(db) == {"PENDING": 3}
+    with db.cursor() as cur:  # an outage says nothing about a row: its back-off does not grow
+        cur.execute("SELECT reconcile_attempts FROM payments")
+        assert cur.fetchall() == [(0,), (0,), (0,)]
 
 
 def test_a_row_that_cannot_be_decided_is_looked_at_later_and_the_pass_goes_on(
