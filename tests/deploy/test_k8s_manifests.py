@@ -1,0 +1,131 @@
+"""deploy/k8s: every manifest valid against the Kubernetes schemas (offline), and wired to the service."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from config import SETTINGS
+from tests.deploy.test_gunicorn_conf import load_conf
+
+K8S = Path(__file__).resolve().parent.parent.parent / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30"
+MANIFESTS = sorted(path for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
+SECRET_SETTINGS = {spec.name for spec in SETTINGS if spec.secret}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def resources() -> dict[str, dict[str, Any]]:
+    """Every resource of the kustomization, by kind."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    found: dict[str, dict[str, Any]] = {}
+    for name in kustomization["resources"]:
+        for doc in documents(K8S / name):
+            found[doc["kind"]] = doc
+    return found
+
+
+def pod_containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    return resource["spec"]["template"]["spec"]["containers"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(path: Path) -> None:
+    for doc in documents(path):
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.name}: {doc['kind']}: {exc.message} at {list(exc.path)}")
+
+
+def test_the_kustomization_lists_every_manifest_and_they_make_the_whole_set() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+    assert sorted(kustomization["resources"]) == [path.name for path in MANIFESTS]
+    assert set(resources()) == {
+        "ConfigMap", "Job", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+    }  # fmt: skip
+
+
+def test_the_probes_ask_live_and_ready_on_the_port_the_service_listens_on() -> None:
+    found = resources()
+    [container] = pod_containers(found["Deployment"])
+    port = found["ConfigMap"]["data"]["SERVICE_PORT"]
+
+    assert container["ports"] == [{"name": "http", "containerPort": int(port)}]
+    assert (container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]) == (
+        {"path": "/live", "port": "http"}, {"path": "/ready", "port": "http"},
+    )  # fmt: skip
+    assert found["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_the_migration_job_runs_database_setup_without_seeding_and_the_pods_do_not_migrate() -> None:
+    found = resources()
+    [job] = pod_containers(found["Job"])
+    [api] = pod_containers(found["Deployment"])
+
+    assert job["command"][:2] == ["python", "database_setup.py"]
+    assert "--no-seed" in job["command"] and "--reset" not in job["command"]
+    assert api["command"] == ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+    assert found["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_no_secret_value_is_written_in_any_manifest() -> None:
+    found = resources()
+    assert not SECRET_SETTINGS & set(found["ConfigMap"]["data"])
+    assert "Secret" not in found
+    for kind in ("Deployment", "Job"):
+        for container in pod_containers(found[kind]):
+            for variable in container.get("env", []):
+                if variable["name"] in SECRET_SETTINGS:
+                    assert set(variable) == {"name", "valueFrom"}, variable["name"]
+                    assert variable["valueFrom"]["secretKeyRef"]["name"] == "payment-service-secrets"
+    text = "\n".join(path.read_text() for path in K8S.glob("*.yaml"))
+    assert not re.search(r"sk_(test|live)_|whsec_|postgresql://[^@\s]*:[^@\s]*@", text)
+
+
+def test_every_configmap_key_is_a_setting_the_service_reads() -> None:
+    names = {spec.name for spec in SETTINGS if spec.from_env}
+
+    assert set(resources()["ConfigMap"]["data"]) <= names
+
+
+def test_pods_run_as_non_root_on_a_read_only_root_filesystem_with_a_writable_tmp() -> None:
+    for kind in ("Deployment", "Job"):
+        spec = resources()[kind]["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert "memory" in container["resources"]["limits"]
+    deployment = resources()["Deployment"]["spec"]["template"]["spec"]
+    assert {mount["mountPath"] for mount in deployment["containers"][0]["volumeMounts"]} == {"/tmp"}
+
+
+def test_termination_waits_longer_than_the_pre_stop_pause_and_gunicorn_s_graceful_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
+    spec = resources()["Deployment"]["spec"]["template"]["spec"]
+    pause = int(spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1])
+
+    assert spec["terminationGracePeriodSeconds"] > pause + load_conf(monkeypatch).graceful_timeout
+
+
+def test_the_budget_the_autoscaler_and_the_service_select_the_deployment_s_pods() -> None:
+    found = resources()
+    labels = found["Deployment"]["spec"]["template"]["metadata"]["labels"]
+
+    assert found["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert found["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert found["Service"]["spec"]["selector"].items() <= labels.items()
+    assert found["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == found["Deployment"]["metadata"]["name"]
+    assert found["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
