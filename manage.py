@@ -126,6 +126,11 @@ def reconcile(config: Config, once: bool, dry_run: bool) -> int:
                 ", ".join(f"{result} {count}" for result, count in sorted(report.counts().items())) or "nothing due"
             )
             print(f"{verb} {settled} of {len(report.decisions)} rows looked up ({counts})")
+            payments, refunds = reconciler.pending_totals()
+            print(
+                f"PENDING now: {payments} payments, {refunds} refunds (rows not looked up are younger than"
+                " RECONCILE_MIN_AGE, waiting out their back-off, or still in their request's hands)"
+            )
             if dry_run:
                 print("dry run: no payment or refund was changed, and nothing asked the gateway to move money")
             return 0

@@ -20,6 +20,7 @@ from services.receipt_service import ReceiptUnavailableError
 from services.refund_service import (
     GatewayRefundFailedError,
     PaymentNotRefundableError,
+    RefundAmountNotPayableError,
     RefundExceedsRemainingError,
     RefundGatewayMismatchError,
 )
@@ -37,6 +38,7 @@ STATUS: dict[type[DomainError], int] = {
     PaymentNotRefundableError: 400,
     RefundExceedsRemainingError: 400,
     PaymentMethodRequiredError: 400,
+    RefundAmountNotPayableError: 400,
     TripAlreadyPaidError: 409,
     RefundGatewayMismatchError: 409,
     IdempotencyKeyInUseError: 409,

@@ -95,6 +95,9 @@ class DatabaseUnavailableError(DomainError):
         super().__init__(message)
 
 
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+
+
 class ConnectionPool:
     """A bounded, thread-safe pool of psycopg2 connections that are opened on demand."""
 
@@ -116,8 +119,21 @@ class ConnectionPool:
             "connection_factory": PreparingConnection if prepare_statements else psycopg2.extensions.connection,
             "connect_timeout": connect_timeout,
             "application_name": application_name,
-            # UTC sessions make every TIMESTAMPTZ come back with a +00:00 offset.
-            "options": f"-c timezone=UTC -c statement_timeout={statement_timeout_ms}",
+            # UTC sessions make every TIMESTAMPTZ come back with a +00:00 offset. A session whose
+            # client vanished mid-transaction (a network partition: no FIN, no RST) would keep its
+            # row locks for hours under the server's defaults; the idle-in-transaction timeout and
+            # the server's keepalives end it. No transaction of the service waits between statements
+            # (gateway calls happen outside transactions), so the timeout never ends a live one.
+            "options": (
+                f"-c timezone=UTC -c statement_timeout={statement_timeout_ms}"
+                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+                " -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+            ),
+            # The same from this side: a dead server is noticed instead of waited on.
+            "keepalives": 1,
+            "keepalives_idle": 15,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
         }
         self.size = size
         self._wait_timeout = wait_timeout

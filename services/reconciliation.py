@@ -140,6 +140,10 @@ UPDATE payment_refunds
  WHERE refund_id = %(refund_id)s AND status = 'PENDING'
 """
 DATABASE_NOW = "SELECT now() AS now"
+PENDING_TOTALS = """
+SELECT (SELECT count(*) FROM payments WHERE status = 'PENDING') AS payments,
+       (SELECT count(*) FROM payment_refunds WHERE status = 'PENDING') AS refunds
+"""
 SELECT_PAYMENT = """
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
        amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
@@ -154,7 +158,7 @@ class Decision:
     kind: str  # payment or refund
     row_id: int
     payment_id: int
-    result: str  # succeeded, failed, no_record, pending, resent, unavailable, skipped, error
+    result: str  # succeeded, failed, no_record, unknown, pending, resent, unavailable, skipped, error
     status: str | None = None  # the row's new status, when it settled
     error_code: str | None = None
 
@@ -235,6 +239,13 @@ class Reconciler:
             self.outbox.wake()
         return report
 
+    def pending_totals(self) -> tuple[int, int]:
+        """How many payments and refunds are PENDING now (due or not)."""
+        with self.pool.cursor() as cur:
+            cur.execute(PENDING_TOTALS)
+            row = cur.fetchone()
+        return row["payments"], row["refunds"]
+
     def _rows(self, statement: str, limit: int, after: int = 0) -> list[dict[str, Any]]:
         """The due rows a statement selects (or takes and leases), in one short transaction."""
         params = {
@@ -299,7 +310,8 @@ class Reconciler:
                     row, GatewayResult(FAILED, NO_RECORD, found.reference), "no_record", dry_run
                 )
             if payment.gateway is None:
-                return self._payment_pending(row, "pending", dry_run)
+                # Made before the service had gateways, or loaded: nothing to send it again with.
+                return self._payment_pending(row, "unknown", dry_run)
             if dry_run:
                 return Decision("payment", payment.payment_id, payment.payment_id, "resent")
             # Recorded here, never received there (or registered and never confirmed): send it again,

@@ -130,10 +130,26 @@ class GatewayRefundFailedError(DomainError):
     def __init__(self, payment_id: int, refund_id: int, error_code: str | None) -> None:
         """Say so naming the refund record."""
         super().__init__(
-            f"The gateway refused refund {refund_id} of payment {payment_id}; nothing was refunded.",
+            f"The gateway refused refund {refund_id} of payment {payment_id}; nothing was refunded and the refund"
+            " is recorded as FAILED. Retry (the same idempotency key makes a new attempt), or look the payment up"
+            " at the gateway.",
             payment_id=payment_id,
             refund_id=refund_id,
             error_code=error_code,
+        )
+
+
+class RefundAmountNotPayableError(DomainError):
+    """The gateway cannot move the refund's amount in the payment's currency (e.g. cents of JPY at Stripe)."""
+
+    code = "refund_amount_not_payable"
+
+    def __init__(self, amount: Decimal, currency: str, gateway: str) -> None:
+        """Say which amount and why, naming the field."""
+        super().__init__(
+            f"amount {amount} cannot be refunded in {currency} through the {gateway} gateway, which moves whole"
+            f" units of {currency}'s smallest denomination only; give an amount it can carry.",
+            field="amount",
         )
 
 
@@ -146,7 +162,7 @@ class RefundGatewayMismatchError(DomainError):
         """Say which gateway holds the money."""
         super().__init__(
             f"Payment {payment_id} was taken by the {gateway} gateway, but this service runs with {configured};"
-            " refund it where the money is.",
+            f" refund it through a service running with GATEWAY={gateway}.",
             payment_id=payment_id,
         )
 
@@ -304,6 +320,8 @@ class RefundService:
                 raise RefundExceedsRemainingError(payment.payment_id, refund_amount, remaining)
             if payment.gateway is not None and payment.gateway != self.gateway.name:
                 raise RefundGatewayMismatchError(payment.payment_id, payment.gateway, self.gateway.name)
+            if payment.gateway is not None and not self.gateway.can_carry(refund_amount, payment.currency):
+                raise RefundAmountNotPayableError(refund_amount, payment.currency, self.gateway.name)
 
             status = "SUCCEEDED" if payment.gateway is None else "PENDING"
             params = {

@@ -35,6 +35,9 @@ class StubGateway:
     name = "simulator"
     needs_payment_method = False
 
+    def can_carry(self, amount: Decimal, currency: str) -> bool:
+        return True
+
     def register(self, charge: GatewayCharge) -> str | None:
         return None
 

@@ -59,7 +59,8 @@ DEPENDENCY_REJECTIONS = Counter(
 RECONCILIATIONS = Counter(
     "payment_reconciliations_total",
     "Reconciliation decisions on PENDING payments and refunds, by result (succeeded, failed, no_record: unknown"
-    " to the gateway and settled FAILED; pending: still undecided; resent: sent again, the gateway never had it;"
+    " to the gateway and settled FAILED; unknown: unknown to the gateway, made before it was, not old enough to"
+    " fail yet; pending: still undecided; resent: sent again, the gateway never had it;"
     " unavailable: the gateway did not answer; skipped: taken by another gateway or settled by someone else;"
     " error: could not be decided, see the log).",
     ["result"],

@@ -98,6 +98,10 @@ class PaymentGateway(Protocol):
     # True when CARD/WALLET/UPI charges need the client's gateway token (`payment_method`).
     needs_payment_method: ClassVar[bool]
 
+    def can_carry(self, amount: Decimal, currency: str) -> bool:
+        """Whether the gateway can move exactly `amount` in `currency` (e.g. no cents in JPY at Stripe)."""
+        ...
+
     def register(self, charge: GatewayCharge) -> str | None:
         """Make the payment known without moving money; return the reference to record before any money moves.
 

@@ -137,6 +137,10 @@ class SimulatedGateway:
             return ("SUCCEEDED" if capture else "REQUIRES_CAPTURE"), None
         return "FAILED", self._rng.choice(GATEWAY_ERROR_CODES)
 
+    def can_carry(self, amount: Decimal, currency: str) -> bool:
+        """Any amount of the ledger's (two decimals) will do."""
+        return True
+
     def register(self, charge: GatewayCharge) -> str | None:
         """Nothing to register: the simulator finds payments by their idempotency key."""
         return None

@@ -136,6 +136,14 @@ class StripeGateway:
             raise GatewayUnavailableError(f"stripe {what}: an answer that is not a {prefix}... object")
         return answer
 
+    def can_carry(self, amount: Decimal, currency: str) -> bool:
+        """Whether the amount is a whole number of the currency's smallest unit at Stripe."""
+        try:
+            minor_units(amount, currency)
+        except UnpayableAmountError:
+            return False
+        return True
+
     def register(self, charge: GatewayCharge) -> str | None:
         """Create the PaymentIntent unconfirmed and return its id; no money moves."""
         params: dict[str, Any] = {

@@ -326,9 +326,19 @@ def test_a_value_with_a_trailing_line_feed_is_400_naming_the_field_and_writes_no
     assert all(count == 0 for count in row_counts(db).values())
 
 
-@pytest.mark.parametrize("raw", ["5", '""', "null", "[1]", '"pm_card_\uff56isa"', '"' + "p" * 256 + '"'])
-def test_a_bad_payment_method_says_what_a_gateway_token_is(charge_client: FlaskClient, raw: str) -> None:
+@pytest.mark.parametrize(
+    "raw",
+    ["5", '""', "null", "[1]", '"pm_card_\uff56isa"', '"' + "p" * 256 + '"', '"4242424242424242"',
+     '"4111-1111-1111-1111"', '"4242 4242 4242 4242"'],
+)  # fmt: skip
+def test_a_bad_payment_method_or_a_card_number_says_what_a_gateway_token_is(
+    charge_client: FlaskClient, db: psycopg2.extensions.connection, raw: str
+) -> None:
     status, field, message = error_of(charge_with(charge_client, "payment_method", raw))
 
     assert (status, field) == (400, "payment_method")
-    assert message == "payment_method must be 1-255 printable ASCII characters, no spaces."
+    assert message == (
+        "payment_method must be a gateway token of 1-255 printable ASCII characters with at least one letter and"
+        " no spaces, such as pm_card_visa (never a card number)."
+    )
+    assert all(count == 0 for count in row_counts(db).values())

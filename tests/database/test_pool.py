@@ -37,6 +37,15 @@ def test_sessions_run_in_utc(pool: ConnectionPool) -> None:
         assert cur.fetchone()["TimeZone"] == "UTC"
 
 
+def test_a_session_whose_client_vanished_mid_transaction_cannot_hold_its_locks_for_long(pool: ConnectionPool) -> None:
+    with pool.cursor() as cur:
+        cur.execute("SELECT current_setting('idle_in_transaction_session_timeout') AS idle,"
+                    " current_setting('tcp_keepalives_idle') AS keepalive")  # fmt: skip
+        row = cur.fetchone()
+
+    assert (row["idle"], row["keepalive"]) == ("30s", "15")
+
+
 def test_a_block_commits_on_success(pool: ConnectionPool, db: psycopg2.extensions.connection) -> None:
     with pool.cursor() as cur:
         cur.execute(

@@ -251,3 +251,20 @@ def test_a_resend_that_does_not_reach_the_gateway_is_counted_unavailable_not_res
 
     assert [d.result for d in report.decisions] == ["unavailable", "unavailable"]
     assert statuses(db) == {"PENDING": 2}
+
+
+def test_a_young_pending_payment_from_before_the_gateways_is_left_unknown_and_never_sent(
+    make_app: Callable[..., Flask], insert_payment: Callable[..., int], db: psycopg2.extensions.connection
+) -> None:
+    app = make_app(RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0, **PENDING_APP)
+    with db.cursor() as cur:
+        cur.execute("SELECT now()")
+        [now] = cur.fetchone()
+    old_version = insert_payment(status="PENDING", created_at=now)  # gateway NULL, as before migration 0008
+
+    report = services(app).reconciler.run_once()
+
+    assert [(d.row_id, d.result, d.status) for d in report.decisions] == [(old_version, "unknown", None)]
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM simulator_transactions")
+        assert cur.fetchone()[0] == 0

@@ -367,8 +367,12 @@ def test_reconciliation_leaves_a_charge_in_flight_alone_even_when_told_nothing_i
     assert intent.status == "succeeded"
 
 
-def test_a_refund_the_currency_cannot_carry_at_stripe_is_refused_and_counts_nothing(
-    make_app: Any, trips: FakeTripService, localstripe: LocalStripe, notifications: Any
+def test_a_refund_the_currency_cannot_carry_at_stripe_is_400_naming_the_amount_and_writes_nothing(
+    make_app: Any,
+    trips: FakeTripService,
+    localstripe: LocalStripe,
+    notifications: Any,
+    db: psycopg2.extensions.connection,
 ) -> None:
     app = make_app(
         GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=localstripe.url, CURRENCY="JPY",
@@ -382,8 +386,12 @@ def test_a_refund_the_currency_cannot_carry_at_stripe_is_refused_and_counts_noth
     report = services(app).reconciler.run_once()
 
     assert paid["status"] == "SUCCESS"
-    assert (response.status_code, response.get_json()["code"]) == (502, "gateway_refund_failed")
+    assert (response.status_code, response.get_json()["code"]) == (400, "refund_amount_not_payable")
+    assert response.get_json()["field"] == "amount"
     after = app.test_client().get(f"/v1/payments/{paid['payment_id']}").get_json()
     assert (after["status"], after["amount_refunded"]) == ("SUCCESS", 0.0)
     assert report.decisions == []
     assert localstripe.refunds(paid["gateway_reference"]) == []
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payment_refunds")
+        assert cur.fetchone()[0] == 0
