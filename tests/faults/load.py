@@ -20,7 +20,7 @@ import requests
 
 from tests.helpers import query_rows, query_value
 
-RETRY_STATUSES = {429, 503}
+RETRY_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,16 @@ class ChargeClients:
         request_timeout: float = 10.0,
         key_deadline: float = 60.0,
         extra: dict[str, Any] | None = None,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
     ) -> None:
-        """Prepare the threads; `start()` runs them. `extra`: more body fields (e.g. a payment_method)."""
+        """Prepare the threads; `start()` runs them.
+
+        `extra`: more body fields (e.g. a payment_method); `retry_statuses`: answers retried with the same
+        key (behind a load balancer a careful client also retries its 502 and 504).
+        """
         self.base_url = base_url
         self.extra = extra or {}
+        self.retry_statuses = retry_statuses
         self.ledger = Ledger()
         self.request_timeout = request_timeout
         self.key_deadline = key_deadline
@@ -151,7 +157,7 @@ class ChargeClients:
                 payload = _json(response)
                 code = payload.get("code") if isinstance(payload, dict) else None
                 self.ledger.record(Attempt(started, time.monotonic(), response.status_code, code))
-                retry = response.status_code in RETRY_STATUSES or code == "idempotency_key_in_use"
+                retry = response.status_code in self.retry_statuses or code == "idempotency_key_in_use"
                 if not retry:
                     result.answered_at = time.monotonic()
                     result.status = response.status_code
