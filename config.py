@@ -403,6 +403,13 @@ class Config:
         " or statement mode (PgBouncer, any version: its prepared-statement support since 1.21 covers only"
         " protocol-level statements, not SQL `PREPARE`)",
     )
+    DB_SESSION_OPTIONS: bool = setting(
+        BOOLEAN,
+        True,
+        "send the session settings (UTC time zone, statement and idle-in-transaction timeouts, keepalives) when"
+        " connecting; set `false` behind PgBouncer in transaction mode, which refuses them: its `connect_query`"
+        " must set them instead (see *Behind PgBouncer*)",
+    )
 
     TRIP_SERVICE_URL: str = setting(HTTP_URL, "http://localhost:8081", "trip service base URL")
     TRIP_SERVICE_MOCK: bool = setting(

@@ -74,7 +74,8 @@ def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_secon
         server.get_database_uri(), config.DB_CONNECT_TIMEOUT, wait_seconds, where=config.describe_database()
     )
     ensure_database(config)
-    conn = connect(config, options="-c timezone=UTC")
+    # Behind a pooler that refuses startup options (DB_SESSION_OPTIONS=false) its connect_query sets UTC.
+    conn = connect(config, options="-c timezone=UTC") if config.DB_SESSION_OPTIONS else connect(config)
     try:
         if reset:
             drop_everything(conn)

@@ -110,6 +110,7 @@ class ConnectionPool:
         statement_timeout_ms: int = 0,
         application_name: str = "payment-service",
         prepare_statements: bool = True,
+        session_options: bool = True,
     ) -> None:
         """Remember how to connect; no connection is opened until one is needed."""
         self._dsn = dsn
@@ -119,22 +120,24 @@ class ConnectionPool:
             "connection_factory": PreparingConnection if prepare_statements else psycopg2.extensions.connection,
             "connect_timeout": connect_timeout,
             "application_name": application_name,
-            # UTC sessions make every TIMESTAMPTZ come back with a +00:00 offset. A session whose
-            # client vanished mid-transaction (a network partition: no FIN, no RST) would keep its
-            # row locks for hours under the server's defaults; the idle-in-transaction timeout and
-            # the server's keepalives end it. No transaction of the service waits between statements
-            # (gateway calls happen outside transactions), so the timeout never ends a live one.
-            "options": (
-                f"-c timezone=UTC -c statement_timeout={statement_timeout_ms}"
-                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
-                " -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-            ),
-            # The same from this side: a dead server is noticed instead of waited on.
+            # Client-side TCP keepalives: a dead server is noticed instead of waited on.
             "keepalives": 1,
             "keepalives_idle": 15,
             "keepalives_interval": 5,
             "keepalives_count": 3,
         }
+        if session_options:
+            # UTC sessions make every TIMESTAMPTZ come back with a +00:00 offset. A session whose
+            # client vanished mid-transaction (a network partition: no FIN, no RST) would keep its
+            # row locks for hours under the server's defaults; the idle-in-transaction timeout and
+            # the server's keepalives end it. No transaction of the service waits between statements
+            # (gateway calls happen outside transactions), so the timeout never ends a live one.
+            # (A pooler in transaction mode refuses startup options; its connect_query sets these.)
+            self._connect_kwargs["options"] = (
+                f"-c timezone=UTC -c statement_timeout={statement_timeout_ms}"
+                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+                " -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+            )
         self.size = size
         self._wait_timeout = wait_timeout
         self._slots = threading.BoundedSemaphore(size)

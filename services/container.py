@@ -72,6 +72,7 @@ def build_services(config: Config) -> Services:
         connect_timeout=config.DB_CONNECT_TIMEOUT,
         statement_timeout_ms=config.DB_STATEMENT_TIMEOUT_MS,
         prepare_statements=config.DB_PREPARED_STATEMENTS,
+        session_options=config.DB_SESSION_OPTIONS,
     )
     trips = HttpTripClient(config)
     gateway = build_gateway(config, pool)

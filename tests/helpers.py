@@ -137,6 +137,11 @@ def database_env(config: Config, **extra: str) -> dict[str, str]:
         env.update(DB_HOST=config.DB_HOST, DB_PORT=str(config.DB_PORT), DB_NAME=config.DB_NAME, DB_USER=config.DB_USER)
         if config.DB_PASS:
             env["DB_PASS"] = config.DB_PASS
+    # How to talk to the server (directly, or through a pooler) goes with where it is.
+    env.update(
+        DB_PREPARED_STATEMENTS=str(config.DB_PREPARED_STATEMENTS).lower(),
+        DB_SESSION_OPTIONS=str(config.DB_SESSION_OPTIONS).lower(),
+    )
     env.update(extra)
     return env
 

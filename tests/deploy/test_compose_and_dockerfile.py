@@ -51,7 +51,7 @@ def test_compose_wires_database_service_and_redis() -> None:
     assert app["ports"] == ["8082:8082"]
     assert app["depends_on"]["payment_db"]["condition"] == "service_healthy"
     assert app["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert app["environment"]["DB_HOST"] == "payment_db"
+    assert app["environment"]["DB_HOST"] == "${PAYMENT_DB_HOST:-payment_db}"  # payment_db unless the pooler is chosen
     assert app["environment"]["RATE_LIMIT_STORAGE_URI"].startswith("redis://redis:")
     assert "/ready" in " ".join(app["healthcheck"]["test"])
     assert "redis-cli" in " ".join(cache["healthcheck"]["test"])
@@ -67,6 +67,17 @@ def test_prometheus_and_grafana_sit_behind_the_observability_profile() -> None:
         assert "profiles" not in services[name]
     assert any("prometheus.yml" in v for v in services["prometheus"]["volumes"])
     assert any("deploy/grafana/dashboards" in v for v in services["grafana"]["volumes"])
+
+
+def test_pgbouncer_sits_behind_the_pooler_profile_in_transaction_mode() -> None:
+    services = compose()["services"]
+    pooler = services["pgbouncer"]
+
+    assert pooler["profiles"] == ["pooler"]
+    assert pooler["environment"]["POOL_MODE"] == "transaction"
+    assert pooler["environment"]["DB_HOST"] == "payment_db"
+    assert "options" in pooler["environment"]["IGNORE_STARTUP_PARAMETERS"]
+    assert services["payment-service"]["environment"]["DB_HOST"] == "${PAYMENT_DB_HOST:-payment_db}"
 
 
 def test_no_password_is_written_in_the_compose_file() -> None:
