@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from database.prepared import Prepared, PreparingConnection
@@ -221,6 +222,17 @@ class ConnectionPool:
                 conn.autocommit = True
             yield conn
             conn.commit()
+        except (psycopg2.errors.DuplicatePreparedStatement, psycopg2.errors.InvalidSqlStatementName) as exc:
+            # Prepared statements belong to a server session; behind a pooler in transaction mode a
+            # client's next transaction may run on another one. A deployment error, answered as an
+            # outage (503, retryable) and named in the log, never as a 500.
+            broken = True
+            logger.error(
+                "prepared statements do not survive this connection (a pooler in transaction mode?):"
+                " set DB_PREPARED_STATEMENTS=false",
+                extra={"error": str(exc).strip()},
+            )
+            raise DatabaseUnavailableError() from exc
         except BROKEN_CONNECTION_ERRORS as exc:
             # OperationalError also covers a statement timeout, a lock timeout or a deadlock, after
             # which the session is fine; only a connection that is gone (psycopg2 marks it closed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -48,7 +48,8 @@ class PaymentJSONProvider(DefaultJSONProvider):
             # JSON number equals the stored Decimal; no arithmetic ever happens on the float.
             return float(o)
         if isinstance(o, datetime):
-            return o.isoformat()
+            # UTC whatever the session's time zone (a pooler's server connection may not be in UTC).
+            return (o.astimezone(UTC) if o.tzinfo is not None else o).isoformat()
         if isinstance(o, date):
             return o.isoformat()
         return DefaultJSONProvider.default(o)

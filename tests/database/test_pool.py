@@ -242,3 +242,19 @@ def test_rows_come_back_as_plain_dicts_by_every_fetch(pool: ConnectionPool) -> N
         assert cur.fetchone() is None
         cur.execute("SELECT 'x' AS other")  # a new statement, new column names
         assert [row for row in cur] == [{"other": "x"}]
+
+
+def test_a_prepared_statement_the_session_does_not_have_is_a_503_not_a_500(
+    pool: ConnectionPool, db: psycopg2.extensions.connection
+) -> None:
+    # What a pooler in transaction mode does: the next transaction lands on another server session.
+    from database.prepared import Prepared
+
+    statement = Prepared("SELECT 1 AS one WHERE %(x)s::int = 1")
+    with pytest.raises(DatabaseUnavailableError), pool.cursor() as cur:
+        cur.connection.prepared.add(statement.name)  # believes it is prepared; this session never saw it
+        cur.execute(statement, {"x": 1})
+
+    with pool.cursor() as cur:  # the confused connection was dropped; a fresh one works
+        cur.execute(statement, {"x": 1})
+        assert cur.fetchone() == {"one": 1}

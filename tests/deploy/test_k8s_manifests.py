@@ -129,3 +129,18 @@ def test_the_budget_the_autoscaler_and_the_service_select_the_deployment_s_pods(
     assert found["Service"]["spec"]["selector"].items() <= labels.items()
     assert found["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == found["Deployment"]["metadata"]["name"]
     assert found["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+
+
+def test_the_autoscaler_s_largest_fleet_fits_postgresql_s_default_max_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
+    found = resources()
+    pods = (
+        found["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]
+        + found["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    )
+    connections = pods * load_conf(monkeypatch).workers * int(found["ConfigMap"]["data"]["DB_POOL_SIZE"])
+
+    assert connections <= 100 - 5  # PostgreSQL's default, with room for the migration Job and operators
+    assert int(found["ConfigMap"]["data"]["DB_POOL_SIZE"]) >= load_conf(monkeypatch).threads
