@@ -44,6 +44,7 @@ from services.gateways import (
     PaymentGateway,
 )
 from services.notification_service import Outbox
+from services.payment_queries import SELECT_PAYMENT
 from services.refund_service import gateway_refund, settle_refund
 from utils.logger import get_logger
 from utils.metrics import RECONCILIATIONS
@@ -143,11 +144,6 @@ DATABASE_NOW = "SELECT now() AS now"
 PENDING_TOTALS = """
 SELECT (SELECT count(*) FROM payments WHERE status = 'PENDING') AS payments,
        (SELECT count(*) FROM payment_refunds WHERE status = 'PENDING') AS refunds
-"""
-SELECT_PAYMENT = """
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
-FROM payments WHERE payment_id = %(payment_id)s
 """
 
 
@@ -411,7 +407,7 @@ class Reconciler:
         if dry_run:
             return decision
         with self.pool.cursor() as cur:
-            if not settle_refund(cur, self.outbox, refund, status, found):
+            if settle_refund(cur, self.outbox, refund, status, found) is None:
                 return Decision("refund", row["refund_id"], row["payment_id"], "skipped")
         RECONCILIATIONS.labels(label).inc()
         logger.info(

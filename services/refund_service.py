@@ -354,9 +354,8 @@ class RefundService:
         """Store the gateway's verdict on a PENDING refund and answer with it."""
         status = {SUCCESS: "SUCCEEDED", FAILED: "FAILED"}.get(result.status, "PENDING")
         with self.pool.cursor() as cur:
-            if status != "PENDING":
-                settle_refund(cur, self.outbox, refund, status, result)
-            answer = self._answer(cur, claim, refund.refund_id)
+            settled = settle_refund(cur, self.outbox, refund, status, result) if status != "PENDING" else None
+            answer = self._answer(cur, claim, refund.refund_id, settled)
         return self._raise_if_refused(answer)
 
     def _answer_recorded(self, claim: Claim, refund_id: int) -> Outcome:
@@ -365,15 +364,19 @@ class RefundService:
             answer = self._answer(cur, claim, refund_id)
         return self._raise_if_refused(answer)
 
-    def _answer(self, cur: Cursor, claim: Claim | None, refund_id: int) -> Outcome | GatewayRefundFailedError:
+    def _answer(
+        self, cur: Cursor, claim: Claim | None, refund_id: int, payment: Payment | None = None
+    ) -> Outcome | GatewayRefundFailedError:
         """The answer for a recorded refund: 200 (stored under the key), or the 502 error when it was refused.
 
-        The error is returned, not raised, so that the caller's transaction commits the refusal first.
+        `payment` is the payment as this transaction just wrote it, if it did (else it is read). The
+        error is returned, not raised, so that the caller's transaction commits the refusal first.
         """
         cur.execute(SELECT_REFUND, {"refund_id": refund_id})
         refund = cur.fetchone()
-        cur.execute(SELECT_PAYMENT, {"payment_id": refund["payment_id"]})
-        payment = Payment.from_row(cur.fetchone())
+        if payment is None:
+            cur.execute(SELECT_PAYMENT, {"payment_id": refund["payment_id"]})
+            payment = Payment.from_row(cur.fetchone())
         if refund["status"] == "FAILED":
             if claim is not None:
                 # Not an outcome to replay: a retry with the key makes a new attempt.
@@ -402,8 +405,12 @@ class RefundService:
         )
 
 
-def settle_refund(cur: Cursor, outbox: Outbox, refund: GatewayRefund, status: str, result: GatewayResult) -> bool:
-    """Record a PENDING refund's verdict and notify, in the caller's transaction; False if already settled.
+def settle_refund(
+    cur: Cursor, outbox: Outbox, refund: GatewayRefund, status: str, result: GatewayResult
+) -> Payment | None:
+    """Record a PENDING refund's verdict and notify, in the caller's transaction; the payment after it.
+
+    None when the refund was already settled (by someone else).
 
     A FAILED refund stops counting towards the payment's amount_refunded (the ledger invariant).
     """
@@ -417,11 +424,11 @@ def settle_refund(cur: Cursor, outbox: Outbox, refund: GatewayRefund, status: st
         },
     )
     if cur.fetchone() is None:
-        return False
+        return None
     if status == "FAILED":
         cur.execute(REVERSE_REFUND, {"payment_id": refund.payment.payment_id, "refund_amount": refund.amount})
     else:
         cur.execute(SELECT_PAYMENT, {"payment_id": refund.payment.payment_id})
     payment = Payment.from_row(cur.fetchone())
     outbox.add(cur, refund_event(payment, refund.refund_id, refund.amount, status))
-    return True
+    return payment
