@@ -136,6 +136,26 @@ def _check_money(setting: Setting, value: Any) -> Decimal:
     return _valid_amount(setting, value, repr(value))
 
 
+def _read_factor(setting: Setting, text: str) -> Decimal:
+    try:
+        factor = Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"{setting.name} must be a decimal number such as 1.25, got {text!r}") from None
+    return _valid_factor(setting, factor, repr(text))
+
+
+def _check_factor(setting: Setting, value: Any) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise ConfigError(f"{setting.name} must be a Decimal such as Decimal('1.25'), got {value!r}")
+    return _valid_factor(setting, value, repr(value))
+
+
+def _valid_factor(setting: Setting, factor: Decimal, shown: str) -> Decimal:
+    if not factor.is_finite() or factor.as_tuple().exponent < -4:
+        raise ConfigError(f"{setting.name} must be a finite decimal with at most four decimals, got {shown}")
+    return _within(setting, factor, shown)
+
+
 def _read_bool(setting: Setting, text: str) -> bool:
     lowered = text.lower()
     if lowered in _TRUE:
@@ -316,6 +336,7 @@ def _show_surge(table: Mapping[str, Decimal]) -> str:
 INTEGER = Kind(_read_int, _check_int)
 NUMBER = Kind(_read_float, _check_float, repr)  # timeouts and rates, never money
 MONEY = Kind(_read_money, _check_money)  # an exact Decimal >= 0 with at most two decimals
+FACTOR = Kind(_read_factor, _check_factor)  # an exact Decimal multiplier (fares are money, so no floats)
 BOOLEAN = Kind(_read_bool, _check_bool, lambda value: "true" if value else "false")
 TEXT = Kind(_read_text, _checked_text(_read_text))
 HTTP_URL = Kind(_read_http_url, _checked_text(_read_http_url))
@@ -504,6 +525,20 @@ class Config:
         "`LEVEL:multiplier` pairs",
     )
     CANCELLATION_FEE: Decimal = setting(MONEY, Decimal("3.00"), "exact decimal")  # noqa: RUF009
+    HOLD_MULTIPLIER: Decimal = setting(  # noqa: RUF009
+        FACTOR,
+        Decimal("1.25"),
+        "a hold (`POST /v1/payments/authorize` without `amount`) is the trip's fare x this, so a longer ride"
+        " than estimated still fits; exact decimal",
+        bounds=(Decimal(1), Decimal(10)),
+    )
+    HOLD_TTL: int = setting(
+        INTEGER,
+        604800,
+        "seconds a hold stays `AUTHORIZED`; reconciliation voids older ones (card networks release"
+        " authorizations after about 7 days)",
+        bounds=(1, 30 * 86400),
+    )
     IDEMPOTENCY_KEY_TTL: int = setting(
         INTEGER, 86400, "seconds an idempotency key is remembered", bounds=(60, 365 * 86400)
     )
@@ -648,6 +683,13 @@ class Config:
                 f"BASE_FARE + {ORDINARY_TRIP_KM} km x RATE_PER_KM at the highest SURGE_MULTIPLIERS level"
                 f" ({level} {surge}) is {fare}, above the largest payment amount {MAX_AMOUNT}:"
                 " lower BASE_FARE or RATE_PER_KM"
+            )
+        hold = to_cents((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge * self.HOLD_MULTIPLIER)
+        if hold > MAX_AMOUNT:
+            raise ConfigError(
+                f"The hold of a {ORDINARY_TRIP_KM} km trip at the highest SURGE_MULTIPLIERS level x HOLD_MULTIPLIER"
+                f" ({self.HOLD_MULTIPLIER}) is {hold}, above the largest payment amount {MAX_AMOUNT}:"
+                " lower HOLD_MULTIPLIER, BASE_FARE or RATE_PER_KM"
             )
 
     def get_database_uri(self) -> str:

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from database.pool import DatabaseUnavailableError
 from services.charge import (
+    HoldNotSupportedError,
     PaymentMethodRequiredError,
     TripAlreadyPaidError,
     TripNotCompletedError,
+    TripNotHoldableError,
     TripPartyMismatchError,
 )
 from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
+from services.holds import (
+    CaptureAmountNotPayableError,
+    CaptureExceedsAuthorizationError,
+    GatewayHoldActionFailedError,
+    HoldGatewayMismatchError,
+    PaymentNotCapturableError,
+    PaymentNotVoidableError,
+)
 from services.idempotency_service import IdempotencyKeyInUseError, IdempotencyKeyReusedError
 from services.pricing import FareOutOfRangeError, InvalidFareError, NoCancellationFeeError
 from services.receipt_service import ReceiptUnavailableError
@@ -39,6 +49,14 @@ STATUS: dict[type[DomainError], int] = {
     RefundExceedsRemainingError: 400,
     PaymentMethodRequiredError: 400,
     RefundAmountNotPayableError: 400,
+    HoldNotSupportedError: 400,
+    TripNotHoldableError: 400,
+    PaymentNotCapturableError: 400,
+    PaymentNotVoidableError: 400,
+    CaptureAmountNotPayableError: 400,
+    # The final fare does not fit the hold: a conflict with the payment's state, resolved by the client.
+    CaptureExceedsAuthorizationError: 409,
+    HoldGatewayMismatchError: 409,
     TripAlreadyPaidError: 409,
     RefundGatewayMismatchError: 409,
     IdempotencyKeyInUseError: 409,
@@ -47,6 +65,8 @@ STATUS: dict[type[DomainError], int] = {
     TripServiceBadResponseError: 502,
     # The gateway answered and said no; the refund is recorded as FAILED and nothing counts.
     GatewayRefundFailedError: 502,
+    # The gateway refused a capture or void; the error says where the payment stands.
+    GatewayHoldActionFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
 }

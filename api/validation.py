@@ -20,6 +20,7 @@ from api.openapi import (
 )
 from models.money import CENT
 from services.charge import ChargeRequest
+from services.holds import CaptureRequest, VoidRequest
 from services.payment_queries import PageCursor, PaymentFilters
 from services.refund_service import RefundRequest
 from utils.errors import ValidationError
@@ -187,15 +188,17 @@ def _amount(value: int | Decimal | None) -> Decimal | None:
     return None if value is None else Decimal(value).quantize(CENT)
 
 
-def parse_charge_request(body: dict[str, Any], key_header: str | None) -> ChargeRequest:
-    """Validate a charge body against the document, then parse it; every problem is a 400 naming the field."""
+def parse_charge_request(
+    body: dict[str, Any], key_header: str | None, operation: str = "chargePayment"
+) -> ChargeRequest:
+    """Validate a charge (or authorize) body against the document, then parse it; any problem is a 400."""
     key = idempotency_key(body, key_header)
     if key is None:
         raise ValidationError(
             "An idempotency key is required: the idempotency_key field or the Idempotency-Key header.",
             field="idempotency_key",
         )
-    validate_request_body("chargePayment", body)
+    validate_request_body(operation, body)
     return ChargeRequest(
         idempotency_key=key,
         trip_id=body["trip_id"],
@@ -215,3 +218,20 @@ def parse_refund_request(body: dict[str, Any], key_header: str | None) -> Refund
         reason=body.get("reason"),
         idempotency_key=idempotency_key(body, key_header),
     )
+
+
+def parse_authorize_request(body: dict[str, Any], key_header: str | None) -> ChargeRequest:
+    """Validate an authorize body: the charge's fields and rules."""
+    return parse_charge_request(body, key_header, "authorizePayment")
+
+
+def parse_capture_request(body: dict[str, Any], key_header: str | None) -> CaptureRequest:
+    """Validate a capture body (every field optional) against the document, then parse it."""
+    validate_request_body("capturePayment", body)
+    return CaptureRequest(amount=_amount(body.get("amount")), idempotency_key=idempotency_key(body, key_header))
+
+
+def parse_void_request(body: dict[str, Any], key_header: str | None) -> VoidRequest:
+    """Validate a void body (an optional idempotency key only) against the document, then parse it."""
+    validate_request_body("voidPayment", body)
+    return VoidRequest(idempotency_key=idempotency_key(body, key_header))

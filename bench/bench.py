@@ -256,6 +256,7 @@ def pgbench_script() -> str:
         "error_code": "NULL",
         "gateway": "'simulator'",
         "payment_method": "NULL",
+        "authorized_amount": "NULL",
         "gateway_reference": "'sim_bench_' || :k",
         "body": "repeat('x', 600)",
         "notification_id": "'payment-' || :payment_id || '-success'",

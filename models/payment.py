@@ -9,7 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 PAYMENT_METHODS = ("CARD", "WALLET", "UPI", "CASH")
-PAYMENT_STATUSES = ("SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED")
+# The reference's statuses: the ones a CSV may load (a loaded row has no gateway, so it cannot be a hold).
+LOADABLE_STATUSES = ("SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED")
+# Holds (contract section 9) add AUTHORIZED (money held) and VOIDED (hold released).
+PAYMENT_STATUSES = (*LOADABLE_STATUSES, "AUTHORIZED", "VOIDED")
 REFUND_STATUSES = ("SUCCEEDED", "PENDING", "FAILED")
 
 # Columns of `payments` that make up the public payment object, in contract order.
@@ -26,6 +29,7 @@ PUBLIC_FIELDS = (
     "amount_refunded",
     "gateway",
     "gateway_reference",
+    "authorized_amount",
     "created_at",
     "updated_at",
 )
@@ -47,6 +51,7 @@ class Payment:
     amount_refunded: Decimal
     gateway: str | None
     gateway_reference: str | None
+    authorized_amount: Decimal | None
     created_at: datetime
     updated_at: datetime
     # Part of the public object only when the payment FAILED (why it failed).
@@ -54,15 +59,22 @@ class Payment:
     # Read only where the charge and reconciliation need them; never part of the public object.
     fare: dict[str, Any] | None = None
     gateway_payment_method: str | None = None
+    # A capture or void in flight (status PENDING): which, and what a capture takes.
+    hold_action: str | None = None
+    capture_amount: Decimal | None = None
+    capture_fare: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Payment:
-        """Build from a database row holding at least the public columns (error_code, fare if selected)."""
+        """Build from a database row holding at least the public columns (the others if selected)."""
         return cls(
             **{name: row[name] for name in PUBLIC_FIELDS},
             error_code=row.get("error_code"),
             fare=row.get("fare"),
             gateway_payment_method=row.get("gateway_payment_method"),
+            hold_action=row.get("hold_action"),
+            capture_amount=row.get("capture_amount"),
+            capture_fare=row.get("capture_fare"),
         )
 
     @property

@@ -1,8 +1,12 @@
-"""The charge: price a trip and take its money at most once per idempotency key and per trip.
+"""The charge and the hold: price a trip and take (or hold) its money at most once per key and per trip.
 
 A charge cannot be one transaction: the gateway call must happen outside any transaction, so it
 runs as short transactions around recovery points (claim the key; record the PENDING attempt;
 record the outcome and the response), and the gateway is never called twice for one attempt.
+
+An authorization (`POST /v1/payments/authorize`, contract section 9) is the same flow for a trip that
+has not ended: it holds an estimate at the gateway without capturing it (status AUTHORIZED); the
+hold is captured or voided later by `services.holds`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from database.prepared import Prepared
 from models.payment import Payment
 from services.clients.trips import Trip, TripClient
 from services.gateways import (
+    AUTHORIZED,
     FAILED,
     PENDING,
     SUCCESS,
@@ -39,15 +44,18 @@ from services.idempotency_service import (
     fingerprint,
 )
 from services.notification_service import Outbox
-from services.pricing import Fare, calculate_fare
+from services.pricing import Fare, calculate_fare, calculate_hold
 from utils.errors import DomainError
 from utils.helpers import dump_json
 from utils.logger import get_logger
-from utils.metrics import CHARGES, IDEMPOTENT_REPLAYS
+from utils.metrics import CHARGES, HOLD_OPERATIONS, IDEMPOTENT_REPLAYS
 
 logger = get_logger(__name__)
 
 CHARGE_PATH = "/v1/payments/charge"
+AUTHORIZE_PATH = "/v1/payments/authorize"
+# Trips a hold can be placed for: not yet ended.
+HOLDABLE_TRIP_STATUSES = ("REQUESTED", "ACCEPTED", "ONGOING")
 
 # Serialises the decision "insert a live payment for this trip, or name the one that exists" per
 # trip. The unique partial index remains what guarantees one live payment; the lock only makes sure
@@ -55,18 +63,19 @@ CHARGE_PATH = "/v1/payments/charge"
 LOCK_TRIP = Prepared("SELECT pg_advisory_xact_lock(hashtextextended('payments.trip:' || %(trip_id)s, 0))")
 INSERT_ATTEMPT = Prepared("""
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare, gateway,
-                      gateway_payment_method)
+                      gateway_payment_method, authorized_amount)
 VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
-        %(reference)s, %(fare)s, %(gateway)s, %(payment_method)s)
-ON CONFLICT (trip_id) WHERE status <> 'FAILED' DO NOTHING
+        %(reference)s, %(fare)s, %(gateway)s, %(payment_method)s, %(authorized_amount)s)
+ON CONFLICT (trip_id) WHERE status NOT IN ('FAILED', 'VOIDED') DO NOTHING
 RETURNING payment_id
 """)
 SELECT_LIVE_PAYMENT_FOR_TRIP = Prepared("""
-SELECT payment_id FROM payments WHERE trip_id = %(trip_id)s AND status <> 'FAILED'
+SELECT payment_id FROM payments WHERE trip_id = %(trip_id)s AND status NOT IN ('FAILED', 'VOIDED')
 """)
 SELECT_PAYMENT_FOR_CHARGE = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, fare, gateway_payment_method
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+       fare, gateway_payment_method
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
@@ -75,19 +84,25 @@ RECORD_OUTCOME = Prepared("""
 UPDATE payments
    SET status = %(status)s, error_code = %(error_code)s,
        gateway_reference = COALESCE(gateway_reference, %(gateway_reference)s), updated_at = now()
- WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND hold_action IS NULL
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-          amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, fare, gateway_payment_method
+          amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+          fare, gateway_payment_method
 """)
 # The gateway's id of the payment, recorded before any money can move on it.
 RECORD_GATEWAY_REFERENCE = Prepared("""
 UPDATE payments SET gateway_reference = %(gateway_reference)s, updated_at = now()
- WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND hold_action IS NULL
 """)
 CHARGE_MESSAGES = {
     "SUCCESS": "Payment processed successfully.",
     "FAILED": "Payment failed at the gateway.",
     "PENDING": "Payment is pending confirmation from the gateway.",
+}
+HOLD_MESSAGES = {
+    "AUTHORIZED": "Hold placed on the rider's payment method; capture it when the trip ends.",
+    "FAILED": "The hold was refused at the gateway.",
+    "PENDING": "The hold is pending confirmation from the gateway.",
 }
 
 
@@ -116,6 +131,35 @@ class ChargeRequest:
         if self.payment_method is not None:
             fields["payment_method"] = self.payment_method
         return fields
+
+
+class HoldNotSupportedError(DomainError):
+    """CASH cannot be held: there is no gateway to hold it at."""
+
+    code = "hold_not_supported"
+
+    def __init__(self) -> None:
+        """Say so naming the field."""
+        super().__init__(
+            "method CASH cannot be authorized: cash is paid in the car, so there is nothing to hold; charge the"
+            " trip with POST /v1/payments/charge when it ends.",
+            field="method",
+        )
+
+
+class TripNotHoldableError(DomainError):
+    """The trip has ended (or is in a state a hold makes no sense for)."""
+
+    code = "trip_not_holdable"
+
+    def __init__(self, trip: Trip) -> None:
+        """Say so with the trip's id and status."""
+        super().__init__(
+            f"Trip {trip.trip_id} is {trip.status}; a hold can be placed only on a REQUESTED, ACCEPTED or ONGOING"
+            " trip (charge an ended trip with POST /v1/payments/charge).",
+            trip_id=trip.trip_id,
+            trip_status=trip.status,
+        )
 
 
 class PaymentMethodRequiredError(DomainError):
@@ -206,14 +250,18 @@ def payment_notification(payment: Payment) -> dict[str, Any]:
     }
 
 
-def charge_outcome(result: GatewayResult) -> GatewayResult:
-    """A gateway's answer to a charge, as the payment's status: SUCCESS, FAILED, or PENDING when undecided."""
-    if result.status in (SUCCESS, FAILED):
+def charge_outcome(result: GatewayResult, capture: bool = True) -> GatewayResult:
+    """A gateway's answer to a charge (or, `capture` false, an authorization) as the payment's status.
+
+    SUCCESS (AUTHORIZED for an authorization), FAILED, or PENDING when undecided.
+    """
+    if result.status in (SUCCESS, FAILED) or (result.status == AUTHORIZED and not capture):
         return result
     if result.status == VOIDED:
         # Cancelled at the gateway before any money moved.
         return GatewayResult(FAILED, result.error_code or "GATEWAY_ERROR", result.reference)
-    # PENDING, or an answer a capturing charge should never get (ABSENT, AUTHORIZED): look again later.
+    # PENDING, or an answer this kind of attempt should never get (ABSENT; AUTHORIZED for a charge):
+    # look again later.
     return GatewayResult(PENDING, reference=result.reference)
 
 
@@ -244,17 +292,30 @@ class ChargeService:
 
     def charge(self, request: ChargeRequest, scope: str) -> Outcome:
         """Charge a trip at most once per idempotency key and per trip."""
+        return self._run(request, scope, hold=False)
+
+    def authorize(self, request: ChargeRequest, scope: str) -> Outcome:
+        """Hold a trip's estimated fare at the gateway, at most once per idempotency key and per trip."""
+        if request.method == "CASH":
+            raise HoldNotSupportedError()
+        return self._run(request, scope, hold=True)
+
+    def _run(self, request: ChargeRequest, scope: str, hold: bool) -> Outcome:
+        """Claim the key, then charge or authorize (or replay what the key already answered)."""
         if request.method != "CASH" and self.gateway.needs_payment_method and request.payment_method is None:
             raise PaymentMethodRequiredError(request.method, self.gateway.name)
         claimed = self.idempotency.claim(
-            scope, request.idempotency_key, fingerprint(request.fingerprint_fields()), CHARGE_PATH
+            scope,
+            request.idempotency_key,
+            fingerprint(request.fingerprint_fields()),
+            AUTHORIZE_PATH if hold else CHARGE_PATH,
         )
         if isinstance(claimed, StoredResponse):
-            IDEMPOTENT_REPLAYS.labels("charge").inc()
+            IDEMPOTENT_REPLAYS.labels("authorize" if hold else "charge").inc()
             return Outcome(claimed.status, claimed.body, replayed=True)
         claim = claimed
         try:
-            return self._charge_claimed(request, claim)
+            return self._charge_claimed(request, claim, hold)
         except BaseException:
             # The request answers without a final outcome: give the key back (a retry resumes from the
             # recovery point, if one was recorded), unless the outcome itself waits to be stored.
@@ -262,7 +323,7 @@ class ChargeService:
                 self.idempotency.give_back(claim)
             raise
 
-    def _charge_claimed(self, request: ChargeRequest, claim: Claim) -> Outcome:
+    def _charge_claimed(self, request: ChargeRequest, claim: Claim, hold: bool) -> Outcome:
         """Price the trip, record the attempt, call the gateway once and store the outcome."""
         if claim.payment_id is not None:
             # An earlier request with this key recorded the attempt and may or may not have reached
@@ -272,11 +333,16 @@ class ChargeService:
             result = GatewayResult(PENDING)
         else:
             trip = self.trips.get_trip(request.trip_id)
-            if trip.status not in ("COMPLETED", "CANCELLED"):
+            if hold and trip.status not in HOLDABLE_TRIP_STATUSES:
+                raise TripNotHoldableError(trip)
+            if not hold and trip.status not in ("COMPLETED", "CANCELLED"):
                 raise TripNotCompletedError(trip)
             parties = trip_parties(request, trip)
-            fare = calculate_fare(trip, self.config, request.amount)
-            payment_id = self._record_attempt(claim, request, parties, fare)
+            if hold:
+                fare = calculate_hold(trip, self.config, request.amount)
+            else:
+                fare = calculate_fare(trip, self.config, request.amount)
+            payment_id = self._record_attempt(claim, request, parties, fare, hold)
             if request.method == "CASH":
                 # Cash changes hands in the car; no gateway is involved.
                 result = GatewayResult(SUCCESS)
@@ -288,10 +354,11 @@ class ChargeService:
                     self.config.CURRENCY,
                     request.method,
                     request.payment_method,
+                    capture=not hold,
                 )
                 result = self.attempt(charge)
         try:
-            return self._finish(claim, payment_id, result)
+            return self._finish(claim, payment_id, result, hold)
         except DatabaseUnavailableError:
             # The gateway's verdict is known but the database went away before it was stored. This
             # process stores it as soon as the database is back and holds the key until then, so
@@ -299,25 +366,28 @@ class ChargeService:
             claim.finishing_later = True
             self.idempotency.deferred.add(
                 "store a charge outcome",
-                lambda: self._finish(claim, payment_id, result),
+                lambda: self._finish(claim, payment_id, result, hold),
             )
             raise
 
-    def _finish(self, claim: Claim, payment_id: int, result: GatewayResult) -> Outcome:
+    def _finish(self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool) -> Outcome:
         """Store the outcome, count it, wake the notification dispatcher."""
-        outcome, payment = self._record_outcome(claim, payment_id, result)
-        CHARGES.labels(payment.status, payment.method).inc()
+        outcome, payment = self._record_outcome(claim, payment_id, result, hold)
+        if hold:
+            HOLD_OPERATIONS.labels("authorize", payment.status).inc()
+        else:
+            CHARGES.labels(payment.status, payment.method).inc()
         self.outbox.wake()
         logger.info(
-            "charge finished",
+            "authorization finished" if hold else "charge finished",
             extra={"payment_id": payment_id, "trip_id": payment.trip_id, "status": payment.status},
         )
         return outcome
 
     def _record_attempt(
-        self, claim: Claim, request: ChargeRequest, parties: tuple[int | None, int | None], fare: Fare
+        self, claim: Claim, request: ChargeRequest, parties: tuple[int | None, int | None], fare: Fare, hold: bool
     ) -> int:
-        """Insert the PENDING payment and the key's recovery point in one transaction; return its id."""
+        """Insert the PENDING payment (a hold: with its held amount) and the key's recovery point; return its id."""
         params = {
             "trip_id": request.trip_id,
             "rider_id": parties[0],
@@ -329,6 +399,7 @@ class ChargeService:
             "fare": dump_json(fare.breakdown()),
             "gateway": None if request.method == "CASH" else self.gateway.name,
             "payment_method": None if request.method == "CASH" else request.payment_method,
+            "authorized_amount": fare.amount if hold else None,
         }
         with self.pool.cursor() as cur:
             cur.execute(LOCK_TRIP, params)
@@ -395,9 +466,11 @@ class ChargeService:
         except Exception:
             logger.exception("gateway call failed; payment left PENDING", extra={"payment_id": charge.payment_id})
             return GatewayResult(PENDING, reference=charge.reference)
-        return charge_outcome(result)
+        return charge_outcome(result, charge.capture)
 
-    def _record_outcome(self, claim: Claim, payment_id: int, result: GatewayResult) -> tuple[Outcome, Payment]:
+    def _record_outcome(
+        self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool
+    ) -> tuple[Outcome, Payment]:
         """Store the gateway's verdict and the final response under the key, in one transaction."""
         with self.pool.cursor() as cur:
             row = None
@@ -418,12 +491,13 @@ class ChargeService:
                 row = cur.fetchone()
             payment = Payment.from_row(row)
             body = payment.to_json()
-            body["message"] = CHARGE_MESSAGES.get(payment.status, "Payment recorded.")
+            messages = HOLD_MESSAGES if hold else CHARGE_MESSAGES
+            body["message"] = messages.get(payment.status, "Payment recorded.")
             body["timestamp"] = datetime.now(UTC)
             body["fare"] = payment.fare
             if payment.status == "FAILED":
                 body["error_code"] = payment.error_code
-            status_code = 201 if payment.status == "SUCCESS" else 202
+            status_code = 201 if payment.status in ("SUCCESS", "AUTHORIZED") else 202
             stored = StoredResponse(status_code, dump_json(body))
             self.idempotency.complete(cur, claim, stored)
             # Same transaction as the outcome: the notification exists exactly when the outcome does.

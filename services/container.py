@@ -20,6 +20,7 @@ from services.gateways import PaymentGateway
 from services.gateways.simulator import SimulatedGateway
 from services.gateways.stripe_gateway import StripeGateway
 from services.health_service import DependencyMonitor, HealthService
+from services.holds import HoldService
 from services.idempotency_service import IdempotencyService
 from services.metrics_service import MetricsService, build_registry
 from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
@@ -42,6 +43,7 @@ class Services:
     outbox: Outbox
     payments: PaymentQueries
     charges: ChargeService
+    holds: HoldService
     refunds: RefundService
     reconciler: Reconciler
     receipts: ReceiptService
@@ -87,6 +89,7 @@ def build_services(config: Config) -> Services:
     )
     metrics = MetricsService(pool)
     charges = ChargeService(pool, config, trips, gateway, outbox, idempotency)
+    holds = HoldService(pool, config, trips, gateway, outbox, idempotency)
     return Services(
         config=config,
         pool=pool,
@@ -97,8 +100,9 @@ def build_services(config: Config) -> Services:
         outbox=outbox,
         payments=PaymentQueries(pool),
         charges=charges,
+        holds=holds,
         refunds=RefundService(pool, idempotency, outbox, gateway),
-        reconciler=Reconciler(pool, config, gateway, charges, outbox),
+        reconciler=Reconciler(pool, config, gateway, charges, holds, outbox),
         receipts=ReceiptService(pool, profiles, outbox),
         notifications=NotificationAdmin(pool),
         dispatcher=Dispatcher(pool, HttpNotificationSender(config), outbox, config),

@@ -8,7 +8,7 @@ from typing import Any
 
 from config import Config
 from models.money import MAX_AMOUNT, to_cents
-from services.clients.trips import Trip
+from services.clients.trips import Trip, TripServiceBadResponseError
 from utils.errors import DomainError
 
 
@@ -23,6 +23,8 @@ class Fare:
     rate_per_km: Decimal
     surge_multiplier: Decimal
     mock_trip: bool = False
+    # Set on a hold's estimate: the fare so far was multiplied by HOLD_MULTIPLIER.
+    hold_multiplier: Decimal | None = None
 
     def breakdown(self) -> dict[str, Any]:
         """The contract's `fare` object (`mock_trip` only when the development mock trip was priced)."""
@@ -34,6 +36,8 @@ class Fare:
             "surge_multiplier": self.surge_multiplier,
             "amount": self.amount,
         }
+        if self.hold_multiplier is not None:
+            parts["hold_multiplier"] = self.hold_multiplier
         if self.mock_trip:
             parts["mock_trip"] = True
         return parts
@@ -106,11 +110,40 @@ def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = N
     else:
         distance = trip.distance_km or Decimal(0)
         fare = Fare("TRIP", to_cents(trip_fare(config, distance, trip.surge_multiplier)), **parts)
+    return _payable(trip, fare)
+
+
+def _payable(trip: Trip, fare: Fare) -> Fare:
+    """The fare, if it can be a payment: at least 0.01 and at most what NUMERIC(10,2) holds."""
     if fare.amount <= 0:
         raise InvalidFareError(trip, fare.amount)
     if fare.amount > MAX_AMOUNT:
         raise FareOutOfRangeError(trip, fare.amount)
     return fare
+
+
+def calculate_hold(trip: Trip, config: Config, client_amount: Decimal | None = None) -> Fare:
+    """What to hold for a trip that has not ended: the client's amount, else its fare x HOLD_MULTIPLIER.
+
+    The fare comes from the trip's (estimated) distance and surge; the product is rounded half-up
+    to the cent once. Raises TripServiceBadResponseError when no amount is given and the trip
+    service gave no distance to price.
+    """
+    parts = {
+        "base_fare": config.BASE_FARE,
+        "distance_km": trip.distance_km,
+        "rate_per_km": config.RATE_PER_KM,
+        "surge_multiplier": trip.surge_multiplier,
+        "mock_trip": trip.mock,
+    }
+    if client_amount is not None:
+        return _payable(trip, Fare("CLIENT_AMOUNT", to_cents(client_amount), **parts))
+    if trip.distance_km is None:
+        raise TripServiceBadResponseError(
+            f"trip {trip.trip_id} has no distance estimate to price a hold with (or send amount)"
+        )
+    estimate = trip_fare(config, trip.distance_km, trip.surge_multiplier) * config.HOLD_MULTIPLIER
+    return _payable(trip, Fare("TRIP", to_cents(estimate), **parts, hold_multiplier=config.HOLD_MULTIPLIER))
 
 
 def trip_fare(config: Config, distance_km: Decimal, surge: Decimal) -> Decimal:

@@ -25,7 +25,7 @@ RECEIPTABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
 
 SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, fare
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
@@ -93,6 +93,12 @@ class ReceiptView:
             "refunded": to_cents(self.payment.amount_refunded),
             "net": to_cents(self.payment.remaining),
         }
+        if self.payment.authorized_amount is not None:
+            # A captured hold: what was held at the trip's start, and what its end took.
+            data["hold"] = {
+                "authorized_amount": to_cents(self.payment.authorized_amount),
+                "captured_amount": to_cents(self.payment.amount),
+            }
         return self.receipt.to_json(data)
 
 

@@ -16,6 +16,11 @@ What the gateway says decides:
   same gateway idempotency key while younger than RECONCILE_NO_RECORD_AFTER; after that the payment
   becomes FAILED with GATEWAY_NO_RECORD (rows loaded from a CSV that no gateway ever saw, too), and
   its trip can be charged again.
+
+Holds (contract section 9): a pending authorization settles to AUTHORIZED or FAILED; a capture or
+void left PENDING is finished from its record (`HoldService.drive`: sent again under the same gateway
+key if the hold is still there); and holds older than HOLD_TTL are taken like a void (AUTHORIZED ->
+PENDING with `hold_action = 'void'`, in the statement that takes them) and released.
 """
 
 from __future__ import annotations
@@ -38,11 +43,13 @@ from services.gateways import (
     NO_RECORD,
     PENDING,
     SUCCESS,
+    VOIDED,
     GatewayCharge,
     GatewayResult,
     GatewayUnavailableError,
     PaymentGateway,
 )
+from services.holds import HoldService, action_outcome, hold_charge
 from services.notification_service import Outbox
 from services.payment_queries import SELECT_PAYMENT
 from services.refund_service import gateway_refund, settle_refund
@@ -58,8 +65,9 @@ LEASE_SECONDS = 120
 
 DUE_PAYMENTS = """
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at, gateway_payment_method,
-       reconcile_attempts, now() - created_at AS age
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+       gateway_payment_method,
+       hold_action, capture_amount, capture_fare, reconcile_attempts, now() - created_at AS age
 FROM payments
 WHERE status = 'PENDING' AND (reconcile_after IS NULL OR reconcile_after <= %(pass_started)s)
   AND created_at <= now() - make_interval(secs => %(min_age)s) AND payment_id > %(after)s
@@ -85,17 +93,19 @@ UPDATE payments AS p
            FOR UPDATE SKIP LOCKED) AS due
  WHERE p.payment_id = due.payment_id
 RETURNING p.payment_id, p.trip_id, p.rider_id, p.driver_id, p.amount, p.currency, p.method, p.status, p.reference,
-          p.amount_refunded, p.gateway, p.gateway_reference, p.error_code, p.created_at, p.updated_at,
-          p.gateway_payment_method, p.reconcile_attempts, now() - p.created_at AS age
+          p.amount_refunded, p.gateway, p.gateway_reference, p.authorized_amount, p.error_code, p.created_at,
+          p.updated_at,
+          p.gateway_payment_method, p.hold_action, p.capture_amount, p.capture_fare, p.reconcile_attempts,
+          now() - p.created_at AS age
 """
 SETTLE_PAYMENT = """
 UPDATE payments
    SET status = %(status)s, error_code = %(error_code)s,
        gateway_reference = COALESCE(gateway_reference, %(gateway_reference)s),
        reconcile_after = NULL, updated_at = now()
- WHERE payment_id = %(payment_id)s AND status = 'PENDING'
+ WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND hold_action IS NULL
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-          amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
+          amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at
 """
 # The gateway not answering says nothing about the row: look again at the next pass, without growing its back-off.
 NEXT_PASS_PAYMENT = """
@@ -140,6 +150,34 @@ UPDATE payment_refunds
        reconcile_after = now() + make_interval(secs => least(%(base)s * power(2, reconcile_attempts), %(cap)s))
  WHERE refund_id = %(refund_id)s AND status = 'PENDING'
 """
+DUE_EXPIRED_HOLDS = """
+SELECT p.payment_id, p.trip_id, p.rider_id, p.driver_id, p.amount, p.currency, p.method, p.status,
+          p.reference, p.amount_refunded, p.gateway, p.gateway_reference, p.authorized_amount, p.error_code,
+          p.created_at, p.updated_at, p.gateway_payment_method, p.hold_action, p.capture_amount, p.capture_fare,
+          p.reconcile_attempts, now() - p.created_at AS age
+FROM payments AS p
+WHERE p.status = 'AUTHORIZED' AND p.created_at <= now() - make_interval(secs => %(ttl)s) AND p.payment_id > %(after)s
+ORDER BY p.payment_id
+LIMIT %(limit)s
+"""
+# Takes expired holds of this gateway the way a void request does: AUTHORIZED -> PENDING 'void', so a
+# capture racing with it finds it PENDING (and this statement skips one a capture already locked).
+TAKE_EXPIRED_HOLDS = """
+UPDATE payments AS p
+   SET status = 'PENDING', hold_action = 'void', reconcile_attempts = 0,
+       reconcile_after = now() + make_interval(secs => %(lease)s), updated_at = now()
+  FROM (SELECT payment_id FROM payments
+         WHERE status = 'AUTHORIZED' AND created_at <= now() - make_interval(secs => %(ttl)s)
+           AND gateway = %(gateway)s
+         ORDER BY created_at, payment_id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS due
+ WHERE p.payment_id = due.payment_id
+RETURNING p.payment_id, p.trip_id, p.rider_id, p.driver_id, p.amount, p.currency, p.method, p.status,
+          p.reference, p.amount_refunded, p.gateway, p.gateway_reference, p.authorized_amount, p.error_code,
+          p.created_at, p.updated_at, p.gateway_payment_method, p.hold_action, p.capture_amount, p.capture_fare,
+          p.reconcile_attempts, now() - p.created_at AS age
+"""
 DATABASE_NOW = "SELECT now() AS now"
 PENDING_TOTALS = """
 SELECT (SELECT count(*) FROM payments WHERE status = 'PENDING') AS payments,
@@ -154,7 +192,9 @@ class Decision:
     kind: str  # payment or refund
     row_id: int
     payment_id: int
-    result: str  # succeeded, failed, no_record, unknown, pending, resent, unavailable, skipped, error
+    # succeeded, authorized, failed, no_record, unknown, pending, resent, unavailable, skipped, error, and for
+    # holds: captured, voided, refused (a capture or void the gateway refused: the hold stands), expired.
+    result: str
     status: str | None = None  # the row's new status, when it settled
     error_code: str | None = None
 
@@ -181,13 +221,20 @@ class Reconciler:
     """Settles PENDING payments and refunds against the configured gateway."""
 
     def __init__(
-        self, pool: ConnectionPool, config: Config, gateway: PaymentGateway, charges: ChargeService, outbox: Outbox
+        self,
+        pool: ConnectionPool,
+        config: Config,
+        gateway: PaymentGateway,
+        charges: ChargeService,
+        holds: HoldService,
+        outbox: Outbox,
     ) -> None:
-        """Keep the pool, settings, the gateway, the charge service (to resend) and the outbox."""
+        """Keep the pool, settings, the gateway, the charge and hold services (to resend) and the outbox."""
         self.pool = pool
         self.config = config
         self.gateway = gateway
         self.charges = charges
+        self.holds = holds
         self.outbox = outbox
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -218,6 +265,7 @@ class Reconciler:
         if dry_run:
             # Nothing is leased in a dry run, so it pages through what is due by id instead.
             for statement, decide, key in (
+                (DUE_EXPIRED_HOLDS, self._expired_hold, "payment_id"),
                 (DUE_PAYMENTS, self._payment, "payment_id"),
                 (DUE_REFUNDS, self._refund, "refund_id"),
             ):
@@ -227,6 +275,8 @@ class Reconciler:
                     after = rows[-1][key]
             return report
         # Batches until nothing is due; rows backed off or leased are not due again in this pass.
+        while rows := self._rows(TAKE_EXPIRED_HOLDS, batch):
+            report.decisions.extend(self._safely(self._expired_hold, row) for row in rows)
         while rows := self._rows(TAKE_DUE_PAYMENTS, batch):
             report.decisions.extend(self._safely(self._payment, row) for row in rows)
         while rows := self._rows(TAKE_DUE_REFUNDS, batch):
@@ -251,6 +301,8 @@ class Reconciler:
             "after": after,
             "pass_started": self._pass_started,
             "lock_timeout": self.config.IDEMPOTENCY_LOCK_TIMEOUT,
+            "ttl": self.config.HOLD_TTL,
+            "gateway": self.gateway.name,
         }
         with self.pool.cursor() as cur:
             cur.execute(statement, params)
@@ -278,6 +330,8 @@ class Reconciler:
     def _payment(self, row: dict[str, Any], dry_run: bool = False) -> Decision:
         """Decide one PENDING payment."""
         payment = Payment.from_row(row)
+        if payment.hold_action is not None:
+            return self._hold_action(row, payment, dry_run)
         charge = GatewayCharge(
             payment.payment_id,
             payment.trip_id,
@@ -286,6 +340,8 @@ class Reconciler:
             payment.method,
             payment.gateway_payment_method,
             payment.gateway_reference,
+            # A pending authorization is sent again as one: held, not captured.
+            capture=payment.authorized_amount is None,
         )
         if payment.gateway is not None and payment.gateway != self.gateway.name:
             # Taken by another gateway than the one configured: only that gateway can say.
@@ -322,10 +378,75 @@ class Reconciler:
                 return self._payment_pending(row, "unavailable", dry_run)
             if found.status == PENDING:
                 return self._payment_pending(row, "resent", dry_run)
-        outcome = charge_outcome(found) if found.status != AUTHORIZED else GatewayResult(PENDING)
+        outcome = charge_outcome(found, charge.capture)
         if outcome.status == PENDING:
             return self._payment_pending(row, "pending", dry_run)
-        return self._settle_payment(row, outcome, "succeeded" if outcome.status == SUCCESS else "failed", dry_run)
+        label = {SUCCESS: "succeeded", AUTHORIZED: "authorized"}.get(outcome.status, "failed")
+        return self._settle_payment(row, outcome, label, dry_run)
+
+    # --- holds ---------------------------------------------------------------------------------
+
+    def _expired_hold(self, row: dict[str, Any], dry_run: bool = False) -> Decision:
+        """Release a hold older than HOLD_TTL (taken and marked as a void in progress, unless a dry run)."""
+        if dry_run:
+            return Decision("payment", row["payment_id"], row["payment_id"], "expired", "VOIDED")
+        logger.info("reconciliation: releasing an expired hold", extra={"payment_id": row["payment_id"]})
+        return self._hold_action(row, Payment.from_row(row), dry_run, expired=True)
+
+    def _hold_action(self, row: dict[str, Any], payment: Payment, dry_run: bool, expired: bool = False) -> Decision:
+        """Finish a capture or void left PENDING (or an expired hold's release), from its record."""
+        action = payment.hold_action or "void"
+        if payment.gateway != self.gateway.name:
+            return self._payment_pending(row, "skipped", dry_run)
+        if self._gateway_down:
+            return self._hold_pending(row, payment, action, "unavailable", dry_run, expired)
+        try:
+            if dry_run:
+                found = self.gateway.retrieve(hold_charge(payment))
+                result = found if found.status in (ABSENT, AUTHORIZED) else action_outcome(action, found)
+                if result.status == AUTHORIZED:
+                    return Decision("payment", payment.payment_id, payment.payment_id, "resent")
+            else:
+                result = self.holds.drive(payment)
+        except GatewayUnavailableError as exc:
+            self._gateway_down = True
+            logger.warning(
+                "reconciliation: gateway did not answer", extra={"payment_id": payment.payment_id, "error": str(exc)}
+            )
+            return self._hold_pending(row, payment, action, "unavailable", dry_run, expired)
+        if not result.answered:
+            self._gateway_down = True
+            return self._hold_pending(row, payment, action, "unavailable", dry_run, expired)
+        error_code = None
+        if result.status == ABSENT:
+            if not self._is_old(row):
+                return self._hold_pending(row, payment, action, "unknown", dry_run, expired)
+            result, error_code, label = GatewayResult(FAILED), NO_RECORD, "no_record"
+        elif result.status == PENDING:
+            return self._hold_pending(row, payment, action, "pending", dry_run, expired)
+        else:
+            label = {SUCCESS: "captured", AUTHORIZED: "refused"}.get(result.status, "voided")
+            if expired and result.status == VOIDED:
+                label = "expired"
+        target = "FAILED" if result.status == FAILED else result.status
+        decision = Decision("payment", payment.payment_id, payment.payment_id, label, target, error_code)
+        if dry_run:
+            return decision
+        settled = self.holds.settle(payment, action, result, error_code)
+        if settled.status != target:
+            return Decision("payment", payment.payment_id, payment.payment_id, "skipped")
+        RECONCILIATIONS.labels(label).inc()
+        return decision
+
+    def _hold_pending(
+        self, row: dict[str, Any], payment: Payment, action: str, label: str, dry_run: bool, expired: bool
+    ) -> Decision:
+        """Leave a hold's action PENDING for a later pass; an expired hold just taken is announced as such."""
+        if expired and not dry_run:
+            # It was AUTHORIZED a moment ago: say that its release is under way.
+            self.holds.settle(payment, action, GatewayResult(PENDING))
+            self.outbox.wake()
+        return self._payment_pending(row, label, dry_run)
 
     def _settle_payment(self, row: dict[str, Any], result: GatewayResult, label: str, dry_run: bool) -> Decision:
         """Record the payment's final status and its notification in one transaction."""

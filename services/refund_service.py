@@ -50,7 +50,7 @@ REFUNDABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED")
 # The lock makes concurrent refunds of one payment queue up, so each sees what the others took.
 LOCK_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at
 FROM payments
 WHERE payment_id = %(payment_id)s
 FOR UPDATE
@@ -82,7 +82,7 @@ UPDATE payments
        updated_at = now()
  WHERE payment_id = %(payment_id)s
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-          amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
+          amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at
 """)
 APPLY_REFUND = Prepared("""
 UPDATE payments
@@ -91,7 +91,7 @@ UPDATE payments
        updated_at = now()
  WHERE payment_id = %(payment_id)s
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-          amount_refunded, gateway, gateway_reference, error_code, created_at, updated_at
+          amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at
 """)
 
 

@@ -25,6 +25,7 @@ def use_gateway(app: Flask, gateway: Any) -> Any:
     graph = services(app)
     graph.charges.gateway = gateway
     graph.refunds.gateway = gateway
+    graph.holds.gateway = gateway
     graph.reconciler.gateway = gateway
     return gateway
 
@@ -69,6 +70,8 @@ class CountingGateway:
         self.needs_payment_method = inner.needs_payment_method
         self.calls = 0
         self.refunds = 0
+        self.captures = 0
+        self.voids = 0
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -83,3 +86,13 @@ class CountingGateway:
         with self._lock:
             self.refunds += 1
         return self.inner.refund(refund)
+
+    def capture(self, charge: GatewayCharge, amount: Decimal) -> GatewayResult:
+        with self._lock:
+            self.captures += 1
+        return self.inner.capture(charge, amount)
+
+    def void(self, charge: GatewayCharge) -> GatewayResult:
+        with self._lock:
+            self.voids += 1
+        return self.inner.void(charge)

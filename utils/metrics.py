@@ -26,12 +26,18 @@ CHARGES = Counter(
     " and method (CARD, WALLET, UPI, CASH).",
     ["outcome", "method"],
 )
+HOLD_OPERATIONS = Counter(
+    "payment_hold_operations_total",
+    "Hold operations answered, by operation (authorize, capture, void) and the payment's resulting status"
+    " (AUTHORIZED, SUCCESS, VOIDED, PENDING, FAILED).",
+    ["operation", "status"],
+)
 REFUNDS = Counter("payment_refunds_total", "Refunds recorded, by payment method (CARD, WALLET, UPI, CASH).", ["method"])
 REFUNDED_AMOUNT = Counter("payment_refunded_amount_total", "Money refunded, in the service currency.")
 RECEIPTS = Counter("payment_receipts_generated_total", "Receipts generated (first request per payment).")
 IDEMPOTENT_REPLAYS = Counter(
     "idempotent_replays_total",
-    "Requests answered from a stored idempotent response, by operation (charge, refund).",
+    "Requests answered from a stored idempotent response, by operation (charge, refund, authorize, capture, void).",
     ["operation"],
 )
 RATE_LIMITED = Counter(

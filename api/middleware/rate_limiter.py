@@ -31,7 +31,15 @@ LIMITED_PREFIX = "/v1/"
 # headers only; neither may spend a client's budget for the real requests.
 UNCOUNTED_METHODS = frozenset({"OPTIONS", "HEAD"})
 # Endpoint name -> which configured limit applies; every other /v1 request uses the default.
-ENDPOINT_LIMITS = {"payments.charge": "charge", "payments.refund": "refund"}
+# Placing and capturing a hold move money as a charge does, so they share its budget; releasing one
+# gives money back, as a refund does.
+ENDPOINT_LIMITS = {
+    "payments.charge": "charge",
+    "payments.authorize": "charge",
+    "payments.capture": "charge",
+    "payments.refund": "refund",
+    "payments.void": "refund",
+}
 # Redis calls must never hold a request up for long.
 REDIS_TIMEOUT_SECONDS = 0.25
 # After a store failure, skip it for a while instead of paying the timeout on every request.

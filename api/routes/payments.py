@@ -10,7 +10,14 @@ from werkzeug.routing import BaseConverter
 
 from api.request_body import read_json_object
 from api.services import services
-from api.validation import parse_charge_request, parse_list_filters, parse_refund_request
+from api.validation import (
+    parse_authorize_request,
+    parse_capture_request,
+    parse_charge_request,
+    parse_list_filters,
+    parse_refund_request,
+    parse_void_request,
+)
 from models.money import format_money
 from services.idempotency_service import Outcome
 from utils.errors import PaymentNotFoundError
@@ -20,13 +27,13 @@ bp = Blueprint("payments", __name__, url_prefix="/v1")
 
 
 class PaymentIdConverter(BaseConverter):
-    """Any path segment except `charge`, so /v1/payments/charge belongs to the charge route alone.
+    """Any path segment except `charge` and `authorize`, so those paths belong to their routes alone.
 
-    Non-numeric ids still reach the handlers and get 404 payment_not_found; only `charge` is kept
+    Non-numeric ids still reach the handlers and get 404 payment_not_found; only those two are kept
     out, so GET /v1/payments/charge is a 405 that advertises POST instead of a puzzling 404.
     """
 
-    regex = r"(?!charge$)[^/]+"
+    regex = r"(?!(?:charge|authorize)$)[^/]+"
 
 
 @bp.get("/payments")
@@ -72,6 +79,34 @@ def charge() -> ResponseReturnValue:
     return outcome_response(services().charges.charge(charge_request, idempotency_scope("charge")))
 
 
+@bp.post("/payments/authorize")
+def authorize() -> ResponseReturnValue:
+    """Hold a trip's estimated fare when it is accepted; idempotent by key, as the charge."""
+    body = read_json_object(request, allow_empty=False)
+    authorize_request = parse_authorize_request(body, request.headers.get("Idempotency-Key"))
+    return outcome_response(services().charges.authorize(authorize_request, idempotency_scope("authorize")))
+
+
+@bp.post("/payments/<payment_id:payment_id>/capture")
+def capture(payment_id: str) -> ResponseReturnValue:
+    """Capture a hold's final fare (or an explicit amount); idempotent when a key is given."""
+    body = read_json_object(request, allow_empty=True)
+    capture_request = parse_capture_request(body, request.headers.get("Idempotency-Key"))
+    parsed_id = payment_id_or_404(payment_id)
+    scope = idempotency_scope(f"capture:{parsed_id}")
+    return outcome_response(services().holds.capture(parsed_id, capture_request, scope))
+
+
+@bp.post("/payments/<payment_id:payment_id>/void")
+def void(payment_id: str) -> ResponseReturnValue:
+    """Release a hold; idempotent when a key is given."""
+    body = read_json_object(request, allow_empty=True)
+    void_request = parse_void_request(body, request.headers.get("Idempotency-Key"))
+    parsed_id = payment_id_or_404(payment_id)
+    scope = idempotency_scope(f"void:{parsed_id}")
+    return outcome_response(services().holds.void(parsed_id, void_request, scope))
+
+
 @bp.post("/payments/<payment_id:payment_id>/refund")
 def refund(payment_id: str) -> ResponseReturnValue:
     """Refund part or all of a payment; idempotent when a key is given."""
@@ -96,6 +131,7 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
         payment=data["payment"],
         refunds=data["refunds"],
         totals=data["totals"],
+        hold=data.get("hold"),
         currency=data["currency"],
         rider=data.get("rider"),
         driver=data.get("driver"),

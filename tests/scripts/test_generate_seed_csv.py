@@ -10,7 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from database.seed import EXTENDED_HEADER, parse_csv
-from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
+from models.payment import LOADABLE_STATUSES as PAYMENT_STATUSES
+from models.payment import PAYMENT_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "rhfd_payments.csv"

@@ -30,7 +30,7 @@ def test_an_attempt_is_written_with_its_recovery_point(charge_app: Flask, db: ps
     service, claim, request, trip = _setup(charge_app)
 
     payment_id = service._record_attempt(
-        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config)
+        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
     )
 
     with db.cursor() as cur:
@@ -49,7 +49,9 @@ def test_a_request_whose_claim_was_taken_over_writes_no_payment(
         cur.execute("UPDATE idempotency_keys SET lock_token = %s", (str(uuid.uuid4()),))
 
     with pytest.raises(IdempotencyKeyInUseError):
-        service._record_attempt(claim, request, trip_parties(request, trip), calculate_fare(trip, service.config))
+        service._record_attempt(
+            claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+        )
 
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM payments")
@@ -62,11 +64,15 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
     charge_app: Flask, db: psycopg2.extensions.connection
 ) -> None:
     service, first_claim, first, trip = _setup(charge_app)
-    paid = service._record_attempt(first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config))
+    paid = service._record_attempt(
+        first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config), hold=False
+    )
     _, claim, request, _ = _setup(charge_app)
 
     with pytest.raises(TripAlreadyPaidError) as raised:
-        service._record_attempt(claim, request, trip_parties(request, trip), calculate_fare(trip, service.config))
+        service._record_attempt(
+            claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+        )
 
     assert raised.value.details["payment_id"] == paid
     with db.cursor() as cur:

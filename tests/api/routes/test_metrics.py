@@ -76,7 +76,7 @@ def test_an_empty_database_reports_zeros_for_every_status_and_method(client: Fla
     body = client.get("/metrics").get_json()
 
     assert body["payments_by_status"] == dict.fromkeys(
-        ["SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED"], 0
+        ["SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED", "AUTHORIZED", "VOIDED"], 0
     )
     assert body["payments_by_method"] == dict.fromkeys(["CARD", "WALLET", "UPI", "CASH"], 0)
     assert (body["average_payment_amount"], body["total_revenue"], body["total_refunded"]) == (0.0, 0.0, 0.0)

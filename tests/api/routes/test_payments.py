@@ -29,6 +29,7 @@ PAYMENT_KEYS = {
     "amount_refunded",
     "gateway",
     "gateway_reference",
+    "authorized_amount",
     "created_at",
     "updated_at",
 }
