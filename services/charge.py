@@ -235,8 +235,8 @@ class TripAlreadyPaidError(DomainError):
 
 
 def payment_notification(payment: Payment) -> dict[str, Any]:
-    """The notification announcing a charge's outcome; its id is stable across retries."""
-    return {
+    """The notification announcing a payment's new status; its id is stable across retries."""
+    event: dict[str, Any] = {
         "notification_id": f"payment-{payment.payment_id}-{payment.status.lower()}",
         "type": "payment",
         "payment_id": payment.payment_id,
@@ -248,6 +248,10 @@ def payment_notification(payment: Payment) -> dict[str, Any]:
         "currency": payment.currency,
         "timestamp": datetime.now(UTC),
     }
+    if payment.authorized_amount is not None:
+        # A hold: what is (or was) held, next to `amount` (what was taken, once captured).
+        event["authorized_amount"] = payment.authorized_amount
+    return event
 
 
 def charge_outcome(result: GatewayResult, capture: bool = True) -> GatewayResult:

@@ -210,9 +210,9 @@ def fake_profile_service() -> Iterator[FakeProfileService]:
 
 
 def serve_trips_forever(port: int) -> None:
-    """Run a trip service that knows every trip as COMPLETED (for scripts/fuzz.sh); Ctrl-C stops it."""
+    """Run a trip service for scripts/fuzz.sh (see `TripsForTheFuzzer`); Ctrl-C stops it."""
     with fake_trip_service() as fake:
-        fake.answers = EveryTripCompleted()
+        fake.answers = TripsForTheFuzzer()
         print(fake.url, flush=True)
         threading.Event().wait()
 
@@ -227,6 +227,28 @@ class EveryTripCompleted(dict):
     def get(self, trip_id: int, default: object = None) -> FakeAnswer:  # type: ignore[override]
         body = {"trip_id": trip_id, "status": "COMPLETED", "distance_km": trip_id % 40}
         return FakeAnswer(200, body, delay=self.delay)
+
+
+class TripsForTheFuzzer(EveryTripCompleted):
+    """Completed trips, except that a trip id divisible by 3 is ACCEPTED the first time it is asked for.
+
+    So a hold can be placed on such a trip (authorize asks first) and captured afterwards (the
+    capture asks again and finds it COMPLETED): the fuzzer's links walk a trip's whole life.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
+
+    def get(self, trip_id: int, default: object = None) -> FakeAnswer:  # type: ignore[override]
+        answer = super().get(trip_id, default)
+        with self._lock:
+            first = trip_id not in self._seen
+            self._seen.add(trip_id)
+        if first and trip_id % 3 == 0:
+            answer = FakeAnswer(200, {**answer.body, "status": "ACCEPTED"}, delay=self.delay)
+        return answer
 
 
 if __name__ == "__main__":

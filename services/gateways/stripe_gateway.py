@@ -196,7 +196,8 @@ class StripeGateway:
             )
         except REFUSALS as exc:
             logger.error("stripe refused the capture", extra={"payment_id": charge.payment_id, "error": str(exc)})
-            return GatewayResult(FAILED, "GATEWAY_ERROR", reference)
+            # Where the PaymentIntent stands decides: still held, captured already, or cancelled.
+            return self._settled_or(charge, GatewayResult(FAILED, "GATEWAY_ERROR", reference))
         return _intent_result(intent)
 
     def void(self, charge: GatewayCharge) -> GatewayResult:
@@ -207,7 +208,7 @@ class StripeGateway:
             intent = self._send("cancel", lambda: self._client.v1.payment_intents.cancel(reference, options=options))
         except REFUSALS as exc:
             logger.error("stripe refused the cancellation", extra={"payment_id": charge.payment_id, "error": str(exc)})
-            return GatewayResult(FAILED, "GATEWAY_ERROR", reference)
+            return self._settled_or(charge, GatewayResult(FAILED, "GATEWAY_ERROR", reference))
         return _intent_result(intent)
 
     def retrieve(self, charge: GatewayCharge) -> GatewayResult:

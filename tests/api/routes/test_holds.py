@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.services import services
-from services.gateways import GatewayCharge, GatewayResult, GatewayUnavailableError
+from services.gateways import AUTHORIZED, GatewayCharge, GatewayResult, GatewayUnavailableError
 from tests.fakes import FakeNotificationService, FakeProfileService, FakeTripService
 from tests.gateways import CountingGateway, simulator, use_gateway
 from tests.helpers import all_at_once, row_counts
@@ -482,6 +482,34 @@ def test_a_capture_whose_answer_was_lost_is_settled_by_retrieve_never_captured_t
     assert report.counts() == {"captured": 1}
     assert gateway.captures == 0
     assert stored(db, payment_id) == ("SUCCESS", Decimal("25.00"), Decimal("39.06"))
+
+
+class RefusingCapture(CountingGateway):
+    """The simulator, except that it refuses every capture and the hold stands."""
+
+    def capture(self, charge: GatewayCharge, amount: Decimal) -> GatewayResult:
+        self.captures += 1
+        return GatewayResult(AUTHORIZED, reference=charge.reference)
+
+
+def test_a_capture_the_gateway_refuses_is_502_the_hold_stands_and_the_key_can_try_again(
+    hold_app: Flask, hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    payment_id = held(hold_client, trips)
+    trips.trip(101, status="COMPLETED", distance_km=8)
+    use_gateway(hold_app, RefusingCapture(simulator(hold_app, 1.0)))
+
+    refused = hold_client.post(f"/v1/payments/{payment_id}/capture", json={"idempotency_key": "cap"})
+
+    assert refused.status_code == 502
+    error = refused.get_json()
+    assert (error["code"], error["payment_status"]) == ("gateway_capture_failed", "AUTHORIZED")
+    assert "the hold stands" in error["error"]
+    assert stored(db, payment_id) == ("AUTHORIZED", Decimal("39.06"), Decimal("39.06"))
+    assert f"payment-{payment_id}-capture-refused" in outbox_ids(db)
+    use_gateway(hold_app, simulator(hold_app, 1.0))
+    retried = hold_client.post(f"/v1/payments/{payment_id}/capture", json={"idempotency_key": "cap"})
+    assert (retried.status_code, retried.get_json()["status"]) == (200, "SUCCESS")
 
 
 def test_a_pending_authorization_settles_to_authorized(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from decimal import Decimal
 from typing import Any
 
 import psycopg2
@@ -9,8 +11,10 @@ import pytest
 from flask import Flask
 
 from api.services import services
+from services.gateways import AUTHORIZED, SUCCESS, GatewayCharge
+from services.gateways.stripe_gateway import StripeGateway
 from tests.fakes import FakeTripService
-from tests.stripe_server import GatewayProxy, LocalStripe
+from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe
 
 
 def authorize(app: Flask, trip_id: int = 101, key: str = "hold-1", **fields: Any) -> Any:
@@ -126,8 +130,6 @@ def test_an_expired_hold_is_cancelled_at_stripe(
     make_app: Any, stripe_proxy: GatewayProxy, trips: FakeTripService, localstripe: LocalStripe,
     db: psycopg2.extensions.connection,
 ) -> None:  # fmt: skip
-    from tests.stripe_server import API_KEY
-
     app = make_app(GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=1.0,
                    TRIP_SERVICE_URL=trips.url, NOTIFY_DISPATCHER_ENABLED=False, RECONCILE_INTERVAL=0,
                    HOLD_TTL=60)  # fmt: skip
@@ -140,3 +142,18 @@ def test_an_expired_hold_is_cancelled_at_stripe(
     assert status_of(db, payment_id)[0] == "VOIDED"
     [intent] = localstripe.payment_intents()
     assert intent.status == "canceled"
+
+
+def test_a_capture_stripe_refuses_answers_where_the_payment_intent_stands(localstripe: LocalStripe) -> None:
+    gateway = StripeGateway(API_KEY, localstripe.url, timeout=5)
+    hold = GatewayCharge(8, 80, Decimal("39.06"), "INR", "CARD", "pm_card_visa", capture=False)
+    held = dataclasses.replace(hold, reference=gateway.register(hold))
+    assert gateway.authorize(held).status == AUTHORIZED
+
+    # More than the hold: Stripe refuses (400), and the PaymentIntent still requires capture.
+    refused = gateway.capture(held, Decimal("50.00"))
+
+    assert (refused.status, refused.reference) == (AUTHORIZED, held.reference)
+    assert gateway.capture(held, Decimal("25.00")).status == SUCCESS
+    # A void after the capture is refused too, and says the money was taken.
+    assert gateway.void(held).status == SUCCESS
