@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVDB := $(BIN)/python scripts/devdb.py run --
 
-.PHONY: install run test test-faults bench fuzz lint db-stop clean
+.PHONY: install run test test-faults bench bench-holds fuzz lint db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test-faults: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || true
 	$(DEVDB) $(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# Authorize and capture per second next to the charge (bench/holds.py).
+bench-holds: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || true
+	$(DEVDB) $(BIN)/python bench/holds.py $(BENCH_ARGS)
 
 fuzz: $(STAMP)
 	$(DEVDB) bash scripts/fuzz.sh

@@ -724,6 +724,9 @@ def markdown_table() -> str:
     for spec in SETTINGS:
         if spec.from_env:
             meaning = spec.meaning.replace("|", "\\|")
+            if spec.bounds is not None:
+                # Start-up refuses a value outside them, naming the variable.
+                meaning += f" (from {spec.bounds[0]} to {spec.bounds[1]})"
             rows.append(f"| `{spec.name}` | {spec.shown_default()} | {meaning} |")
     return "\n".join(rows)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from database.pool import DatabaseUnavailableError
 from services.charge import (
+    HoldAmountNotPayableError,
     HoldNotSupportedError,
     PaymentMethodRequiredError,
     TripAlreadyPaidError,
@@ -50,6 +51,7 @@ STATUS: dict[type[DomainError], int] = {
     PaymentMethodRequiredError: 400,
     RefundAmountNotPayableError: 400,
     HoldNotSupportedError: 400,
+    HoldAmountNotPayableError: 400,
     TripNotHoldableError: 400,
     PaymentNotCapturableError: 400,
     PaymentNotVoidableError: 400,

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 export DB_HOST="${DB_HOST:-127.0.0.1}" DB_PORT="${DB_PORT:-5432}" DB_USER="${DB_USER:-postgres}"
 # INFO: one JSON access line per request, from which the 5xx count below is taken.
 export DB_NAME="payments_fuzz_$$" LOG_LEVEL=INFO
-# A fake trip service that knows trips as completed, so charges can succeed, except that a trip id
-# divisible by 3 is ACCEPTED when first asked for, so holds can be placed and then captured.
+# A fake trip service whose trips are COMPLETED and ACCEPTED by turns (a trip id divisible by 3
+# begins ACCEPTED), so charges can succeed and holds can be placed and then captured.
 export RATE_LIMIT_ENABLED=false NOTIFY_DISPATCHER_ENABLED=false
 export API_KEYS="fuzzer:fuzz-key-not-secret"
 PORT="${PORT:-8096}"
@@ -46,7 +46,8 @@ GUNICORN_BIND="127.0.0.1:$PORT" .venv/bin/gunicorn -c gunicorn.conf.py app:app -
 GUNICORN_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/live" >/dev/null && break; sleep 0.2; done
 
-.venv/bin/schemathesis run "http://127.0.0.1:$PORT/openapi.json" \
+# Fresh trips for charges and holds (scripts/fuzz_hooks.py), so their links are walked.
+PYTHONPATH=. SCHEMATHESIS_HOOKS=scripts.fuzz_hooks .venv/bin/schemathesis run "http://127.0.0.1:$PORT/openapi.json" \
     --header "Authorization: Bearer fuzz-key-not-secret" \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \

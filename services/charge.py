@@ -15,12 +15,13 @@ import dataclasses
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from config import Config
 from database.pool import ConnectionPool, DatabaseUnavailableError
 from database.prepared import Prepared
+from models.money import MAX_AMOUNT
 from models.payment import Payment
 from services.clients.trips import Trip, TripClient
 from services.gateways import (
@@ -147,6 +148,20 @@ class HoldNotSupportedError(DomainError):
         )
 
 
+class HoldAmountNotPayableError(DomainError):
+    """The gateway cannot hold the client's amount in the currency (e.g. cents of JPY at Stripe)."""
+
+    code = "hold_amount_not_payable"
+
+    def __init__(self, amount: Decimal, currency: str, gateway: str) -> None:
+        """Say which amount and why, naming the field."""
+        super().__init__(
+            f"amount {amount} cannot be held in {currency} through the {gateway} gateway, which moves whole units"
+            f" of {currency}'s smallest denomination only; give an amount it can carry.",
+            field="amount",
+        )
+
+
 class TripNotHoldableError(DomainError):
     """The trip has ended (or is in a state a hold makes no sense for)."""
 
@@ -181,10 +196,10 @@ class TripNotCompletedError(DomainError):
 
     code = "trip_not_completed"
 
-    def __init__(self, trip: Trip) -> None:
-        """Say so with the trip's id and status."""
+    def __init__(self, trip: Trip, verb: str = "charged") -> None:
+        """Say so with the trip's id and status (`verb`: what cannot be done yet, charged or captured)."""
         super().__init__(
-            f"Trip {trip.trip_id} is {trip.status}; only COMPLETED or CANCELLED trips can be charged.",
+            f"Trip {trip.trip_id} is {trip.status}; only COMPLETED or CANCELLED trips can be {verb}.",
             trip_id=trip.trip_id,
             trip_status=trip.status,
         )
@@ -343,7 +358,7 @@ class ChargeService:
                 raise TripNotCompletedError(trip)
             parties = trip_parties(request, trip)
             if hold:
-                fare = calculate_hold(trip, self.config, request.amount)
+                fare = self._carried_hold(calculate_hold(trip, self.config, request.amount), request)
             else:
                 fare = calculate_fare(trip, self.config, request.amount)
             payment_id = self._record_attempt(claim, request, parties, fare, hold)
@@ -373,6 +388,21 @@ class ChargeService:
                 lambda: self._finish(claim, payment_id, result, hold),
             )
             raise
+
+    def _carried_hold(self, fare: Fare, request: ChargeRequest) -> Fare:
+        """The hold in an amount the gateway can carry in the currency (whole yen at Stripe, say).
+
+        A computed hold is rounded up to the currency's whole unit when the gateway needs that (it only
+        reserves money, and a little more covers the fare); a client's amount is never changed.
+        """
+        currency = self.config.CURRENCY
+        if self.gateway.can_carry(fare.amount, currency):
+            return fare
+        if request.amount is None:
+            whole = fare.amount.to_integral_value(ROUND_CEILING)
+            if whole <= MAX_AMOUNT and self.gateway.can_carry(whole, currency):
+                return dataclasses.replace(fare, amount=whole)
+        raise HoldAmountNotPayableError(fare.amount, currency, self.gateway.name)
 
     def _finish(self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool) -> Outcome:
         """Store the outcome, count it, wake the notification dispatcher."""

@@ -45,7 +45,7 @@ from services.idempotency_service import (
     fingerprint,
 )
 from services.notification_service import Outbox
-from services.pricing import Fare, calculate_fare
+from services.pricing import Fare, FareOutOfRangeError, calculate_fare
 from utils.errors import DomainError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -55,6 +55,10 @@ logger = get_logger(__name__)
 
 CAPTURE = "capture"
 VOID = "void"
+# A void reconciliation started because the hold outlived HOLD_TTL (counted and notified apart).
+EXPIRE = "expire"
+# What each action leaves when the gateway does it.
+DONE = {CAPTURE: "SUCCESS", VOID: "VOIDED", EXPIRE: "VOIDED"}
 
 SELECT_HOLD = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
@@ -154,10 +158,11 @@ class CaptureExceedsAuthorizationError(DomainError):
 
     code = "capture_exceeds_authorization"
 
-    def __init__(self, payment_id: int, authorized: Decimal, fare: Decimal) -> None:
+    def __init__(self, payment_id: int, authorized: Decimal, fare: Decimal, explicit: bool = False) -> None:
         """Give both amounts, and the way out."""
+        what = f"amount {fare}" if explicit else f"final fare {fare}"
         super().__init__(
-            f"The final fare {fare} is more than the {authorized} held on payment {payment_id}; nothing was"
+            f"The {what} is more than the {authorized} held on payment {payment_id}; nothing was"
             f" captured and the hold stands. Capture an explicit amount of at most {authorized}, or void the hold"
             " and charge the trip.",
             payment_id=payment_id,
@@ -329,14 +334,20 @@ class HoldService:
         self._check_holdable(payment, CAPTURE)
         trip = self.trips.get_trip(payment.trip_id)
         if trip.status not in ("COMPLETED", "CANCELLED"):
-            raise TripNotCompletedError(trip)
+            raise TripNotCompletedError(trip, "captured")
         if trip.status == "CANCELLED" and request.amount is None and self.config.CANCELLATION_FEE <= 0:
             # Nothing to charge for a cancelled trip: the hold is released instead.
             return self._act(VOID, payment, None, None, claim, CAPTURE)
-        fare = calculate_fare(trip, self.config, request.amount)
         authorized = payment.authorized_amount or payment.amount
+        try:
+            fare = calculate_fare(trip, self.config, request.amount)
+        except FareOutOfRangeError as exc:
+            # Above what any payment holds, so above the hold too: the answer that says what to do.
+            raise CaptureExceedsAuthorizationError(payment.payment_id, authorized, exc.details["fare"]) from exc
         if fare.amount > authorized:
-            raise CaptureExceedsAuthorizationError(payment.payment_id, authorized, fare.amount)
+            raise CaptureExceedsAuthorizationError(
+                payment.payment_id, authorized, fare.amount, explicit=request.amount is not None
+            )
         if not self.gateway.can_carry(fare.amount, payment.currency):
             raise CaptureAmountNotPayableError(fare.amount, payment.currency, self.gateway.name)
         return self._act(CAPTURE, payment, fare.amount, fare, claim, CAPTURE)
@@ -368,22 +379,30 @@ class HoldService:
             "min_age": self.config.RECONCILE_MIN_AGE,
         }
         with self.pool.cursor() as cur:
-            cur.execute(BEGIN_ACTION, params)
-            row = cur.fetchone()
-            if row is None:
-                # Another capture, void or refund took it first: answer with the state it left.
-                cur.execute(SELECT_HOLD, params)
-                current = cur.fetchone()
-                if current is None:
-                    raise PaymentNotFoundError(payment.payment_id)
-                self._check_holdable(Payment.from_row(current), operation)
-                raise AssertionError("an AUTHORIZED payment that BEGIN_ACTION did not take")
+            row = self._begin(cur, params, operation)
             if claim is not None and not self.idempotency.record_payment(cur, claim, payment.payment_id):
                 raise IdempotencyKeyInUseError()
         recorded = Payment.from_row(row)
         result = self._call(action, recorded)
         payment_after = self.settle(recorded, action, result)
         return self._answer(payment_after, action, claim, operation)
+
+    def _begin(self, cur: Cursor, params: dict[str, Any], operation: str) -> dict[str, Any]:
+        """Turn the AUTHORIZED payment PENDING with the action; raise the 400 of the state another request left."""
+        for _ in range(3):
+            cur.execute(BEGIN_ACTION, params)
+            row = cur.fetchone()
+            if row is not None:
+                return row
+            # Another capture, void or refund took it first: answer with the state it left.
+            cur.execute(SELECT_HOLD, params)
+            current = cur.fetchone()
+            if current is None:
+                raise PaymentNotFoundError(params["payment_id"])
+            # Still AUTHORIZED means it was taken and given back (a refused capture) in between: try again.
+            self._check_holdable(Payment.from_row(current), operation)
+        error = PaymentNotCapturableError if operation == CAPTURE else PaymentNotVoidableError
+        raise error(params["payment_id"], "PENDING")
 
     def _call(self, action: str, payment: Payment) -> GatewayResult:
         """Send the recorded action to the gateway once; no answer is PENDING, never an exception."""
@@ -441,10 +460,16 @@ class HoldService:
         return self._answer(payment, action, claim, operation)
 
     def _answer(self, payment: Payment, action: str, claim: Claim | None, operation: str) -> Outcome:
-        """200 with the payment (202 while PENDING), stored under the key; a refusal raises, key forgotten."""
+        """200 with the payment the action left (202 while PENDING), stored under the key.
+
+        Anything else means the gateway did not do the action (it refused, and the hold stands or is
+        gone, or was taken by a capture elsewhere): the refusal is raised and the key forgotten.
+        """
         HOLD_OPERATIONS.labels(operation, payment.status).inc()
-        if payment.status not in ("SUCCESS", "VOIDED", "PENDING", "PARTIALLY_REFUNDED", "REFUNDED"):
-            # Refused: the hold stands (AUTHORIZED) or is gone some other way. Not an outcome to replay.
+        # A captured hold refunded since (a resumed claim reads it later) was still captured.
+        done = (DONE[action],) if action != CAPTURE else ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
+        if payment.status not in (*done, "PENDING"):
+            # Not an outcome to replay: a retry with the key may try again.
             if claim is not None:
                 with self.pool.cursor() as cur:
                     self.idempotency.forget(cur, claim)

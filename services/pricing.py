@@ -75,10 +75,11 @@ class FareOutOfRangeError(DomainError):
 
     code = "fare_out_of_range"
 
-    def __init__(self, trip: Trip, fare: Decimal) -> None:
-        """Say so naming the fare and the largest amount."""
+    def __init__(self, trip: Trip, fare: Decimal, hold: bool = False) -> None:
+        """Say so naming the fare (or the hold it makes) and the largest amount."""
+        what = f"needs a hold of {fare} (its fare x HOLD_MULTIPLIER)" if hold else f"prices at {fare}"
         super().__init__(
-            f"Trip {trip.trip_id} prices at {fare}, above the largest payment amount {MAX_AMOUNT};"
+            f"Trip {trip.trip_id} {what}, above the largest payment amount {MAX_AMOUNT};"
             " nothing was charged.",
             trip_id=trip.trip_id,
             fare=fare,
@@ -118,7 +119,7 @@ def _payable(trip: Trip, fare: Fare) -> Fare:
     if fare.amount <= 0:
         raise InvalidFareError(trip, fare.amount)
     if fare.amount > MAX_AMOUNT:
-        raise FareOutOfRangeError(trip, fare.amount)
+        raise FareOutOfRangeError(trip, fare.amount, hold=fare.hold_multiplier is not None)
     return fare
 
 

@@ -20,7 +20,7 @@ What the gateway says decides:
 Holds (contract section 9): a pending authorization settles to AUTHORIZED or FAILED; a capture or
 void left PENDING is finished from its record (`HoldService.drive`: sent again under the same gateway
 key if the hold is still there); and holds older than HOLD_TTL are taken like a void (AUTHORIZED ->
-PENDING with `hold_action = 'void'`, in the statement that takes them) and released.
+PENDING with `hold_action = 'expire'`, in the statement that takes them) and released.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from services.gateways import (
     GatewayUnavailableError,
     PaymentGateway,
 )
-from services.holds import HoldService, action_outcome, hold_charge
+from services.holds import EXPIRE, HoldService, action_outcome, hold_charge
 from services.notification_service import Outbox
 from services.payment_queries import SELECT_PAYMENT
 from services.refund_service import gateway_refund, settle_refund
@@ -160,11 +160,11 @@ WHERE p.status = 'AUTHORIZED' AND p.created_at <= now() - make_interval(secs => 
 ORDER BY p.payment_id
 LIMIT %(limit)s
 """
-# Takes expired holds of this gateway the way a void request does: AUTHORIZED -> PENDING 'void', so a
+# Takes expired holds of this gateway the way a void request does: AUTHORIZED -> PENDING 'expire', so a
 # capture racing with it finds it PENDING (and this statement skips one a capture already locked).
 TAKE_EXPIRED_HOLDS = """
 UPDATE payments AS p
-   SET status = 'PENDING', hold_action = 'void', reconcile_attempts = 0,
+   SET status = 'PENDING', hold_action = 'expire', reconcile_attempts = 0,
        reconcile_after = now() + make_interval(secs => %(lease)s), updated_at = now()
   FROM (SELECT payment_id FROM payments
          WHERE status = 'AUTHORIZED' AND created_at <= now() - make_interval(secs => %(ttl)s)
@@ -391,15 +391,20 @@ class Reconciler:
         if dry_run:
             return Decision("payment", row["payment_id"], row["payment_id"], "expired", "VOIDED")
         logger.info("reconciliation: releasing an expired hold", extra={"payment_id": row["payment_id"]})
-        return self._hold_action(row, Payment.from_row(row), dry_run, expired=True)
+        return self._hold_action(row, Payment.from_row(row), dry_run, taken_now=True)
 
-    def _hold_action(self, row: dict[str, Any], payment: Payment, dry_run: bool, expired: bool = False) -> Decision:
-        """Finish a capture or void left PENDING (or an expired hold's release), from its record."""
-        action = payment.hold_action or "void"
+    def _hold_action(
+        self, row: dict[str, Any], payment: Payment, dry_run: bool, taken_now: bool = False
+    ) -> Decision:
+        """Finish a capture or void left PENDING (or an expired hold's release), from its record.
+
+        `taken_now`: an expired hold this pass just took; its move to PENDING is announced if it stays so.
+        """
+        action = payment.hold_action or EXPIRE
         if payment.gateway != self.gateway.name:
             return self._payment_pending(row, "skipped", dry_run)
         if self._gateway_down:
-            return self._hold_pending(row, payment, action, "unavailable", dry_run, expired)
+            return self._hold_pending(row, payment, action, "unavailable", dry_run, taken_now)
         try:
             if dry_run:
                 found = self.gateway.retrieve(hold_charge(payment))
@@ -413,20 +418,20 @@ class Reconciler:
             logger.warning(
                 "reconciliation: gateway did not answer", extra={"payment_id": payment.payment_id, "error": str(exc)}
             )
-            return self._hold_pending(row, payment, action, "unavailable", dry_run, expired)
+            return self._hold_pending(row, payment, action, "unavailable", dry_run, taken_now)
         if not result.answered:
             self._gateway_down = True
-            return self._hold_pending(row, payment, action, "unavailable", dry_run, expired)
+            return self._hold_pending(row, payment, action, "unavailable", dry_run, taken_now)
         error_code = None
         if result.status == ABSENT:
             if not self._is_old(row):
-                return self._hold_pending(row, payment, action, "unknown", dry_run, expired)
+                return self._hold_pending(row, payment, action, "unknown", dry_run, taken_now)
             result, error_code, label = GatewayResult(FAILED), NO_RECORD, "no_record"
         elif result.status == PENDING:
-            return self._hold_pending(row, payment, action, "pending", dry_run, expired)
+            return self._hold_pending(row, payment, action, "pending", dry_run, taken_now)
         else:
             label = {SUCCESS: "captured", AUTHORIZED: "refused"}.get(result.status, "voided")
-            if expired and result.status == VOIDED:
+            if action == EXPIRE and result.status == VOIDED:
                 label = "expired"
         target = "FAILED" if result.status == FAILED else result.status
         decision = Decision("payment", payment.payment_id, payment.payment_id, label, target, error_code)
@@ -439,10 +444,10 @@ class Reconciler:
         return decision
 
     def _hold_pending(
-        self, row: dict[str, Any], payment: Payment, action: str, label: str, dry_run: bool, expired: bool
+        self, row: dict[str, Any], payment: Payment, action: str, label: str, dry_run: bool, taken_now: bool
     ) -> Decision:
         """Leave a hold's action PENDING for a later pass; an expired hold just taken is announced as such."""
-        if expired and not dry_run:
+        if taken_now and not dry_run:
             # It was AUTHORIZED a moment ago: say that its release is under way.
             self.holds.settle(payment, action, GatewayResult(PENDING))
             self.outbox.wake()

@@ -64,7 +64,9 @@ DEPENDENCY_REJECTIONS = Counter(
 )
 RECONCILIATIONS = Counter(
     "payment_reconciliations_total",
-    "Reconciliation decisions on PENDING payments and refunds, by result (succeeded, failed, no_record: unknown"
+    "Reconciliation decisions on PENDING payments and refunds, by result (succeeded, authorized: a pending hold"
+    " placed; captured, voided: a capture or void finished; refused: the gateway refused it, the hold stands;"
+    " expired: a hold older than HOLD_TTL released; failed, no_record: unknown"
     " to the gateway and settled FAILED; unknown: unknown to the gateway, made before it was, not old enough to"
     " fail yet; pending: still undecided; resent: sent again, the gateway never had it;"
     " unavailable: the gateway did not answer; skipped: taken by another gateway or settled by someone else;"

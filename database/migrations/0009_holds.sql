@@ -14,7 +14,8 @@ ALTER TABLE payments
     ADD CONSTRAINT payments_status_check CHECK (status IN ('SUCCESS', 'PENDING', 'FAILED', 'REFUNDED',
                                                            'PARTIALLY_REFUNDED', 'AUTHORIZED', 'VOIDED')),
     ADD COLUMN authorized_amount NUMERIC(10,2) CHECK (authorized_amount > 0),
-    ADD COLUMN hold_action       TEXT CHECK (hold_action IN ('capture', 'void')),
+    -- 'expire': a void reconciliation started because the hold outlived HOLD_TTL.
+    ADD COLUMN hold_action       TEXT CHECK (hold_action IN ('capture', 'void', 'expire')),
     ADD COLUMN capture_amount    NUMERIC(10,2) CHECK (capture_amount > 0),
     ADD COLUMN capture_fare      JSONB,
     -- Nothing is ever taken beyond the hold.

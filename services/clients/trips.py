@@ -82,6 +82,12 @@ def _decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+def _shown(value: Any) -> str:
+    """A value of the trip service's answer as a message shows it: numbers as written, the rest quoted, short."""
+    text = str(value) if isinstance(value, int | Decimal) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> Trip:
     """Turn the trip service's JSON into a Trip, or raise TripServiceBadResponseError."""
     if not isinstance(payload, dict):
@@ -94,7 +100,9 @@ def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> 
     raw_distance = payload.get("distance_km", payload.get("distance"))
     distance = None if raw_distance is None else _decimal(raw_distance)
     if raw_distance is not None and (distance is None or not 0 <= distance <= MAX_DISTANCE_KM):
-        raise TripServiceBadResponseError("the distance is not a usable number")
+        raise TripServiceBadResponseError(
+            f"the distance {_shown(raw_distance)} is not a number of kilometres from 0 to {MAX_DISTANCE_KM}"
+        )
     if status == "COMPLETED" and distance is None:
         raise TripServiceBadResponseError("a completed trip without a distance")
 
@@ -102,7 +110,9 @@ def parse_trip(trip_id: int, payload: Any, surge_levels: dict[str, Decimal]) -> 
     if payload.get("surge_multiplier") is not None:
         parsed = _decimal(payload["surge_multiplier"])
         if parsed is None or not Decimal(0) < parsed <= 10:
-            raise TripServiceBadResponseError("the surge multiplier is not a usable number")
+            raise TripServiceBadResponseError(
+                f"the surge multiplier {_shown(payload['surge_multiplier'])} is not a number above 0 and at most 10"
+            )
         surge = parsed
     elif payload.get("surge_level") is not None:
         level = payload["surge_level"]

@@ -143,6 +143,9 @@ def test_loading_never_moves_the_id_sequence_backwards(
         ("6,105,NaN,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount"),
         ("6,105,1.00,CHEQUE,SUCCESS,PAY-6,2025-10-03 10:00:00", "method"),
         ("6,105,1.00,CARD,PAID,PAY-6,2025-10-03 10:00:00", "status"),
+        # A hold needs a gateway that holds it; a loaded row has none.
+        ("6,105,1.00,CARD,AUTHORIZED,PAY-6,2025-10-03 10:00:00", "status must be one of SUCCESS, PENDING, FAILED"),
+        ("6,105,1.00,CARD,VOIDED,PAY-6,2025-10-03 10:00:00", "status must be one of SUCCESS, PENDING, FAILED"),
         ("6,105,1.00,CARD,SUCCESS,PAY-6,03/10/2025", "created_at"),
         ("6,105,1.00,CARD,SUCCESS,PAY-6,2025-13-03 10:00:00", "created_at"),
         ("6,105,40.00,UPI,PENDING,PAY-6,2030-01-01 00:00:00", "created_at 2030-01-01 00:00:00 (UTC) is in the future"),

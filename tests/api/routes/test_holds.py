@@ -13,7 +13,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.services import services
-from services.gateways import AUTHORIZED, GatewayCharge, GatewayResult, GatewayUnavailableError
+from services.gateways import (
+    AUTHORIZED,
+    SUCCESS,
+    VOIDED,
+    GatewayCharge,
+    GatewayResult,
+    GatewayUnavailableError,
+)
 from tests.fakes import FakeNotificationService, FakeProfileService, FakeTripService
 from tests.gateways import CountingGateway, simulator, use_gateway
 from tests.helpers import all_at_once, row_counts
@@ -512,6 +519,91 @@ def test_a_capture_the_gateway_refuses_is_502_the_hold_stands_and_the_key_can_tr
     assert (retried.status_code, retried.get_json()["status"]) == (200, "SUCCESS")
 
 
+class ReleasedElsewhere(CountingGateway):
+    """The hold is gone at the gateway (released there) by the time the capture arrives."""
+
+    def capture(self, charge: GatewayCharge, amount: Decimal) -> GatewayResult:
+        self.captures += 1
+        return GatewayResult(VOIDED, reference=charge.reference)
+
+
+class CapturedElsewhere(CountingGateway):
+    """The hold was captured at the gateway (not through this service) when the void arrives."""
+
+    def void(self, charge: GatewayCharge) -> GatewayResult:
+        self.voids += 1
+        return GatewayResult(SUCCESS, reference=charge.reference)
+
+
+def test_a_capture_of_a_hold_the_gateway_already_released_is_502_and_records_the_release(
+    hold_app: Flask, hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    payment_id = held(hold_client, trips)
+    trips.trip(101, status="COMPLETED", distance_km=8)
+    use_gateway(hold_app, ReleasedElsewhere(simulator(hold_app, 1.0)))
+
+    response = hold_client.post(f"/v1/payments/{payment_id}/capture")
+
+    assert response.status_code == 502
+    error = response.get_json()
+    assert (error["code"], error["payment_status"]) == ("gateway_capture_failed", "VOIDED")
+    assert "now VOIDED" in error["error"]
+    assert stored(db, payment_id)[0] == "VOIDED"
+
+
+def test_a_void_of_a_hold_the_gateway_captured_is_502_and_records_the_capture(
+    hold_app: Flask, hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    payment_id = held(hold_client, trips)
+    use_gateway(hold_app, CapturedElsewhere(simulator(hold_app, 1.0)))
+
+    response = hold_client.post(f"/v1/payments/{payment_id}/void")
+
+    assert response.status_code == 502
+    assert (response.get_json()["code"], response.get_json()["payment_status"]) == ("gateway_void_failed", "SUCCESS")
+    assert stored(db, payment_id)[0] == "SUCCESS"
+
+
+def test_a_final_fare_above_the_largest_amount_is_409_capture_exceeds_authorization(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    # Dear kilometres (the start-up check lets them through: 1,000 km at the top surge still fits).
+    client = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, RATE_PER_KM=Decimal("60000.00"),
+                      HOLD_MULTIPLIER=Decimal("1"), RECONCILE_INTERVAL=0,
+                      NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+    payment_id = held(client, trips, distance_km=1)
+    trips.trip(101, status="COMPLETED", distance_km=9000, surge_multiplier=9)
+
+    response = client.post(f"/v1/payments/{payment_id}/capture")
+
+    assert response.status_code == 409
+    error = response.get_json()
+    assert (error["code"], error["authorized_amount"]) == ("capture_exceeds_authorization", 60005.0)
+    assert error["fare"] > 99999999.99
+    assert stored(db, payment_id)[0] == "AUTHORIZED"
+
+
+def test_a_capture_before_the_trip_ends_says_it_cannot_be_captured_yet(
+    hold_client: FlaskClient, trips: FakeTripService
+) -> None:
+    payment_id = held(hold_client, trips)
+
+    response = hold_client.post(f"/v1/payments/{payment_id}/capture")
+
+    assert response.get_json()["error"] == ("Trip 101 is ACCEPTED; only COMPLETED or CANCELLED trips can be captured.")
+
+
+def test_a_hold_that_overflows_says_it_is_the_hold(make_app: Callable[..., Flask], trips: FakeTripService) -> None:
+    client = make_app(TRIP_SERVICE_URL=trips.url, RATE_PER_KM=Decimal("60000.00"), HOLD_MULTIPLIER=Decimal("1"),
+                      RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+    trips.trip(101, status="ACCEPTED", distance_km=9000, surge_multiplier=9)
+
+    response = authorize(client, 101)
+
+    assert (response.status_code, response.get_json()["code"]) == (400, "fare_out_of_range")
+    assert "needs a hold of 4860000045.00 (its fare x HOLD_MULTIPLIER)" in response.get_json()["error"]
+
+
 def test_a_pending_authorization_settles_to_authorized(
     hold_app: Flask, hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
@@ -600,6 +692,38 @@ def test_a_hold_older_than_hold_ttl_is_voided_by_reconciliation_and_the_trip_can
     assert authorize(client, 101, key="again").status_code == 201
 
 
+class Unreachable(CountingGateway):
+    """The gateway does not answer at all."""
+
+    def retrieve(self, charge: GatewayCharge) -> GatewayResult:
+        raise GatewayUnavailableError("down")
+
+    def void(self, charge: GatewayCharge) -> GatewayResult:
+        raise GatewayUnavailableError("down")
+
+
+def test_a_hold_that_expires_while_the_gateway_is_down_is_released_later_and_counted_as_expired(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    app = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, HOLD_TTL=60, RECONCILE_INTERVAL=0,
+                   RECONCILE_MIN_AGE=0, NOTIFY_DISPATCHER_ENABLED=False)  # fmt: skip
+    payment_id = held(app.test_client(), trips)
+    with db.cursor() as cur:
+        cur.execute("UPDATE payments SET created_at = now() - interval '1 day' WHERE payment_id = %s", (payment_id,))
+    use_gateway(app, Unreachable(simulator(app, 1.0)))
+
+    first = services(app).reconciler.run_once()
+    use_gateway(app, simulator(app, 1.0))
+    with db.cursor() as cur:  # the next pass, without waiting out the interval
+        cur.execute("UPDATE payments SET reconcile_after = now() WHERE payment_id = %s", (payment_id,))
+    second = services(app).reconciler.run_once()
+
+    assert first.counts() == {"unavailable": 1}
+    assert second.counts() == {"expired": 1}
+    assert stored(db, payment_id)[0] == "VOIDED"
+    assert outbox_ids(db)[-2:] == [f"payment-{payment_id}-expire-pending", f"payment-{payment_id}-voided"]
+
+
 def test_a_dry_run_names_expired_holds_and_changes_nothing(
     make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
@@ -623,3 +747,22 @@ def test_metrics_count_holds_by_status_and_not_as_revenue(hold_client: FlaskClie
     assert summary["payments_by_status"]["AUTHORIZED"] == 1
     assert summary["payments_by_status"]["VOIDED"] == 0
     assert summary["total_revenue"] == 0
+
+
+@pytest.mark.parametrize("path", ["capture", "void"])
+def test_a_hold_another_gateway_placed_is_409_hold_gateway_unavailable_and_changes_nothing(
+    hold_client: FlaskClient, db: psycopg2.extensions.connection, path: str
+) -> None:
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, authorized_amount, method, status, reference, gateway,"
+            " gateway_reference) VALUES (101, 39.06, 39.06, 'CARD', 'AUTHORIZED', 'PAY-X', 'stripe', 'pi_x')"
+            " RETURNING payment_id"
+        )
+        payment_id = cur.fetchone()[0]
+
+    response = hold_client.post(f"/v1/payments/{payment_id}/{path}")
+
+    assert (response.status_code, response.get_json()["code"]) == (409, "hold_gateway_unavailable")
+    assert "GATEWAY=stripe" in response.get_json()["error"]
+    assert stored(db, payment_id)[0] == "AUTHORIZED"

@@ -157,3 +157,24 @@ def test_a_capture_stripe_refuses_answers_where_the_payment_intent_stands(locals
     assert gateway.capture(held, Decimal("25.00")).status == SUCCESS
     # A void after the capture is refused too, and says the money was taken.
     assert gateway.void(held).status == SUCCESS
+
+
+def test_a_hold_in_a_zero_decimal_currency_is_rounded_up_to_whole_units_and_an_amount_it_cannot_carry_is_400(
+    make_app: Any, stripe_proxy: GatewayProxy, trips: FakeTripService, localstripe: LocalStripe
+) -> None:
+    app = make_app(GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=1.0,
+                   TRIP_SERVICE_URL=trips.url, NOTIFY_DISPATCHER_ENABLED=False, RECONCILE_INTERVAL=0,
+                   CURRENCY="JPY")  # fmt: skip
+    trips.trip(101, status="ACCEPTED", distance_km=10.5)
+    trips.trip(102, status="ACCEPTED", distance_km=10.5)
+
+    held = authorize(app, 101)
+    refused = authorize(app, 102, key="hold-2", amount=10.5)
+
+    # 39.0625 -> 40 yen: Stripe moves whole yen, and a hold only reserves.
+    assert (held.status_code, held.get_json()["authorized_amount"]) == (201, 40)
+    [intent] = localstripe.payment_intents()
+    assert (intent.amount, intent.currency) == (40, "jpy")
+    assert (refused.status_code, refused.get_json()["code"], refused.get_json()["field"]) == (
+        400, "hold_amount_not_payable", "amount",
+    )  # fmt: skip
