@@ -79,8 +79,7 @@ class FareOutOfRangeError(DomainError):
         """Say so naming the fare (or the hold it makes) and the largest amount."""
         what = f"needs a hold of {fare} (its fare x HOLD_MULTIPLIER)" if hold else f"prices at {fare}"
         super().__init__(
-            f"Trip {trip.trip_id} {what}, above the largest payment amount {MAX_AMOUNT};"
-            " nothing was charged.",
+            f"Trip {trip.trip_id} {what}, above the largest payment amount {MAX_AMOUNT}; nothing was charged.",
             trip_id=trip.trip_id,
             fare=fare,
             max_amount=MAX_AMOUNT,

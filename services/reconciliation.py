@@ -393,9 +393,7 @@ class Reconciler:
         logger.info("reconciliation: releasing an expired hold", extra={"payment_id": row["payment_id"]})
         return self._hold_action(row, Payment.from_row(row), dry_run, taken_now=True)
 
-    def _hold_action(
-        self, row: dict[str, Any], payment: Payment, dry_run: bool, taken_now: bool = False
-    ) -> Decision:
+    def _hold_action(self, row: dict[str, Any], payment: Payment, dry_run: bool, taken_now: bool = False) -> Decision:
         """Finish a capture or void left PENDING (or an expired hold's release), from its record.
 
         `taken_now`: an expired hold this pass just took; its move to PENDING is announced if it stays so.
