@@ -13,6 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.services import services
+from config import Config
+from database.seed import load_csv
+from database_setup import DEFAULT_CSV
 from services.gateways import (
     AUTHORIZED,
     SUCCESS,
@@ -766,3 +769,94 @@ def test_a_hold_another_gateway_placed_is_409_hold_gateway_unavailable_and_chang
     assert (response.status_code, response.get_json()["code"]) == (409, "hold_gateway_unavailable")
     assert "GATEWAY=stripe" in response.get_json()["error"]
     assert stored(db, payment_id)[0] == "AUTHORIZED"
+
+
+# --- loaded data and first-time writes under concurrency ----------------------------------------------
+
+
+def test_every_loaded_payment_refuses_capture_and_void_with_its_status_and_its_trip_cannot_be_held(
+    hold_client: FlaskClient, trips: FakeTripService, test_config: Config, db: psycopg2.extensions.connection
+) -> None:
+    conn = psycopg2.connect(test_config.get_database_uri(), options="-c timezone=UTC")
+    try:
+        load_csv(conn, DEFAULT_CSV, "INR")
+    finally:
+        conn.close()
+    with db.cursor() as cur:
+        cur.execute("SELECT payment_id, trip_id, status FROM payments ORDER BY payment_id")
+        rows = cur.fetchall()
+    assert {status for _, _, status in rows} == {"SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED"}
+    before = row_counts(db)
+
+    for payment_id, _, status in rows:
+        capture = hold_client.post(f"/v1/payments/{payment_id}/capture")
+        void = hold_client.post(f"/v1/payments/{payment_id}/void")
+        assert (capture.status_code, capture.get_json()["code"], capture.get_json()["payment_status"]) == (
+            400, "payment_not_capturable", status,
+        )  # fmt: skip
+        assert (void.status_code, void.get_json()["code"]) == (400, "payment_not_voidable")
+
+    assert row_counts(db) == before
+    live = next(trip_id for _, trip_id, status in rows if status == "SUCCESS")
+    trips.trip(live, status="ACCEPTED")
+    response = authorize(hold_client, live)
+    assert (response.status_code, response.get_json()["code"]) == (409, "trip_already_paid")
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_twenty_concurrent_authorizations_of_one_trip_with_different_keys_place_one_hold(
+    hold_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection, round_: int
+) -> None:
+    trip_id = 700 + round_
+    trips.trip(trip_id, status="ACCEPTED")
+    gateway = use_gateway(hold_app, CountingGateway(simulator(hold_app, 1.0)))
+
+    responses = all_at_once([lambda n=n: authorize(hold_app.test_client(), trip_id, key=f"k-{n}") for n in range(20)])
+
+    outcomes = Counter(r.status_code for r in responses)
+    assert outcomes == {201: 1, 409: 19}, outcomes
+    winner = next(r for r in responses if r.status_code == 201).get_json()["payment_id"]
+    assert {r.get_json()["payment_id"] for r in responses if r.status_code == 409} == {winner}
+    assert gateway.calls == 1
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments WHERE trip_id = %s", (trip_id,))
+        assert cur.fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_twenty_concurrent_identical_authorizations_make_one_hold_and_the_rest_replay_or_wait(
+    hold_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection, round_: int
+) -> None:
+    trip_id = 800 + round_
+    trips.trip(trip_id, status="ACCEPTED")
+
+    responses = all_at_once([lambda: authorize(hold_app.test_client(), trip_id, key="same") for _ in range(20)])
+
+    assert {r.status_code for r in responses} <= {201, 409}
+    assert {r.get_json().get("code") for r in responses if r.status_code == 409} <= {"idempotency_key_in_use"}
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments WHERE trip_id = %s", (trip_id,))
+        assert cur.fetchone()[0] == 1
+    first = next(r for r in responses if r.status_code == 201)
+    assert all(r.get_data() == first.get_data() for r in responses if r.status_code == 201)
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_twenty_concurrent_captures_with_one_key_capture_once_and_replay_the_answer(
+    hold_app: Flask, trips: FakeTripService, db: psycopg2.extensions.connection, round_: int
+) -> None:
+    payment_id = held(hold_app.test_client(), trips, trip_id=900 + round_)
+    trips.trip(900 + round_, status="COMPLETED", distance_km=8)
+    gateway = use_gateway(hold_app, CountingGateway(simulator(hold_app, 1.0)))
+
+    def capture() -> Any:
+        return hold_app.test_client().post(f"/v1/payments/{payment_id}/capture", json={"idempotency_key": "cap"})
+
+    responses = all_at_once([capture for _ in range(20)])
+
+    assert {r.status_code for r in responses} <= {200, 409}
+    assert {r.get_json().get("code") for r in responses if r.status_code == 409} <= {"idempotency_key_in_use"}
+    ok = [r.get_data() for r in responses if r.status_code == 200]
+    assert ok and len(set(ok)) == 1
+    assert gateway.captures == 1
+    assert stored(db, payment_id)[:2] == ("SUCCESS", Decimal("25.00"))
