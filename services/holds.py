@@ -217,7 +217,7 @@ class GatewayHoldActionFailedError(DomainError):
         )
 
 
-def action_outcome(action: str, result: GatewayResult) -> GatewayResult:
+def action_outcome(result: GatewayResult) -> GatewayResult:
     """What the gateway's answer to a capture or void makes of the payment.
 
     SUCCESS (captured), VOIDED (nothing is held any more), AUTHORIZED (refused: the hold stands),
@@ -421,7 +421,7 @@ class HoldService:
         except Exception:
             logger.exception(f"{action} call failed; payment left PENDING", extra={"payment_id": payment.payment_id})
             return GatewayResult(PENDING, answered=False)
-        return action_outcome(action, result)
+        return action_outcome(result)
 
     def settle(self, payment: Payment, action: str, result: GatewayResult, error_code: str | None = None) -> Payment:
         """Record the outcome of a PENDING action and notify it, in one transaction; return the payment after it.
@@ -505,4 +505,4 @@ class HoldService:
         if found.status == ABSENT:
             # Unknown there: the caller decides (look again, or give up after RECONCILE_NO_RECORD_AFTER).
             return found
-        return action_outcome(action, found)
+        return action_outcome(found)

@@ -406,7 +406,7 @@ class Reconciler:
         try:
             if dry_run:
                 found = self.gateway.retrieve(hold_charge(payment))
-                result = found if found.status in (ABSENT, AUTHORIZED) else action_outcome(action, found)
+                result = found if found.status in (ABSENT, AUTHORIZED) else action_outcome(found)
                 if result.status == AUTHORIZED:
                     return Decision("payment", payment.payment_id, payment.payment_id, "resent")
             else:
