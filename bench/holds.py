@@ -5,12 +5,12 @@
 
 It creates a throwaway database on the configured server (DB_* / DATABASE_URL, or the embedded
 one `make bench-holds` starts), starts a trip service (the fuzzer's fake: completed trips, except
-that a trip id divisible by 3 is ACCEPTED at its first look and COMPLETED at the next) and gunicorn
+that a trip id divisible by 3 is ACCEPTED at its first look and COMPLETED after it) and gunicorn
 with gunicorn.conf.py and the simulator approving everything, and drives it from wrk on loopback.
 The charge and the authorization run in alternating slices (so they suffer the same noise);
-captures then take, once each, holds an unmeasured authorization run made just before each slice. Every
-request of all three looks the trip up over HTTP, so the comparison is like for like. Prints one
-table and writes it as JSON (--json, default .ci/artifacts/bench-holds.json).
+captures then take, once each, holds an unmeasured authorization run made just before each
+slice. Every request of all three looks the trip up over HTTP, so the comparison is like for
+like. Prints one table and writes it as JSON (--json, default .ci/artifacts/bench-holds.json).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 export DB_HOST="${DB_HOST:-127.0.0.1}" DB_PORT="${DB_PORT:-5432}" DB_USER="${DB_USER:-postgres}"
 # INFO: one JSON access line per request, from which the 5xx count below is taken.
 export DB_NAME="payments_fuzz_$$" LOG_LEVEL=INFO
-# A fake trip service whose trips are COMPLETED and ACCEPTED by turns (a trip id divisible by 3
-# begins ACCEPTED), so charges can succeed and holds can be placed and then captured.
+# A fake trip service whose trips are COMPLETED, except that a trip id divisible by 3 is ACCEPTED at
+# its first look, so charges can succeed and holds can be placed and then captured.
 export RATE_LIMIT_ENABLED=false NOTIFY_DISPATCHER_ENABLED=false
 export API_KEYS="fuzzer:fuzz-key-not-secret"
 PORT="${PORT:-8096}"

@@ -230,24 +230,24 @@ class EveryTripCompleted(dict):
 
 
 class TripsForTheFuzzer(EveryTripCompleted):
-    """Trips that are COMPLETED and ACCEPTED by turns, look after look.
+    """Completed trips, except that a trip id divisible by 3 is ACCEPTED at its first look.
 
-    A trip id divisible by 3 is ACCEPTED at its first look, any other COMPLETED. So a fresh trip can
-    be charged (or, one id in three, held), and a hold placed at one look is captured at the next
-    (the capture looks again and finds the trip COMPLETED): the fuzzer's links walk a trip's whole
-    life, whichever ids it picks.
+    So a hold can be placed on such a trip (authorize looks first) and captured afterwards (the
+    capture looks again and finds it COMPLETED), while any other trip can be charged at once:
+    the fuzzer's links walk a trip's whole life. scripts/fuzz_hooks.py hands out fresh trips.
     """
 
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__(delay)
-        self._looks: dict[int, int] = {}
+        self._seen: set[int] = set()
         self._lock = threading.Lock()
 
     def get(self, trip_id: int, default: object = None) -> FakeAnswer:  # type: ignore[override]
         answer = super().get(trip_id, default)
         with self._lock:
-            looks = self._looks[trip_id] = self._looks.get(trip_id, 0) + 1
-        if (looks + (trip_id % 3 == 0)) % 2 == 0:
+            first = trip_id not in self._seen
+            self._seen.add(trip_id)
+        if first and trip_id % 3 == 0:
             answer = FakeAnswer(200, {**answer.body, "status": "ACCEPTED"}, delay=self.delay)
         return answer
 

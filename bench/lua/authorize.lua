@@ -1,6 +1,6 @@
 -- POST /v1/payments/authorize: every request a new idempotency key and a new trip.
 -- Trip ids are multiples of 3, which bench/holds.py's trip service answers ACCEPTED at the first
--- look (the authorization) and COMPLETED at the next (the capture).
+-- look (the authorization) and COMPLETED afterwards (the capture).
 -- Arguments: RUN (a number new for every wrk run).
 dofile("bench/lua/report.lua")
 local counter, run = 0, 1
