@@ -63,6 +63,7 @@ class Payment:
     hold_action: str | None = None
     capture_amount: Decimal | None = None
     capture_fare: dict[str, Any] | None = None
+    captured_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Payment:
@@ -75,6 +76,7 @@ class Payment:
             hold_action=row.get("hold_action"),
             capture_amount=row.get("capture_amount"),
             capture_fare=row.get("capture_fare"),
+            captured_at=row.get("captured_at"),
         )
 
     @property

@@ -210,10 +210,15 @@ class TripPartyMismatchError(DomainError):
 
     code = "trip_party_mismatch"
 
-    def __init__(self, trip_id: int, field: str, given: int, expected: int) -> None:
-        """Say so naming the field and both ids."""
+    def __init__(self, trip_id: int, field: str, given: int, expected: int, source: str = "given") -> None:
+        """Say so naming the field and both ids (`source`: whose id disagrees, the body's or the hold's)."""
+        if source == "held":
+            what = f"The hold's {field} {given}"
+            after = "nothing was captured and the hold stands"
+        else:
+            what, after = f"{field} {given}", "nothing was charged"
         super().__init__(
-            f"{field} {given} does not match trip {trip_id}, whose {field} is {expected}; nothing was charged.",
+            f"{what} does not match trip {trip_id}, whose {field} is {expected}; {after}.",
             field=field,
             trip_id=trip_id,
         )

@@ -22,8 +22,8 @@ from config import Config
 from database.pool import ConnectionPool, Cursor
 from database.prepared import Prepared
 from models.payment import Payment
-from services.charge import TripNotCompletedError, payment_notification
-from services.clients.trips import TripClient
+from services.charge import TripNotCompletedError, TripPartyMismatchError, payment_notification
+from services.clients.trips import Trip, TripClient
 from services.gateways import (
     ABSENT,
     AUTHORIZED,
@@ -45,7 +45,7 @@ from services.idempotency_service import (
     fingerprint,
 )
 from services.notification_service import Outbox
-from services.pricing import Fare, FareOutOfRangeError, calculate_fare
+from services.pricing import Fare, FareOutOfRangeError, NoCancellationFeeError, calculate_fare
 from utils.errors import DomainError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -63,7 +63,7 @@ DONE = {CAPTURE: "SUCCESS", VOID: "VOIDED", EXPIRE: "VOIDED"}
 SELECT_HOLD = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
        amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare,
-       gateway_payment_method, hold_action, capture_amount, capture_fare
+       gateway_payment_method, hold_action, capture_amount, capture_fare, captured_at
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
@@ -74,24 +74,29 @@ BEGIN_ACTION = Prepared("""
 UPDATE payments
    SET status = 'PENDING', hold_action = %(action)s, capture_amount = %(capture_amount)s,
        capture_fare = %(capture_fare)s, reconcile_attempts = 0,
+       -- The trip's parties, as the trip service names them at its end (a hold may predate a driver).
+       rider_id = coalesce(rider_id, %(rider_id)s), driver_id = coalesce(driver_id, %(driver_id)s),
        reconcile_after = now() + make_interval(secs => %(min_age)s), updated_at = now()
  WHERE payment_id = %(payment_id)s AND status = 'AUTHORIZED'
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
           amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare,
-          gateway_payment_method, hold_action, capture_amount, capture_fare
+          gateway_payment_method, hold_action, capture_amount, capture_fare, captured_at
 """)
 # The outcome, guarded by the action it settles, so a capture is recorded once whoever settles it.
 SETTLE_ACTION = Prepared("""
 UPDATE payments
    SET status = %(status)s,
-       amount = CASE WHEN %(status)s::text = 'SUCCESS' THEN coalesce(capture_amount, amount) ELSE amount END,
+       -- What the gateway says it took, when it says (a capture made there, not here), else what was asked.
+       amount = CASE WHEN %(status)s::text = 'SUCCESS' THEN coalesce(%(captured)s, capture_amount, amount)
+                     ELSE amount END,
        fare = CASE WHEN %(status)s::text = 'SUCCESS' THEN coalesce(capture_fare, fare) ELSE fare END,
+       captured_at = CASE WHEN %(status)s::text = 'SUCCESS' THEN now() ELSE captured_at END,
        error_code = %(error_code)s, hold_action = NULL, capture_amount = NULL, capture_fare = NULL,
        reconcile_after = NULL, reconcile_attempts = 0, updated_at = now()
  WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND hold_action = %(action)s::text
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
           amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare,
-          gateway_payment_method, hold_action, capture_amount, capture_fare
+          gateway_payment_method, hold_action, capture_amount, capture_fare, captured_at
 """)
 
 MESSAGES = {
@@ -125,15 +130,32 @@ class VoidRequest:
         return {}
 
 
+WHY_NOT = {
+    "PENDING": ": a capture, void or release of it (or its authorization) is in progress; GET the payment to"
+    " see how it ends.",
+    "VOIDED": ": its hold was released (voided, expired after HOLD_TTL, or released at the gateway), so the trip"
+    " can be charged with POST /v1/payments/charge.",
+    "FAILED": ": its authorization failed, so nothing is held.",
+    "SUCCESS": ": it was captured (or charged) already; refund it to give money back.",
+    "PARTIALLY_REFUNDED": ": it was captured (or charged) already; refund it to give money back.",
+    "REFUNDED": ": it was captured (or charged) and refunded already.",
+}
+
+
+def why_not(status: str) -> str:
+    """The end of a not-capturable / not-voidable sentence: what the status means for the caller."""
+    return WHY_NOT.get(status, ".")
+
+
 class PaymentNotCapturableError(DomainError):
     """Only an AUTHORIZED payment can be captured."""
 
     code = "payment_not_capturable"
 
     def __init__(self, payment_id: int, status: str) -> None:
-        """Say so naming the status."""
+        """Say so naming the status, and what it means for the caller."""
         super().__init__(
-            f"Payment {payment_id} is {status}; only an AUTHORIZED hold can be captured.",
+            f"Payment {payment_id} is {status}; only an AUTHORIZED hold can be captured{why_not(status)}",
             payment_id=payment_id,
             payment_status=status,
         )
@@ -145,9 +167,9 @@ class PaymentNotVoidableError(DomainError):
     code = "payment_not_voidable"
 
     def __init__(self, payment_id: int, status: str) -> None:
-        """Say so naming the status."""
+        """Say so naming the status, and what it means for the caller."""
         super().__init__(
-            f"Payment {payment_id} is {status}; only an AUTHORIZED hold can be voided (refund a captured one).",
+            f"Payment {payment_id} is {status}; only an AUTHORIZED hold can be voided{why_not(status)}",
             payment_id=payment_id,
             payment_status=status,
         )
@@ -176,12 +198,14 @@ class CaptureAmountNotPayableError(DomainError):
 
     code = "capture_amount_not_payable"
 
-    def __init__(self, amount: Decimal, currency: str, gateway: str) -> None:
-        """Say which amount and why."""
+    def __init__(self, amount: Decimal, currency: str, gateway: str, explicit: bool) -> None:
+        """Say which amount and why; `field` only when the caller sent it."""
+        what = f"amount {amount}" if explicit else f"The final fare {amount}"
         super().__init__(
-            f"{amount} cannot be captured in {currency} through the {gateway} gateway, which moves whole units"
-            f" of {currency}'s smallest denomination only; capture an explicit amount it can carry.",
-            field="amount",
+            f"{what} cannot be captured in {currency} through the {gateway} gateway, which moves whole units"
+            f" of {currency}'s smallest denomination only; capture an explicit amount it can carry. The hold"
+            " stands.",
+            **({"field": "amount"} if explicit else {}),
         )
 
 
@@ -205,16 +229,32 @@ class GatewayHoldActionFailedError(DomainError):
     def __init__(self, action: str, payment: Payment) -> None:
         """Say what was refused and where the payment stands now."""
         self.code = f"gateway_{action}_failed"
-        stands = (
-            "the hold stands; retry, or void it"
-            if payment.status == "AUTHORIZED"
-            else f"the payment is now {payment.status}"
-        )
+        stands = {
+            "AUTHORIZED": "the hold stands; retry, or void it",
+            "VOIDED": "the gateway had already released the hold, so nothing was taken and the payment is now VOIDED",
+            "SUCCESS": "the gateway had already captured the hold, so the payment is now SUCCESS",
+        }.get(payment.status, f"the payment is now {payment.status}")
         super().__init__(
             f"The gateway refused to {action} payment {payment.payment_id}: {stands}.",
             payment_id=payment.payment_id,
             payment_status=payment.status,
         )
+
+
+def captured_parties(payment: Payment, trip: Trip) -> tuple[int | None, int | None]:
+    """The rider and driver the trip service names at the trip's end, to fill in what the hold lacked.
+
+    Raises TripPartyMismatchError when the trip service now names someone other than the payment holds.
+    """
+    parties = []
+    for field, held, known in (
+        ("rider_id", payment.rider_id, trip.rider_id),
+        ("driver_id", payment.driver_id, trip.driver_id),
+    ):
+        if held is not None and known is not None and held != known:
+            raise TripPartyMismatchError(trip.trip_id, field, held, known, "held")
+        parties.append(known)
+    return parties[0], parties[1]
 
 
 def action_outcome(result: GatewayResult) -> GatewayResult:
@@ -335,9 +375,12 @@ class HoldService:
         trip = self.trips.get_trip(payment.trip_id)
         if trip.status not in ("COMPLETED", "CANCELLED"):
             raise TripNotCompletedError(trip, "captured")
-        if trip.status == "CANCELLED" and request.amount is None and self.config.CANCELLATION_FEE <= 0:
+        parties = captured_parties(payment, trip)
+        if trip.status == "CANCELLED" and self.config.CANCELLATION_FEE <= 0:
+            if request.amount is not None:
+                raise NoCancellationFeeError(trip, holding=True)
             # Nothing to charge for a cancelled trip: the hold is released instead.
-            return self._act(VOID, payment, None, None, claim, CAPTURE)
+            return self._act(VOID, payment, None, None, claim, CAPTURE, parties)
         authorized = payment.authorized_amount or payment.amount
         try:
             fare = calculate_fare(trip, self.config, request.amount)
@@ -349,8 +392,10 @@ class HoldService:
                 payment.payment_id, authorized, fare.amount, explicit=request.amount is not None
             )
         if not self.gateway.can_carry(fare.amount, payment.currency):
-            raise CaptureAmountNotPayableError(fare.amount, payment.currency, self.gateway.name)
-        return self._act(CAPTURE, payment, fare.amount, fare, claim, CAPTURE)
+            raise CaptureAmountNotPayableError(
+                fare.amount, payment.currency, self.gateway.name, explicit=request.amount is not None
+            )
+        return self._act(CAPTURE, payment, fare.amount, fare, claim, CAPTURE, parties)
 
     def _check_holdable(self, payment: Payment, operation: str) -> None:
         """Raise unless the payment is an AUTHORIZED hold this service's gateway holds."""
@@ -368,11 +413,14 @@ class HoldService:
         fare: Fare | None,
         claim: Claim | None,
         operation: str,
+        parties: tuple[int | None, int | None] = (None, None),
     ) -> Outcome:
         """Record the action on the AUTHORIZED payment, call the gateway once, record and answer its outcome."""
         self._check_holdable(payment, operation)
         params = {
             "payment_id": payment.payment_id,
+            "rider_id": parties[0],
+            "driver_id": parties[1],
             "action": action,
             "capture_amount": amount,
             "capture_fare": None if fare is None else dump_json(fare.breakdown()),
@@ -442,7 +490,13 @@ class HoldService:
         status = {SUCCESS: "SUCCESS", VOIDED: "VOIDED", AUTHORIZED: "AUTHORIZED", FAILED: "FAILED"}[result.status]
         cur.execute(
             SETTLE_ACTION,
-            {"payment_id": payment.payment_id, "status": status, "error_code": error_code, "action": action},
+            {
+                "payment_id": payment.payment_id,
+                "status": status,
+                "error_code": error_code,
+                "action": action,
+                "captured": result.captured if result.status == SUCCESS else None,
+            },
         )
         row = cur.fetchone()
         if row is None:
@@ -465,10 +519,11 @@ class HoldService:
         Anything else means the gateway did not do the action (it refused, and the hold stands or is
         gone, or was taken by a capture elsewhere): the refusal is raised and the key forgotten.
         """
-        HOLD_OPERATIONS.labels(operation, payment.status).inc()
         # A captured hold refunded since (a resumed claim reads it later) was still captured.
         done = (DONE[action],) if action != CAPTURE else ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
-        if payment.status not in (*done, "PENDING"):
+        refused = payment.status not in (*done, "PENDING")
+        HOLD_OPERATIONS.labels(operation, "refused" if refused else payment.status).inc()
+        if refused:
             # Not an outcome to replay: a retry with the key may try again.
             if claim is not None:
                 with self.pool.cursor() as cur:

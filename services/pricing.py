@@ -62,10 +62,15 @@ class NoCancellationFeeError(DomainError):
 
     code = "no_cancellation_fee"
 
-    def __init__(self, trip: Trip) -> None:
-        """Say so naming the trip."""
+    def __init__(self, trip: Trip, holding: bool = False) -> None:
+        """Say so naming the trip (`holding`: asked of a hold, which stands)."""
+        after = (
+            "nothing can be captured; the hold stands: void it, or capture without amount, which voids it"
+            if holding
+            else "nothing was charged"
+        )
         super().__init__(
-            f"Trip {trip.trip_id} was cancelled and no cancellation fee is configured; nothing was charged.",
+            f"Trip {trip.trip_id} was cancelled and no cancellation fee is configured; {after}.",
             trip_id=trip.trip_id,
         )
 

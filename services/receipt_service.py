@@ -25,7 +25,8 @@ RECEIPTABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
 
 SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare,
+       captured_at
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
@@ -98,6 +99,9 @@ class ReceiptView:
             data["hold"] = {
                 "authorized_amount": to_cents(self.payment.authorized_amount),
                 "captured_amount": to_cents(self.payment.amount),
+                "authorized_at": self.payment.created_at,
+                # The day it was paid; null for a capture recorded before captured_at existed.
+                "captured_at": self.payment.captured_at,
             }
         return self.receipt.to_json(data)
 

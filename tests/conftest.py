@@ -129,6 +129,7 @@ def insert_payment(db: psycopg2.extensions.connection) -> Callable[..., int]:
             "status": "SUCCESS",
             "reference": f"PAY-TEST-{counter['n']:06d}",
             "created_at": start + timedelta(minutes=counter["n"]),
+            "authorized_amount": None,
         }
         row.update(fields)
         with db.cursor() as cur:

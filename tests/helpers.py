@@ -39,9 +39,9 @@ TRUNCATE_DATA = (
 )
 INSERT_PAYMENT = """
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,
-                      reference, created_at, updated_at)
+                      reference, created_at, updated_at, authorized_amount)
 VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s,
-        %(status)s, %(reference)s, %(created_at)s, %(created_at)s)
+        %(status)s, %(reference)s, %(created_at)s, %(created_at)s, %(authorized_amount)s)
 RETURNING payment_id
 """
 

@@ -18,6 +18,8 @@ ALTER TABLE payments
     ADD COLUMN hold_action       TEXT CHECK (hold_action IN ('capture', 'void', 'expire')),
     ADD COLUMN capture_amount    NUMERIC(10,2) CHECK (capture_amount > 0),
     ADD COLUMN capture_fare      JSONB,
+    -- When the hold was captured: the day it was paid, which its receipt shows (a hold may last days).
+    ADD COLUMN captured_at       TIMESTAMPTZ,
     -- Nothing is ever taken beyond the hold.
     ADD CONSTRAINT payments_within_authorization
         CHECK (authorized_amount IS NULL OR (amount <= authorized_amount AND capture_amount <= authorized_amount)),

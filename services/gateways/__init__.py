@@ -35,13 +35,15 @@ ABSENT = "ABSENT"
 class GatewayResult:
     """A gateway's answer: one of the statuses above, an error code when FAILED, its transaction id.
 
-    `answered` is False for a PENDING that only means "the gateway did not answer".
+    `answered` is False for a PENDING that only means "the gateway did not answer". `captured` is
+    what a SUCCESS took, when the gateway says (a hold may have been captured for less).
     """
 
     status: str
     error_code: str | None = None
     reference: str | None = None
     answered: bool = True
+    captured: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

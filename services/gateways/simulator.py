@@ -98,7 +98,9 @@ def _result(row: dict[str, Any] | None) -> GatewayResult:
     """The simulator's row as a gateway answer."""
     if row is None:
         return GatewayResult(ABSENT)
-    return GatewayResult(PAYMENT_STATUSES[row["status"]], row["error_code"], row["reference"])
+    status = PAYMENT_STATUSES[row["status"]]
+    captured = row["amount_captured"] if status == SUCCESS and row.get("amount_captured") else None
+    return GatewayResult(status, row["error_code"], row["reference"], captured=captured)
 
 
 class SimulatedGateway:

@@ -66,6 +66,12 @@ def minor_units(amount: Decimal, currency: str) -> int:
     return int(scaled)
 
 
+def from_minor_units(units: int, currency: str) -> Decimal:
+    """An amount in Stripe's smallest unit of the currency as an amount of it: 3125 INR -> 31.25."""
+    exponent = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+    return Decimal(units).scaleb(-exponent)
+
+
 def _mapped_error_code(*codes: str | None) -> str:
     """The contract's error code for Stripe's codes: CARD_DECLINED, INSUFFICIENT_FUNDS, else GATEWAY_ERROR."""
     if "insufficient_funds" in codes:
@@ -92,7 +98,11 @@ def _intent_result(intent: Any) -> GatewayResult:
     if status == "requires_action":
         # The card wants the rider to authenticate, and the rider is not here: the charge cannot complete.
         return GatewayResult(FAILED, "GATEWAY_ERROR", intent["id"])
-    return GatewayResult(INTENT_STATUSES.get(status, PENDING), reference=intent["id"])
+    received = intent.get("amount_received")
+    captured = None
+    if status == "succeeded" and isinstance(received, int) and received > 0 and intent.get("currency"):
+        captured = from_minor_units(received, str(intent["currency"]).upper())
+    return GatewayResult(INTENT_STATUSES.get(status, PENDING), reference=intent["id"], captured=captured)
 
 
 def _refund_result(refund: Any) -> GatewayResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -535,7 +536,7 @@ class CapturedElsewhere(CountingGateway):
 
     def void(self, charge: GatewayCharge) -> GatewayResult:
         self.voids += 1
-        return GatewayResult(SUCCESS, reference=charge.reference)
+        return GatewayResult(SUCCESS, reference=charge.reference, captured=Decimal("10.00"))
 
 
 def test_a_capture_of_a_hold_the_gateway_already_released_is_502_and_records_the_release(
@@ -564,7 +565,12 @@ def test_a_void_of_a_hold_the_gateway_captured_is_502_and_records_the_capture(
 
     assert response.status_code == 502
     assert (response.get_json()["code"], response.get_json()["payment_status"]) == ("gateway_void_failed", "SUCCESS")
-    assert stored(db, payment_id)[0] == "SUCCESS"
+    assert "already captured the hold" in response.get_json()["error"]
+    # What the gateway took, not the hold: no refund can give back more than that.
+    assert stored(db, payment_id) == ("SUCCESS", Decimal("10.00"), Decimal("39.06"))
+    use_gateway(hold_app, simulator(hold_app, 1.0))
+    too_much = hold_client.post(f"/v1/payments/{payment_id}/refund", json={"amount": 20})
+    assert (too_much.status_code, too_much.get_json()["code"]) == (400, "refund_exceeds_remaining")
 
 
 def test_a_final_fare_above_the_largest_amount_is_409_capture_exceeds_authorization(
@@ -860,3 +866,116 @@ def test_twenty_concurrent_captures_with_one_key_capture_once_and_replay_the_ans
     assert ok and len(set(ok)) == 1
     assert gateway.captures == 1
     assert stored(db, payment_id)[:2] == ("SUCCESS", Decimal("25.00"))
+
+
+def test_a_capture_takes_the_rider_and_driver_the_trip_service_names_at_the_end(
+    hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101, status="REQUESTED", distance_km=10.5, rider_id=7)
+    payment_id = authorize(hold_client, 101).get_json()["payment_id"]
+    trips.trip(101, status="COMPLETED", distance_km=8, rider_id=7, driver_id=9)
+
+    captured = hold_client.post(f"/v1/payments/{payment_id}/capture").get_json()
+
+    assert (captured["rider_id"], captured["driver_id"]) == (7, 9)
+    listed = hold_client.get("/v1/payments?driver_id=9").get_json()["payments"]
+    assert [p["payment_id"] for p in listed] == [payment_id]
+
+
+def test_a_capture_whose_trip_now_names_another_rider_is_400_and_the_hold_stands(
+    hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101, status="ACCEPTED", rider_id=7)
+    payment_id = authorize(hold_client, 101).get_json()["payment_id"]
+    trips.trip(101, status="COMPLETED", distance_km=8, rider_id=8)
+
+    response = hold_client.post(f"/v1/payments/{payment_id}/capture")
+
+    assert (response.status_code, response.get_json()["code"], response.get_json()["field"]) == (
+        400, "trip_party_mismatch", "rider_id",
+    )  # fmt: skip
+    assert "the hold stands" in response.get_json()["error"]
+    assert stored(db, payment_id)[0] == "AUTHORIZED"
+
+
+def test_an_amount_captured_on_a_cancelled_trip_without_a_fee_is_400_and_says_the_hold_stands(
+    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    client = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, CANCELLATION_FEE=Decimal("0"),
+                      RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+    payment_id = held(client, trips)
+    trips.trip(101, status="CANCELLED")
+
+    response = client.post(f"/v1/payments/{payment_id}/capture", json={"amount": 2})
+
+    assert (response.status_code, response.get_json()["code"]) == (400, "no_cancellation_fee")
+    assert "the hold stands: void it" in response.get_json()["error"]
+    assert stored(db, payment_id)[0] == "AUTHORIZED"
+
+
+def test_the_receipt_of_a_hold_captured_days_later_is_paid_on_the_day_of_the_capture(
+    hold_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    payment_id = held(hold_client, trips)
+    with db.cursor() as cur:
+        cur.execute("UPDATE payments SET created_at = '2026-01-02 10:00+00' WHERE payment_id = %s", (payment_id,))
+    trips.trip(101, status="COMPLETED", distance_km=8)
+    hold_client.post(f"/v1/payments/{payment_id}/capture")
+
+    receipt = hold_client.get(f"/v1/payments/{payment_id}/receipt").get_json()["receipt_data"]
+    html = hold_client.get(f"/v1/payments/{payment_id}/receipt", headers={"Accept": "text/html"}).get_data(True)
+
+    assert receipt["hold"]["authorized_at"] == "2026-01-02T10:00:00+00:00"
+    captured_at = datetime.fromisoformat(receipt["hold"]["captured_at"])
+    assert captured_at.date() == datetime.now(UTC).date()
+    assert f"Paid on</dt><dd>{captured_at:%d %b %Y}" in html
+    assert "held on 02 Jan 2026" in html
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [("VOIDED", "the trip can be charged"), ("PENDING", "in progress"), ("FAILED", "nothing is held")],
+)
+def test_a_payment_that_cannot_be_captured_says_what_its_status_means(
+    hold_client: FlaskClient, insert_payment: Callable[..., int], status: str, hint: str
+) -> None:
+    payment_id = insert_payment(status=status, authorized_amount=Decimal("39.06"))
+
+    response = hold_client.post(f"/v1/payments/{payment_id}/capture")
+
+    assert (response.status_code, response.get_json()["payment_status"]) == (400, status)
+    assert hint in response.get_json()["error"]
+
+
+def test_refused_hold_operations_are_counted_as_refused(
+    hold_app: Flask, hold_client: FlaskClient, trips: FakeTripService
+) -> None:
+    payment_id = held(hold_client, trips)
+    trips.trip(101, status="COMPLETED", distance_km=8)
+    use_gateway(hold_app, ReleasedElsewhere(simulator(hold_app, 1.0)))
+
+    hold_client.post(f"/v1/payments/{payment_id}/capture")
+
+    text = hold_client.get("/metrics/prometheus").get_data(True)
+    assert 'payment_hold_operations_total{operation="capture",status="refused"}' in text
+
+
+def test_expired_holds_of_another_gateway_are_left_alone_and_logged(
+    make_app: Callable[..., Flask], db: psycopg2.extensions.connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(HOLD_TTL=60, RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False)
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, authorized_amount, method, status, reference, gateway,"
+            " gateway_reference, created_at) VALUES (101, 39.06, 39.06, 'CARD', 'AUTHORIZED', 'PAY-X', 'stripe',"
+            " 'pi_x', now() - interval '1 day') RETURNING payment_id"
+        )
+        payment_id = cur.fetchone()[0]
+
+    with caplog.at_level("WARNING"):
+        report = services(app).reconciler.run_once()
+
+    assert report.counts() == {}
+    assert stored(db, payment_id)[0] == "AUTHORIZED"
+    [warning] = [r for r in caplog.records if "expired holds of another gateway" in r.getMessage()]
+    assert (warning.gateway, warning.holds) == ("stripe", 1)

@@ -74,7 +74,9 @@ def test_the_life_of_a_trip_is_one_payment_intent_held_captured_for_the_fare_and
 
     receipt = client.get(f"/v1/payments/{body['payment_id']}/receipt")
     assert receipt.status_code == 200
-    assert receipt.get_json()["receipt_data"]["hold"] == {"authorized_amount": 39.06, "captured_amount": 25.0}
+    hold_part = receipt.get_json()["receipt_data"]["hold"]
+    assert (hold_part["authorized_amount"], hold_part["captured_amount"]) == (39.06, 25.0)
+    assert hold_part["captured_at"] >= hold_part["authorized_at"]
     assert status_of(db, body["payment_id"])[0] == "PARTIALLY_REFUNDED"
 
 
@@ -178,3 +180,23 @@ def test_a_hold_in_a_zero_decimal_currency_is_rounded_up_to_whole_units_and_an_a
     assert (refused.status_code, refused.get_json()["code"], refused.get_json()["field"]) == (
         400, "hold_amount_not_payable", "amount",
     )  # fmt: skip
+
+
+def test_a_fare_a_zero_decimal_currency_cannot_carry_is_400_without_naming_a_field_the_caller_did_not_send(
+    make_app: Any, stripe_proxy: GatewayProxy, trips: FakeTripService, localstripe: LocalStripe,
+    db: psycopg2.extensions.connection,
+) -> None:  # fmt: skip
+    app = make_app(GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=1.0,
+                   TRIP_SERVICE_URL=trips.url, NOTIFY_DISPATCHER_ENABLED=False, RECONCILE_INTERVAL=0,
+                   CURRENCY="JPY")  # fmt: skip
+    trips.trip(101, status="ACCEPTED", distance_km=10.5)
+    payment_id = authorize(app, 101).get_json()["payment_id"]
+    trips.trip(101, status="COMPLETED", distance_km=8.5)  # 5 + 21.25 = 26.25 yen
+
+    response = app.test_client().post(f"/v1/payments/{payment_id}/capture")
+    whole = app.test_client().post(f"/v1/payments/{payment_id}/capture", json={"amount": 26})
+
+    assert (response.status_code, response.get_json()["code"]) == (400, "capture_amount_not_payable")
+    assert "field" not in response.get_json()
+    assert "The final fare 26.25" in response.get_json()["error"]
+    assert (whole.status_code, whole.get_json()["amount"]) == (200, 26)
