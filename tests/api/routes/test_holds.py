@@ -31,25 +31,38 @@ from tests.helpers import all_at_once, row_counts
 
 
 @pytest.fixture
-def hold_app(
+def hold_app_with(
     make_app: Callable[..., Flask],
     trips: FakeTripService,
     notifications: FakeNotificationService,
     profiles: FakeProfileService,
-) -> Flask:
-    """Wired to the fakes with an approving simulator; reconciliation runs only when a test asks."""
-    return make_app(
-        TRIP_SERVICE_URL=trips.url,
-        NOTIFICATION_SERVICE_URL=notifications.url,
-        RIDER_SERVICE_URL=profiles.url,
-        DRIVER_SERVICE_URL=profiles.url,
-        GATEWAY_SUCCESS_RATE=1.0,
-        HTTP_READ_TIMEOUT=1.0,
-        RECONCILE_INTERVAL=0,
-        RECONCILE_MIN_AGE=0,
-        NOTIFY_DISPATCHER_ENABLED=False,
-        RATE_LIMIT_ENABLED=False,
-    )
+) -> Callable[..., Flask]:
+    """Apps wired to the fakes with an approving simulator, reconciliation run only when a test asks; plus overrides."""
+
+    def build(**overrides: Any) -> Flask:
+        return make_app(
+            **{
+                "TRIP_SERVICE_URL": trips.url,
+                "NOTIFICATION_SERVICE_URL": notifications.url,
+                "RIDER_SERVICE_URL": profiles.url,
+                "DRIVER_SERVICE_URL": profiles.url,
+                "GATEWAY_SUCCESS_RATE": 1.0,
+                "HTTP_READ_TIMEOUT": 1.0,
+                "RECONCILE_INTERVAL": 0,
+                "RECONCILE_MIN_AGE": 0,
+                "NOTIFY_DISPATCHER_ENABLED": False,
+                "RATE_LIMIT_ENABLED": False,
+                **overrides,
+            }
+        )
+
+    return build
+
+
+@pytest.fixture
+def hold_app(hold_app_with: Callable[..., Flask]) -> Flask:
+    """An app of `hold_app_with` without overrides."""
+    return hold_app_with()
 
 
 @pytest.fixture
@@ -149,10 +162,9 @@ def test_a_cancelled_trip_captures_the_cancellation_fee(
 
 
 def test_a_cancelled_trip_without_a_cancellation_fee_voids_the_hold_and_frees_the_trip(
-    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+    hold_app_with: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    client = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, CANCELLATION_FEE=Decimal("0"),
-                      RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+    client = hold_app_with(CANCELLATION_FEE=Decimal("0")).test_client()
     payment_id = held(client, trips)
     trips.trip(101, status="CANCELLED")
 
@@ -574,12 +586,10 @@ def test_a_void_of_a_hold_the_gateway_captured_is_502_and_records_the_capture(
 
 
 def test_a_final_fare_above_the_largest_amount_is_409_capture_exceeds_authorization(
-    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+    hold_app_with: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
     # Dear kilometres (the start-up check lets them through: 1,000 km at the top surge still fits).
-    client = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, RATE_PER_KM=Decimal("60000.00"),
-                      HOLD_MULTIPLIER=Decimal("1"), RECONCILE_INTERVAL=0,
-                      NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+    client = hold_app_with(RATE_PER_KM=Decimal("60000.00"), HOLD_MULTIPLIER=Decimal("1")).test_client()
     payment_id = held(client, trips, distance_km=1)
     trips.trip(101, status="COMPLETED", distance_km=9000, surge_multiplier=9)
 
@@ -602,9 +612,8 @@ def test_a_capture_before_the_trip_ends_says_it_cannot_be_captured_yet(
     assert response.get_json()["error"] == ("Trip 101 is ACCEPTED; only COMPLETED or CANCELLED trips can be captured.")
 
 
-def test_a_hold_that_overflows_says_it_is_the_hold(make_app: Callable[..., Flask], trips: FakeTripService) -> None:
-    client = make_app(TRIP_SERVICE_URL=trips.url, RATE_PER_KM=Decimal("60000.00"), HOLD_MULTIPLIER=Decimal("1"),
-                      RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+def test_a_hold_that_overflows_says_it_is_the_hold(hold_app_with: Callable[..., Flask], trips: FakeTripService) -> None:
+    client = hold_app_with(RATE_PER_KM=Decimal("60000.00"), HOLD_MULTIPLIER=Decimal("1")).test_client()
     trips.trip(101, status="ACCEPTED", distance_km=9000, surge_multiplier=9)
 
     response = authorize(client, 101)
@@ -680,10 +689,9 @@ def test_concurrent_captures_and_refunds_of_a_hold_never_refund_what_was_not_cap
 
 
 def test_a_hold_older_than_hold_ttl_is_voided_by_reconciliation_and_the_trip_can_be_held_again(
-    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+    hold_app_with: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    app = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, HOLD_TTL=60, RECONCILE_INTERVAL=0,
-                   NOTIFY_DISPATCHER_ENABLED=False)  # fmt: skip
+    app = hold_app_with(HOLD_TTL=60)
     client = app.test_client()
     old = held(client, trips, trip_id=101)
     young = held(client, trips, trip_id=102)
@@ -712,10 +720,9 @@ class Unreachable(CountingGateway):
 
 
 def test_a_hold_that_expires_while_the_gateway_is_down_is_released_later_and_counted_as_expired(
-    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+    hold_app_with: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    app = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, HOLD_TTL=60, RECONCILE_INTERVAL=0,
-                   RECONCILE_MIN_AGE=0, NOTIFY_DISPATCHER_ENABLED=False)  # fmt: skip
+    app = hold_app_with(HOLD_TTL=60)
     payment_id = held(app.test_client(), trips)
     with db.cursor() as cur:
         cur.execute("UPDATE payments SET created_at = now() - interval '1 day' WHERE payment_id = %s", (payment_id,))
@@ -734,10 +741,9 @@ def test_a_hold_that_expires_while_the_gateway_is_down_is_released_later_and_cou
 
 
 def test_a_dry_run_names_expired_holds_and_changes_nothing(
-    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+    hold_app_with: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    app = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, HOLD_TTL=60, RECONCILE_INTERVAL=0,
-                   NOTIFY_DISPATCHER_ENABLED=False)  # fmt: skip
+    app = hold_app_with(HOLD_TTL=60)
     payment_id = held(app.test_client(), trips)
     with db.cursor() as cur:
         cur.execute("UPDATE payments SET created_at = now() - interval '1 day' WHERE payment_id = %s", (payment_id,))
@@ -899,10 +905,9 @@ def test_a_capture_whose_trip_now_names_another_rider_is_400_and_the_hold_stands
 
 
 def test_an_amount_captured_on_a_cancelled_trip_without_a_fee_is_400_and_says_the_hold_stands(
-    make_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+    hold_app_with: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
 ) -> None:
-    client = make_app(TRIP_SERVICE_URL=trips.url, GATEWAY_SUCCESS_RATE=1.0, CANCELLATION_FEE=Decimal("0"),
-                      RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False).test_client()  # fmt: skip
+    client = hold_app_with(CANCELLATION_FEE=Decimal("0")).test_client()
     payment_id = held(client, trips)
     trips.trip(101, status="CANCELLED")
 
@@ -961,9 +966,9 @@ def test_refused_hold_operations_are_counted_as_refused(
 
 
 def test_expired_holds_of_another_gateway_are_left_alone_and_logged(
-    make_app: Callable[..., Flask], db: psycopg2.extensions.connection, caplog: pytest.LogCaptureFixture
+    hold_app_with: Callable[..., Flask], db: psycopg2.extensions.connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app(HOLD_TTL=60, RECONCILE_INTERVAL=0, NOTIFY_DISPATCHER_ENABLED=False)
+    app = hold_app_with(HOLD_TTL=60)
     with db.cursor() as cur:
         cur.execute(
             "INSERT INTO payments (trip_id, amount, authorized_amount, method, status, reference, gateway,"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -33,22 +34,35 @@ def stripe_proxy(localstripe: LocalStripe) -> Iterator[GatewayProxy]:
 
 
 @pytest.fixture
-def stripe_app(
+def stripe_app_with(
     make_app: Callable[..., Flask],
     stripe_proxy: GatewayProxy,
     trips: FakeTripService,
     notifications: FakeNotificationService,
-) -> Flask:
-    """An app charging through Stripe (localstripe behind the proxy); reconciliation run by the tests."""
-    return make_app(
-        GATEWAY="stripe",
-        STRIPE_API_KEY=API_KEY,
-        STRIPE_API_BASE=stripe_proxy.url,
-        GATEWAY_TIMEOUT=1.0,
-        TRIP_SERVICE_URL=trips.url,
-        NOTIFICATION_SERVICE_URL=notifications.url,
-        NOTIFY_DISPATCHER_ENABLED=False,
-        RECONCILE_INTERVAL=0,
-        RECONCILE_MIN_AGE=0,
-        RATE_LIMIT_ENABLED=False,
-    )
+) -> Callable[..., Flask]:
+    """Apps charging through Stripe (localstripe behind the proxy), reconciliation run by the tests; plus overrides."""
+
+    def build(**overrides: Any) -> Flask:
+        return make_app(
+            **{
+                "GATEWAY": "stripe",
+                "STRIPE_API_KEY": API_KEY,
+                "STRIPE_API_BASE": stripe_proxy.url,
+                "GATEWAY_TIMEOUT": 1.0,
+                "TRIP_SERVICE_URL": trips.url,
+                "NOTIFICATION_SERVICE_URL": notifications.url,
+                "NOTIFY_DISPATCHER_ENABLED": False,
+                "RECONCILE_INTERVAL": 0,
+                "RECONCILE_MIN_AGE": 0,
+                "RATE_LIMIT_ENABLED": False,
+                **overrides,
+            }
+        )
+
+    return build
+
+
+@pytest.fixture
+def stripe_app(stripe_app_with: Callable[..., Flask]) -> Flask:
+    """An app of `stripe_app_with` without overrides."""
+    return stripe_app_with()

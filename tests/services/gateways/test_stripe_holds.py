@@ -129,12 +129,10 @@ def test_a_capture_without_an_answer_is_pending_and_reconciliation_captures_exac
 
 
 def test_an_expired_hold_is_cancelled_at_stripe(
-    make_app: Any, stripe_proxy: GatewayProxy, trips: FakeTripService, localstripe: LocalStripe,
+    stripe_app_with: Any, trips: FakeTripService, localstripe: LocalStripe,
     db: psycopg2.extensions.connection,
 ) -> None:  # fmt: skip
-    app = make_app(GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=1.0,
-                   TRIP_SERVICE_URL=trips.url, NOTIFY_DISPATCHER_ENABLED=False, RECONCILE_INTERVAL=0,
-                   HOLD_TTL=60)  # fmt: skip
+    app = stripe_app_with(HOLD_TTL=60)
     trips.trip(101, status="ACCEPTED")
     payment_id = authorize(app).get_json()["payment_id"]
     with db.cursor() as cur:
@@ -162,11 +160,9 @@ def test_a_capture_stripe_refuses_answers_where_the_payment_intent_stands(locals
 
 
 def test_a_hold_in_a_zero_decimal_currency_is_rounded_up_to_whole_units_and_an_amount_it_cannot_carry_is_400(
-    make_app: Any, stripe_proxy: GatewayProxy, trips: FakeTripService, localstripe: LocalStripe
+    stripe_app_with: Any, trips: FakeTripService, localstripe: LocalStripe
 ) -> None:
-    app = make_app(GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=1.0,
-                   TRIP_SERVICE_URL=trips.url, NOTIFY_DISPATCHER_ENABLED=False, RECONCILE_INTERVAL=0,
-                   CURRENCY="JPY")  # fmt: skip
+    app = stripe_app_with(CURRENCY="JPY")
     trips.trip(101, status="ACCEPTED", distance_km=10.5)
     trips.trip(102, status="ACCEPTED", distance_km=10.5)
 
@@ -183,12 +179,10 @@ def test_a_hold_in_a_zero_decimal_currency_is_rounded_up_to_whole_units_and_an_a
 
 
 def test_a_fare_a_zero_decimal_currency_cannot_carry_is_400_without_naming_a_field_the_caller_did_not_send(
-    make_app: Any, stripe_proxy: GatewayProxy, trips: FakeTripService, localstripe: LocalStripe,
+    stripe_app_with: Any, trips: FakeTripService, localstripe: LocalStripe,
     db: psycopg2.extensions.connection,
 ) -> None:  # fmt: skip
-    app = make_app(GATEWAY="stripe", STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=stripe_proxy.url, GATEWAY_TIMEOUT=1.0,
-                   TRIP_SERVICE_URL=trips.url, NOTIFY_DISPATCHER_ENABLED=False, RECONCILE_INTERVAL=0,
-                   CURRENCY="JPY")  # fmt: skip
+    app = stripe_app_with(CURRENCY="JPY")
     trips.trip(101, status="ACCEPTED", distance_km=10.5)
     payment_id = authorize(app, 101).get_json()["payment_id"]
     trips.trip(101, status="COMPLETED", distance_km=8.5)  # 5 + 21.25 = 26.25 yen
