@@ -17,6 +17,7 @@ from services.charge import (
     TripPartyMismatchError,
 )
 from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
+from services.gateways import AmountNotPayableError
 from services.holds import (
     CaptureAmountNotPayableError,
     CaptureExceedsAuthorizationError,
@@ -49,13 +50,15 @@ STATUS: dict[type[DomainError], int] = {
     PaymentNotRefundableError: 400,
     RefundExceedsRemainingError: 400,
     PaymentMethodRequiredError: 400,
+    # Refund, hold and capture amounts the gateway cannot carry in the currency.
+    AmountNotPayableError: 400,
     RefundAmountNotPayableError: 400,
-    HoldNotSupportedError: 400,
     HoldAmountNotPayableError: 400,
+    CaptureAmountNotPayableError: 400,
+    HoldNotSupportedError: 400,
     TripNotHoldableError: 400,
     PaymentNotCapturableError: 400,
     PaymentNotVoidableError: 400,
-    CaptureAmountNotPayableError: 400,
     # The final fare does not fit the hold: a conflict with the payment's state, resolved by the client.
     CaptureExceedsAuthorizationError: 409,
     HoldGatewayMismatchError: 409,

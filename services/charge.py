@@ -30,6 +30,7 @@ from services.gateways import (
     PENDING,
     SUCCESS,
     VOIDED,
+    AmountNotPayableError,
     GatewayCharge,
     GatewayRefusedError,
     GatewayResult,
@@ -148,18 +149,14 @@ class HoldNotSupportedError(DomainError):
         )
 
 
-class HoldAmountNotPayableError(DomainError):
-    """The gateway cannot hold the client's amount in the currency (e.g. cents of JPY at Stripe)."""
+class HoldAmountNotPayableError(AmountNotPayableError):
+    """The gateway cannot hold the client's amount in the currency."""
 
     code = "hold_amount_not_payable"
 
     def __init__(self, amount: Decimal, currency: str, gateway: str) -> None:
         """Say which amount and why, naming the field."""
-        super().__init__(
-            f"amount {amount} cannot be held in {currency} through the {gateway} gateway, which moves whole units"
-            f" of {currency}'s smallest denomination only; give an amount it can carry.",
-            field="amount",
-        )
+        super().__init__(f"amount {amount}", "held", currency, gateway, "give an amount it can carry.", "amount")
 
 
 class TripNotHoldableError(DomainError):
@@ -229,13 +226,20 @@ def trip_parties(request: ChargeRequest, trip: Trip) -> tuple[int | None, int | 
 
     Raises TripPartyMismatchError when the body contradicts the trip service.
     """
+    return parties_of(trip, request.rider_id, request.driver_id)
+
+
+def parties_of(
+    trip: Trip, rider_id: int | None, driver_id: int | None, source: str = "given"
+) -> tuple[int | None, int | None]:
+    """Rider and driver: the trip service's where it names them, else those given (`source`: the body's or the hold's).
+
+    Raises TripPartyMismatchError when the ones given contradict the trip service.
+    """
     parties = []
-    for field, given, known in (
-        ("rider_id", request.rider_id, trip.rider_id),
-        ("driver_id", request.driver_id, trip.driver_id),
-    ):
+    for field, given, known in (("rider_id", rider_id, trip.rider_id), ("driver_id", driver_id, trip.driver_id)):
         if given is not None and known is not None and given != known:
-            raise TripPartyMismatchError(trip.trip_id, field, given, known)
+            raise TripPartyMismatchError(trip.trip_id, field, given, known, source)
         parties.append(known if known is not None else given)
     return parties[0], parties[1]
 
@@ -272,6 +276,20 @@ def payment_notification(payment: Payment) -> dict[str, Any]:
         # A hold: what is (or was) held, next to `amount` (what was taken, once captured).
         event["authorized_amount"] = payment.authorized_amount
     return event
+
+
+def gateway_charge(payment: Payment) -> GatewayCharge:
+    """The gateway's view of a recorded payment; a hold's (`authorized_amount` set) is held, not captured."""
+    return GatewayCharge(
+        payment.payment_id,
+        payment.trip_id,
+        payment.amount,
+        payment.currency,
+        payment.method,
+        payment.gateway_payment_method,
+        payment.gateway_reference,
+        capture=payment.authorized_amount is None,
+    )
 
 
 def charge_outcome(result: GatewayResult, capture: bool = True) -> GatewayResult:

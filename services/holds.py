@@ -22,8 +22,8 @@ from config import Config
 from database.pool import ConnectionPool, Cursor
 from database.prepared import Prepared
 from models.payment import Payment
-from services.charge import TripNotCompletedError, TripPartyMismatchError, payment_notification
-from services.clients.trips import Trip, TripClient
+from services.charge import TripNotCompletedError, gateway_charge, parties_of, payment_notification
+from services.clients.trips import TripClient
 from services.gateways import (
     ABSENT,
     AUTHORIZED,
@@ -31,7 +31,7 @@ from services.gateways import (
     PENDING,
     SUCCESS,
     VOIDED,
-    GatewayCharge,
+    AmountNotPayableError,
     GatewayResult,
     GatewayUnavailableError,
     PaymentGateway,
@@ -193,19 +193,20 @@ class CaptureExceedsAuthorizationError(DomainError):
         )
 
 
-class CaptureAmountNotPayableError(DomainError):
-    """The gateway cannot move the amount in the payment's currency (e.g. cents of JPY at Stripe)."""
+class CaptureAmountNotPayableError(AmountNotPayableError):
+    """The gateway cannot capture the amount in the payment's currency."""
 
     code = "capture_amount_not_payable"
 
     def __init__(self, amount: Decimal, currency: str, gateway: str, explicit: bool) -> None:
         """Say which amount and why; `field` only when the caller sent it."""
-        what = f"amount {amount}" if explicit else f"The final fare {amount}"
         super().__init__(
-            f"{what} cannot be captured in {currency} through the {gateway} gateway, which moves whole units"
-            f" of {currency}'s smallest denomination only; capture an explicit amount it can carry. The hold"
-            " stands.",
-            **({"field": "amount"} if explicit else {}),
+            f"amount {amount}" if explicit else f"The final fare {amount}",
+            "captured",
+            currency,
+            gateway,
+            "capture an explicit amount it can carry. The hold stands.",
+            "amount" if explicit else None,
         )
 
 
@@ -241,20 +242,11 @@ class GatewayHoldActionFailedError(DomainError):
         )
 
 
-def captured_parties(payment: Payment, trip: Trip) -> tuple[int | None, int | None]:
-    """The rider and driver the trip service names at the trip's end, to fill in what the hold lacked.
-
-    Raises TripPartyMismatchError when the trip service now names someone other than the payment holds.
-    """
-    parties = []
-    for field, held, known in (
-        ("rider_id", payment.rider_id, trip.rider_id),
-        ("driver_id", payment.driver_id, trip.driver_id),
-    ):
-        if held is not None and known is not None and held != known:
-            raise TripPartyMismatchError(trip.trip_id, field, held, known, "held")
-        parties.append(known)
-    return parties[0], parties[1]
+def raise_if_refused(answer: Outcome | GatewayHoldActionFailedError) -> Outcome:
+    """Raise the gateway's refusal once its record is committed; else the answer."""
+    if isinstance(answer, GatewayHoldActionFailedError):
+        raise answer
+    return answer
 
 
 def action_outcome(result: GatewayResult) -> GatewayResult:
@@ -272,20 +264,6 @@ def action_outcome(result: GatewayResult) -> GatewayResult:
         return result
     # PENDING, or ABSENT: the gateway cannot say (yet).
     return GatewayResult(PENDING, reference=result.reference)
-
-
-def hold_charge(payment: Payment) -> GatewayCharge:
-    """The gateway's view of a hold."""
-    return GatewayCharge(
-        payment.payment_id,
-        payment.trip_id,
-        payment.authorized_amount or payment.amount,
-        payment.currency,
-        payment.method,
-        payment.gateway_payment_method,
-        payment.gateway_reference,
-        capture=False,
-    )
 
 
 def action_notification(payment: Payment, action: str) -> dict[str, Any]:
@@ -375,7 +353,8 @@ class HoldService:
         trip = self.trips.get_trip(payment.trip_id)
         if trip.status not in ("COMPLETED", "CANCELLED"):
             raise TripNotCompletedError(trip, "captured")
-        parties = captured_parties(payment, trip)
+        # The trip's parties at its end fill in what the hold lacked (a hold may predate a driver).
+        parties = parties_of(trip, payment.rider_id, payment.driver_id, "held")
         if trip.status == "CANCELLED" and self.config.CANCELLATION_FEE <= 0:
             if request.amount is not None:
                 raise NoCancellationFeeError(trip, holding=True)
@@ -432,8 +411,10 @@ class HoldService:
                 raise IdempotencyKeyInUseError()
         recorded = Payment.from_row(row)
         result = self._call(action, recorded)
-        payment_after = self.settle(recorded, action, result)
-        return self._answer(payment_after, action, claim, operation)
+        # The outcome, its notification and the answer under the key: one transaction, as for a charge.
+        with self.pool.cursor() as cur:
+            answer = self._answer(cur, self.settle_in(cur, recorded, action, result), action, claim, operation)
+        return raise_if_refused(answer)
 
     def _begin(self, cur: Cursor, params: dict[str, Any], operation: str) -> dict[str, Any]:
         """Turn the AUTHORIZED payment PENDING with the action; raise the 400 of the state another request left."""
@@ -454,7 +435,7 @@ class HoldService:
 
     def _call(self, action: str, payment: Payment) -> GatewayResult:
         """Send the recorded action to the gateway once; no answer is PENDING, never an exception."""
-        charge = hold_charge(payment)
+        charge = gateway_charge(payment)
         try:
             if action == CAPTURE:
                 result = self.gateway.capture(charge, payment.capture_amount or charge.amount)
@@ -509,15 +490,21 @@ class HoldService:
 
     def _answer_recorded(self, claim: Claim, payment_id: int, operation: str) -> Outcome:
         """Answer a resumed claim from the payment as it stands."""
-        payment = self._read(payment_id)
-        action = payment.hold_action or (VOID if payment.status == "VOIDED" else operation)
-        return self._answer(payment, action, claim, operation)
+        with self.pool.cursor() as cur:
+            cur.execute(SELECT_HOLD, {"payment_id": payment_id})
+            payment = Payment.from_row(cur.fetchone())
+            action = payment.hold_action or (VOID if payment.status == "VOIDED" else operation)
+            answer = self._answer(cur, payment, action, claim, operation)
+        return raise_if_refused(answer)
 
-    def _answer(self, payment: Payment, action: str, claim: Claim | None, operation: str) -> Outcome:
-        """200 with the payment the action left (202 while PENDING), stored under the key.
+    def _answer(
+        self, cur: Cursor, payment: Payment, action: str, claim: Claim | None, operation: str
+    ) -> Outcome | GatewayHoldActionFailedError:
+        """200 with the payment the action left (202 while PENDING), stored under the key in the caller's transaction.
 
         Anything else means the gateway did not do the action (it refused, and the hold stands or is
-        gone, or was taken by a capture elsewhere): the refusal is raised and the key forgotten.
+        gone, or was taken by a capture elsewhere): the key is forgotten and the refusal returned, to be
+        raised once the caller's transaction has committed what the gateway said.
         """
         # A captured hold refunded since (a resumed claim reads it later) was still captured.
         done = (DONE[action],) if action != CAPTURE else ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
@@ -526,18 +513,16 @@ class HoldService:
         if refused:
             # Not an outcome to replay: a retry with the key may try again.
             if claim is not None:
-                with self.pool.cursor() as cur:
-                    self.idempotency.forget(cur, claim)
-            raise GatewayHoldActionFailedError(action, payment)
+                self.idempotency.forget(cur, claim)
+            return GatewayHoldActionFailedError(action, payment)
         body = payment.to_json()
         body["message"] = MESSAGES.get((action, payment.status), f"Payment is {payment.status}.")
         body["timestamp"] = datetime.now(UTC)
         body["fare"] = payment.fare if payment.status != "PENDING" else payment.capture_fare or payment.fare
         stored = StoredResponse(202 if payment.status == "PENDING" else 200, dump_json(body))
-        if claim is not None:
-            with self.pool.cursor() as cur:
-                if not self.idempotency.complete(cur, claim, stored):
-                    raise IdempotencyKeyInUseError()
+        if claim is not None and not self.idempotency.complete(cur, claim, stored):
+            # Taken over after the lock timeout: the taker answers from the record.
+            raise IdempotencyKeyInUseError()
         logger.info(f"hold {operation} answered", extra={"payment_id": payment.payment_id, "status": payment.status})
         return Outcome(stored.status, stored.body)
 
@@ -550,7 +535,7 @@ class HoldService:
         ABSENT. Raises GatewayUnavailableError when the gateway does not answer the look-up.
         """
         action = payment.hold_action or VOID
-        charge = hold_charge(payment)
+        charge = gateway_charge(payment)
         found = self.gateway.retrieve(charge)
         if found.status == AUTHORIZED:
             # Still held: the action never reached the gateway (or it refused it). Send it again;

@@ -35,7 +35,7 @@ from typing import Any
 from config import Config
 from database.pool import ConnectionPool, DatabaseUnavailableError
 from models.payment import Payment
-from services.charge import ChargeService, charge_outcome, payment_notification
+from services.charge import ChargeService, charge_outcome, gateway_charge, payment_notification
 from services.gateways import (
     ABSENT,
     AUTHORIZED,
@@ -44,12 +44,11 @@ from services.gateways import (
     PENDING,
     SUCCESS,
     VOIDED,
-    GatewayCharge,
     GatewayResult,
     GatewayUnavailableError,
     PaymentGateway,
 )
-from services.holds import EXPIRE, HoldService, action_outcome, hold_charge
+from services.holds import EXPIRE, HoldService, action_outcome
 from services.notification_service import Outbox
 from services.payment_queries import SELECT_PAYMENT
 from services.refund_service import gateway_refund, settle_refund
@@ -343,17 +342,8 @@ class Reconciler:
         payment = Payment.from_row(row)
         if payment.hold_action is not None:
             return self._hold_action(row, payment, dry_run)
-        charge = GatewayCharge(
-            payment.payment_id,
-            payment.trip_id,
-            payment.amount,
-            payment.currency,
-            payment.method,
-            payment.gateway_payment_method,
-            payment.gateway_reference,
-            # A pending authorization is sent again as one: held, not captured.
-            capture=payment.authorized_amount is None,
-        )
+        # A pending authorization is sent again as one: held, not captured.
+        charge = gateway_charge(payment)
         if payment.gateway is not None and payment.gateway != self.gateway.name:
             # Taken by another gateway than the one configured: only that gateway can say.
             return self._payment_pending(row, "skipped", dry_run)
@@ -416,7 +406,7 @@ class Reconciler:
             return self._hold_pending(row, payment, action, "unavailable", dry_run, taken_now)
         try:
             if dry_run:
-                found = self.gateway.retrieve(hold_charge(payment))
+                found = self.gateway.retrieve(gateway_charge(payment))
                 result = found if found.status in (ABSENT, AUTHORIZED) else action_outcome(found)
                 if result.status == AUTHORIZED:
                     return Decision("payment", payment.payment_id, payment.payment_id, "resent")

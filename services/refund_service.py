@@ -22,6 +22,7 @@ from services.gateways import (
     FAILED,
     PENDING,
     SUCCESS,
+    AmountNotPayableError,
     GatewayCharge,
     GatewayRefund,
     GatewayResult,
@@ -139,18 +140,14 @@ class GatewayRefundFailedError(DomainError):
         )
 
 
-class RefundAmountNotPayableError(DomainError):
-    """The gateway cannot move the refund's amount in the payment's currency (e.g. cents of JPY at Stripe)."""
+class RefundAmountNotPayableError(AmountNotPayableError):
+    """The gateway cannot move the refund's amount in the payment's currency."""
 
     code = "refund_amount_not_payable"
 
     def __init__(self, amount: Decimal, currency: str, gateway: str) -> None:
         """Say which amount and why, naming the field."""
-        super().__init__(
-            f"amount {amount} cannot be refunded in {currency} through the {gateway} gateway, which moves whole"
-            f" units of {currency}'s smallest denomination only; give an amount it can carry.",
-            field="amount",
-        )
+        super().__init__(f"amount {amount}", "refunded", currency, gateway, "give an amount it can carry.", "amount")
 
 
 class RefundGatewayMismatchError(DomainError):

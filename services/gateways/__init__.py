@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar, Protocol
 
+from utils.errors import DomainError
+
 GATEWAY_ERROR_CODES = ("INSUFFICIENT_FUNDS", "CARD_DECLINED", "GATEWAY_ERROR")
 # The error code of a PENDING payment the gateway has never heard of, settled as FAILED.
 NO_RECORD = "GATEWAY_NO_RECORD"
@@ -78,6 +80,18 @@ class GatewayRefund:
     def idempotency_key(self) -> str:
         """The gateway idempotency key of this refund."""
         return f"refund-{self.refund_id}"
+
+
+class AmountNotPayableError(DomainError):
+    """The gateway cannot move an amount in the currency (e.g. cents of JPY at Stripe): nothing was written."""
+
+    def __init__(self, what: str, verb: str, currency: str, gateway: str, advice: str, field: str | None) -> None:
+        """Say which amount (`what`), what could not be done with it (`verb`), and what to do instead."""
+        super().__init__(
+            f"{what} cannot be {verb} in {currency} through the {gateway} gateway, which moves whole units"
+            f" of {currency}'s smallest denomination only; {advice}",
+            **({"field": field} if field else {}),
+        )
 
 
 class GatewayUnavailableError(Exception):
