@@ -69,7 +69,37 @@ INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, st
 VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
         %(reference)s, %(fare)s, %(gateway)s, %(payment_method)s, %(authorized_amount)s)
 ON CONFLICT (trip_id) WHERE status NOT IN ('FAILED', 'VOIDED') DO NOTHING
-RETURNING payment_id
+RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+          amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+          fare, gateway_payment_method
+""")
+# The charge's hot path records its attempt in one statement, sent with LOCK_TRIP in one message
+# (one round trip, one implicit transaction): the attempt is inserted only while the request still
+# holds its key (the key row locked, as RECORD_RECOVERY_POINT's token check would), and the key's
+# recovery point names it in the same statement. `claimed` = 0: the claim was taken over and nothing
+# was written; a null payment_id: the trip has a live payment (settled by _record_attempt).
+INSERT_ATTEMPT_FOR_CLAIM = Prepared("""
+WITH claim AS (
+    SELECT 1 FROM idempotency_keys
+     WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+       FOR UPDATE
+), attempt AS (
+    INSERT INTO payments (trip_id, rider_id, driver_id, amount, currency, method, status, reference, fare, gateway,
+                          gateway_payment_method, authorized_amount)
+    SELECT %(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(currency)s, %(method)s, 'PENDING',
+           %(reference)s, %(fare)s, %(gateway)s, %(payment_method)s, %(authorized_amount)s
+      FROM claim
+    ON CONFLICT (trip_id) WHERE status NOT IN ('FAILED', 'VOIDED') DO NOTHING
+    RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
+              amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+              fare, gateway_payment_method
+), recovery_point AS (
+    UPDATE idempotency_keys SET payment_id = attempt.payment_id
+      FROM attempt
+     WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+)
+SELECT (SELECT count(*) FROM claim) AS claimed, attempt.*
+  FROM (VALUES (1)) AS one (n) LEFT JOIN attempt ON true
 """)
 SELECT_LIVE_PAYMENT_FOR_TRIP = Prepared("""
 SELECT payment_id FROM payments WHERE trip_id = %(trip_id)s AND status NOT IN ('FAILED', 'VOIDED')
@@ -90,6 +120,34 @@ UPDATE payments
 RETURNING payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
           amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
           fare, gateway_payment_method
+""")
+# The hot path's outcome: the payment's new status, the key's stored answer and the notification in
+# one statement (one round trip, one transaction). The answer is built beforehand from the attempt's
+# row, so the update applies only to that row as it was (still PENDING, the gateway reference the
+# answer names, updated_at not before created_at); else nothing is written (`recorded` 0) and
+# _record_outcome takes the general path.
+RECORD_OUTCOME_AND_ANSWER = Prepared("""
+WITH outcome AS (
+    UPDATE payments
+       SET status = %(status)s, error_code = %(error_code)s,
+           gateway_reference = COALESCE(gateway_reference, %(gateway_reference)s), updated_at = %(updated_at)s
+     WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND hold_action IS NULL
+       AND created_at <= %(updated_at)s
+       AND COALESCE(gateway_reference, %(gateway_reference)s) IS NOT DISTINCT FROM %(gateway_reference)s
+    RETURNING payment_id
+), answer AS (
+    UPDATE idempotency_keys
+       SET response_status = %(response_status)s, response_body = %(body)s, completed_at = now(),
+           lock_token = NULL, locked_at = NULL
+     WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
+       AND EXISTS (SELECT FROM outcome)
+), notification AS (
+    INSERT INTO notification_outbox (notification_id, event_type, payload)
+    SELECT %(notification_id)s, %(event_type)s, %(payload)s
+     WHERE EXISTS (SELECT FROM outcome)
+    ON CONFLICT (notification_id) DO NOTHING
+)
+SELECT count(*) AS recorded FROM outcome
 """)
 # The gateway's id of the payment, recorded before any money can move on it.
 RECORD_GATEWAY_REFERENCE = Prepared("""
@@ -373,6 +431,7 @@ class ChargeService:
             payment_id = claim.payment_id
             logger.warning("resuming an abandoned charge without calling the gateway", extra={"payment_id": payment_id})
             result = GatewayResult(PENDING)
+            attempt = None
         else:
             trip = self.trips.get_trip(request.trip_id)
             if hold and trip.status not in HOLDABLE_TRIP_STATUSES:
@@ -384,7 +443,8 @@ class ChargeService:
                 fare = self._carried_hold(calculate_hold(trip, self.config, request.amount), request)
             else:
                 fare = calculate_fare(trip, self.config, request.amount)
-            payment_id = self._record_attempt(claim, request, parties, fare, hold)
+            attempt = self._record_attempt(claim, request, parties, fare, hold)
+            payment_id = attempt.payment_id
             if request.method == "CASH":
                 # Cash changes hands in the car; no gateway is involved.
                 result = GatewayResult(SUCCESS)
@@ -400,7 +460,7 @@ class ChargeService:
                 )
                 result = self.attempt(charge)
         try:
-            return self._finish(claim, payment_id, result, hold)
+            return self._finish(claim, payment_id, result, hold, attempt)
         except DatabaseUnavailableError:
             # The gateway's verdict is known but the database went away before it was stored. This
             # process stores it as soon as the database is back and holds the key until then, so
@@ -427,9 +487,11 @@ class ChargeService:
                 return dataclasses.replace(fare, amount=whole)
         raise HoldAmountNotPayableError(fare.amount, currency, self.gateway.name)
 
-    def _finish(self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool) -> Outcome:
-        """Store the outcome, count it, wake the notification dispatcher."""
-        outcome, payment = self._record_outcome(claim, payment_id, result, hold)
+    def _finish(
+        self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool, attempt: Payment | None = None
+    ) -> Outcome:
+        """Store the outcome, count it, wake the notification dispatcher (`attempt`: the row as recorded, if known)."""
+        outcome, payment = self._record_outcome(claim, payment_id, result, hold, attempt)
         if hold:
             HOLD_OPERATIONS.labels("authorize", payment.status).inc()
         else:
@@ -443,9 +505,10 @@ class ChargeService:
 
     def _record_attempt(
         self, claim: Claim, request: ChargeRequest, parties: tuple[int | None, int | None], fare: Fare, hold: bool
-    ) -> int:
-        """Insert the PENDING payment (a hold: with its held amount) and the key's recovery point; return its id."""
+    ) -> Payment:
+        """Insert the PENDING payment (a hold: with its held amount) and the key's recovery point; return the row."""
         params = {
+            **claim.params(),
             "trip_id": request.trip_id,
             "rider_id": parties[0],
             "driver_id": parties[1],
@@ -458,6 +521,23 @@ class ChargeService:
             "payment_method": None if request.method == "CASH" else request.payment_method,
             "authorized_amount": fare.amount if hold else None,
         }
+        with self.pool.cursor(single_statement=True) as cur:
+            # One round trip: the lock and the attempt in one message, hence one transaction.
+            cur.execute_together((LOCK_TRIP, params), (INSERT_ATTEMPT_FOR_CLAIM, params))
+            row = cur.fetchone()
+        if not row or not row["claimed"]:
+            # Our claim was taken over (we exceeded the lock timeout): nothing was written; step back.
+            raise IdempotencyKeyInUseError()
+        if row["payment_id"] is None:
+            # The trip has a live payment: name it (or, if it failed meanwhile, insert after all).
+            row = self._record_attempt_for_paid_trip(claim, request, params)
+        claim.payment_id = row["payment_id"]
+        return Payment.from_row(row)
+
+    def _record_attempt_for_paid_trip(
+        self, claim: Claim, request: ChargeRequest, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Raise TripAlreadyPaidError naming the trip's live payment; insert the attempt if that payment is gone."""
         with self.pool.cursor() as cur:
             cur.execute(LOCK_TRIP, params)
             # Inserting needs the lock we hold, so if the live payment that blocked the first insert
@@ -473,12 +553,10 @@ class ChargeService:
                     raise TripAlreadyPaidError(request.trip_id, existing["payment_id"])
             else:
                 raise AssertionError("a live payment appeared while this transaction held the trip lock")
-            payment_id = inserted["payment_id"]
-            if not self.idempotency.record_payment(cur, claim, payment_id):
+            if not self.idempotency.record_payment(cur, claim, inserted["payment_id"]):
                 # Our claim was taken over (we exceeded the lock timeout): undo and step back.
                 raise IdempotencyKeyInUseError()
-        claim.payment_id = payment_id
-        return payment_id
+        return inserted
 
     def attempt(self, charge: GatewayCharge) -> GatewayResult:
         """Send a recorded PENDING payment to the gateway: register it, record its reference, then move the money.
@@ -526,9 +604,13 @@ class ChargeService:
         return charge_outcome(result, charge.capture)
 
     def _record_outcome(
-        self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool
+        self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool, attempt: Payment | None = None
     ) -> tuple[Outcome, Payment]:
         """Store the gateway's verdict and the final response under the key, in one transaction."""
+        if attempt is not None and result.status != PENDING:
+            recorded = self._record_known_outcome(claim, attempt, result, hold)
+            if recorded is not None:
+                return recorded
         with self.pool.cursor() as cur:
             row = None
             if result.status != PENDING:
@@ -547,16 +629,53 @@ class ChargeService:
                 cur.execute(SELECT_PAYMENT_FOR_CHARGE, {"payment_id": payment_id})
                 row = cur.fetchone()
             payment = Payment.from_row(row)
-            body = payment.to_json()
-            messages = HOLD_MESSAGES if hold else CHARGE_MESSAGES
-            body["message"] = messages.get(payment.status, "Payment recorded.")
-            body["timestamp"] = datetime.now(UTC)
-            body["fare"] = payment.fare
-            if payment.status == "FAILED":
-                body["error_code"] = payment.error_code
-            status_code = 201 if payment.status in ("SUCCESS", "AUTHORIZED") else 202
-            stored = StoredResponse(status_code, dump_json(body))
+            stored = self._answer(payment, hold)
             self.idempotency.complete(cur, claim, stored)
             # Same transaction as the outcome: the notification exists exactly when the outcome does.
             self.outbox.add(cur, payment_notification(payment))
         return Outcome(stored.status, stored.body), payment
+
+    def _record_known_outcome(
+        self, claim: Claim, attempt: Payment, result: GatewayResult, hold: bool
+    ) -> tuple[Outcome, Payment] | None:
+        """Record a decided verdict on the attempt as recorded, in one round trip; None if the row changed meanwhile."""
+        payment = dataclasses.replace(
+            attempt,
+            status=result.status,
+            error_code=result.error_code,
+            gateway_reference=result.reference,
+            # Set here, not by the database's now(), so the stored answer can be built before the write.
+            updated_at=datetime.now(UTC),
+        )
+        stored = self._answer(payment, hold)
+        notification = payment_notification(payment)
+        params = {
+            **claim.params(),
+            "payment_id": payment.payment_id,
+            "status": payment.status,
+            "error_code": payment.error_code,
+            "gateway_reference": payment.gateway_reference,
+            "updated_at": payment.updated_at,
+            "response_status": stored.status,
+            "body": stored.body,
+            **self.outbox.row(notification),
+        }
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(RECORD_OUTCOME_AND_ANSWER, params)
+            recorded = cur.fetchone()
+        if not recorded or not recorded["recorded"]:
+            return None
+        return Outcome(stored.status, stored.body), payment
+
+    @staticmethod
+    def _answer(payment: Payment, hold: bool) -> StoredResponse:
+        """The final response of a charge or authorization that recorded `payment`."""
+        body = payment.to_json()
+        messages = HOLD_MESSAGES if hold else CHARGE_MESSAGES
+        body["message"] = messages.get(payment.status, "Payment recorded.")
+        body["timestamp"] = datetime.now(UTC)
+        body["fare"] = payment.fare
+        if payment.status == "FAILED":
+            body["error_code"] = payment.error_code
+        status_code = 201 if payment.status in ("SUCCESS", "AUTHORIZED") else 202
+        return StoredResponse(status_code, dump_json(body))

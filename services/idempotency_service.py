@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.pool import ASYNC_COMMIT, ConnectionPool, DatabaseUnavailableError
 from database.prepared import Prepared
 from utils.errors import DomainError
 from utils.logger import get_logger
@@ -271,7 +271,11 @@ class IdempotencyService:
         for _ in range(2):
             try:
                 with self.pool.cursor(single_statement=True) as cur:
-                    cur.execute(CLAIM_KEY, params)
+                    # Not waiting for the flush is safe: the attempt that would follow commits
+                    # synchronously before any gateway call, which flushes this claim first. A claim
+                    # lost in a crash therefore had nothing recorded under it; the client's retry
+                    # simply claims the key again.
+                    cur.execute_together((ASYNC_COMMIT, {}), (CLAIM_KEY, params))
                     claimed = cur.fetchone()
             except DatabaseUnavailableError:
                 # The claim may have been written with only its acknowledgement lost: give it back.

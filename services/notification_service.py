@@ -99,14 +99,16 @@ class Outbox:
 
     def add(self, cur: Any, notification: dict[str, Any]) -> None:
         """Queue one notification in the caller's transaction (a repeated id is ignored)."""
-        cur.execute(
-            INSERT_NOTIFICATION,
-            {
-                "notification_id": notification["notification_id"],
-                "event_type": notification["type"],
-                "payload": dump_json(notification),
-            },
-        )
+        cur.execute(INSERT_NOTIFICATION, self.row(notification))
+
+    @staticmethod
+    def row(notification: dict[str, Any]) -> dict[str, Any]:
+        """The outbox row of a notification: INSERT_NOTIFICATION's parameters."""
+        return {
+            "notification_id": notification["notification_id"],
+            "event_type": notification["type"],
+            "payload": dump_json(notification),
+        }
 
     def wake(self) -> None:
         """Tell the dispatcher in this process that something was committed (it polls anyway)."""

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import psycopg2
 
-from database.pool import ConnectionPool, Cursor, DatabaseUnavailableError
+from database.pool import ASYNC_COMMIT, ConnectionPool, Cursor, DatabaseUnavailableError
+from database.prepared import Prepared
 from services.gateways import (
     ABSENT,
     AUTHORIZED,
@@ -34,7 +35,7 @@ from services.gateways import (
     GatewayUnavailableError,
 )
 
-INSERT_PAYMENT = """
+INSERT_PAYMENT = Prepared("""
 INSERT INTO simulator_transactions
        (idempotency_key, reference, kind, amount, amount_captured, currency, capture, status, error_code,
         settles_at)
@@ -42,48 +43,48 @@ VALUES (%(key)s, %(reference)s, 'payment', %(amount)s, %(captured)s, %(currency)
         %(error_code)s, now() + make_interval(secs => %(settle_seconds)s))
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
-"""
-INSERT_REFUND = """
+""")
+INSERT_REFUND = Prepared("""
 INSERT INTO simulator_transactions
        (idempotency_key, reference, kind, payment_key, amount, currency, status, error_code, settles_at)
 VALUES (%(key)s, %(reference)s, 'refund', %(payment_key)s, %(amount)s, %(currency)s, %(status)s, %(error_code)s,
         now() + make_interval(secs => %(settle_seconds)s))
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
-"""
-SELECT_TRANSACTION = """
+""")
+SELECT_TRANSACTION = Prepared("""
 SELECT idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at, capture
 FROM simulator_transactions WHERE idempotency_key = %(key)s
-"""
-LOCK_TRANSACTION = """
+""")
+LOCK_TRANSACTION = Prepared("""
 SELECT idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
 FROM simulator_transactions WHERE idempotency_key = %(key)s FOR UPDATE
-"""
+""")
 # The first retrieve after settles_at decides an undecided transaction; the status guard makes
 # sure only one caller decides it.
-SETTLE = """
+SETTLE = Prepared("""
 UPDATE simulator_transactions
    SET status = %(status)s, error_code = %(error_code)s,
        amount_captured = CASE WHEN %(status)s = 'SUCCEEDED' AND kind = 'payment' THEN amount ELSE 0 END,
        updated_at = now()
  WHERE idempotency_key = %(key)s AND status = 'PENDING' AND settles_at <= now()
 RETURNING idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
-"""
-CAPTURE = """
+""")
+CAPTURE = Prepared("""
 UPDATE simulator_transactions
    SET status = 'SUCCEEDED', amount_captured = %(amount)s, updated_at = now()
  WHERE idempotency_key = %(key)s AND status = 'REQUIRES_CAPTURE' AND %(amount)s <= amount
 RETURNING idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
-"""
-VOID = """
+""")
+VOID = Prepared("""
 UPDATE simulator_transactions SET status = 'CANCELED', updated_at = now()
  WHERE idempotency_key = %(key)s AND status = 'REQUIRES_CAPTURE'
 RETURNING idempotency_key, reference, status, error_code, amount, amount_captured, amount_refunded, settles_at
-"""
-RESERVE_REFUND = """
+""")
+RESERVE_REFUND = Prepared("""
 UPDATE simulator_transactions SET amount_refunded = amount_refunded + %(amount)s, updated_at = now()
  WHERE idempotency_key = %(payment_key)s
-"""
+""")
 
 PAYMENT_STATUSES = {
     "SUCCEEDED": SUCCESS,
@@ -125,10 +126,10 @@ class SimulatedGateway:
         self._rng = rng or random.SystemRandom()
 
     @contextmanager
-    def _ledger(self) -> Iterator[Cursor]:
+    def _ledger(self, single_statement: bool = False) -> Iterator[Cursor]:
         """A transaction on the simulator's table; its database being away is the gateway being away."""
         try:
-            with self._pool.cursor() as cur:
+            with self._pool.cursor(single_statement) as cur:
                 yield cur
         except (DatabaseUnavailableError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             raise GatewayUnavailableError(f"simulated gateway unreachable: {exc}") from exc
@@ -164,8 +165,11 @@ class SimulatedGateway:
             "error_code": error_code,
             "settle_seconds": self._settle_seconds,
         }
-        with self._ledger() as cur:
-            cur.execute(INSERT_PAYMENT, params)
+        with self._ledger(single_statement=True) as cur:
+            # Without waiting for the flush: a later synchronous commit (the charge's outcome) flushes
+            # this row first, and if both are lost in a crash the payment is still PENDING with its
+            # attempt recorded, so reconciliation finds nothing here and sends it again under the same key.
+            cur.execute_together((ASYNC_COMMIT, {}), (INSERT_PAYMENT, params))
             row = cur.fetchone()
         if row is None:
             return self.retrieve(charge)

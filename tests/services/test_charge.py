@@ -31,7 +31,7 @@ def test_an_attempt_is_written_with_its_recovery_point(charge_app: Flask, db: ps
 
     payment_id = service._record_attempt(
         claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
-    )
+    ).payment_id
 
     with db.cursor() as cur:
         cur.execute("SELECT status, gateway FROM payments WHERE payment_id = %s", (payment_id,))
@@ -66,7 +66,7 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
     service, first_claim, first, trip = _setup(charge_app)
     paid = service._record_attempt(
         first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config), hold=False
-    )
+    ).payment_id
     _, claim, request, _ = _setup(charge_app)
 
     with pytest.raises(TripAlreadyPaidError) as raised:
