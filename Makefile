@@ -32,9 +32,10 @@ test-faults: $(STAMP)
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 # The benchmark (bench/bench.py): needs wrk (installed here with apt-get when missing and possible).
+# ROWS=10000000 sets the size of the big table (default 1,000,000); BENCH_ARGS passes anything else.
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || true
-	$(DEVDB) $(BIN)/python bench/bench.py $(BENCH_ARGS)
+	$(DEVDB) $(BIN)/python bench/bench.py $(if $(ROWS),--rows $(ROWS)) $(BENCH_ARGS)
 
 # Authorize and capture per second next to the charge (bench/holds.py).
 bench-holds: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ from flask import Flask
 from api.services import services
 from services.charge import ChargeRequest, TripAlreadyPaidError, trip_parties
 from services.clients.trips import Trip
+from services.gateways import SUCCESS, GatewayResult
 from services.idempotency_service import Claim, IdempotencyKeyInUseError, fingerprint
 from services.pricing import calculate_fare
 
@@ -80,3 +82,51 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
         assert cur.fetchone()[0] == 1
         cur.execute("SELECT payment_id FROM idempotency_keys WHERE lock_token = %s", (claim.token,))
         assert cur.fetchone() == (None,)
+
+
+def test_the_stored_answer_of_a_charge_is_the_payment_as_recorded(
+    charge_app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    service, claim, request, trip = _setup(charge_app)
+    attempt = service._record_attempt(
+        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+    )
+
+    outcome, payment = service._record_outcome(
+        claim, attempt.payment_id, GatewayResult(SUCCESS, reference="sim_abc"), False, attempt
+    )
+
+    body = json.loads(outcome.body)
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT status, gateway_reference, updated_at FROM payments WHERE payment_id = %s", (attempt.payment_id,)
+        )
+        status, reference, updated_at = cur.fetchone()
+        cur.execute("SELECT response_status, response_body FROM idempotency_keys WHERE scope = 'client'")
+        assert cur.fetchone() == (201, outcome.body)
+        cur.execute("SELECT payload->>'status' FROM notification_outbox")
+        assert cur.fetchall() == [("SUCCESS",)]
+    assert (status, reference, updated_at) == ("SUCCESS", "sim_abc", payment.updated_at)
+    assert body["updated_at"] == updated_at.isoformat() and body["created_at"] == attempt.created_at.isoformat()
+
+
+def test_an_outcome_for_a_payment_settled_meanwhile_answers_the_payment_as_it_is(
+    charge_app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    service, claim, request, trip = _setup(charge_app)
+    attempt = service._record_attempt(
+        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+    )
+    with db.cursor() as cur:  # reconciliation settled it first
+        cur.execute("UPDATE payments SET status = 'FAILED', error_code = 'CARD_DECLINED' WHERE payment_id = %s",
+                    (attempt.payment_id,))  # fmt: skip
+
+    outcome, payment = service._record_outcome(claim, attempt.payment_id, GatewayResult(SUCCESS), False, attempt)
+
+    assert (outcome.status_code, payment.status, payment.error_code) == (202, "FAILED", "CARD_DECLINED")
+    assert json.loads(outcome.body)["status"] == "FAILED"
+    with db.cursor() as cur:
+        cur.execute("SELECT status FROM payments WHERE payment_id = %s", (attempt.payment_id,))
+        assert cur.fetchone() == ("FAILED",)
+        cur.execute("SELECT response_status FROM idempotency_keys WHERE scope = 'client'")
+        assert cur.fetchone() == (202,)
