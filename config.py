@@ -614,6 +614,20 @@ class Config:
         NUMBER, 1.0, "seconds between outbox polls when nothing woke the dispatcher", bounds=(0.01, 60.0)
     )
     NOTIFY_BATCH_SIZE: int = setting(INTEGER, 20, "rows claimed per pass", bounds=(1, 1000))
+    NOTIFY_RETENTION: int = setting(
+        INTEGER,
+        7 * 86400,
+        "seconds a delivered notification is kept before housekeeping deletes it (its id deduplicates"
+        " repeats only while it is kept); dead ones are kept for operators",
+        bounds=(3600, 365 * 86400),
+    )
+    HOUSEKEEPING_INTERVAL: float = setting(
+        NUMBER,
+        300.0,
+        "seconds between the background purges of expired idempotency keys and delivered notifications in"
+        " each process, in batches of 1,000; `0` turns them off (then run `manage.py purge`)",
+        bounds=(0.0, 86400.0),
+    )
     NOTIFY_SIGNING_SECRET: str | None = setting(
         TEXT,
         None,

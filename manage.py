@@ -1,6 +1,7 @@
 """Operator commands.
 
 Usage:
+  python manage.py purge                           delete expired idempotency keys and old delivered notifications
   python manage.py purge-idempotency-keys          delete idempotency keys past IDEMPOTENCY_KEY_TTL
   python manage.py dispatch-notifications [--once] deliver outbox notifications (until stopped)
   python manage.py dead-notifications [--limit N]  list notifications that ran out of attempts
@@ -19,7 +20,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg2
 
@@ -67,7 +68,24 @@ def _services(config: Config) -> Iterator[Services]:
 def purge_idempotency_keys(config: Config) -> int:
     """Delete expired keys; return how many were deleted."""
     with _services(config) as graph:
-        return graph.idempotency.purge_expired()
+        return _until_done(graph.housekeeper.purge_expired_keys)
+
+
+def purge(config: Config) -> tuple[int, int]:
+    """Delete expired keys and notifications delivered before NOTIFY_RETENTION; return both counts."""
+    with _services(config) as graph:
+        return (
+            _until_done(graph.housekeeper.purge_expired_keys),
+            _until_done(graph.housekeeper.purge_delivered_notifications),
+        )
+
+
+def _until_done(purge_pass: Callable[[], int]) -> int:
+    """Repeat a bounded purge pass until one deletes nothing; return the total."""
+    total = 0
+    while deleted := purge_pass():
+        total += deleted
+    return total
 
 
 def dispatch_notifications(config: Config, once: bool) -> int:
@@ -160,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
+        "purge",
+        help="delete expired idempotency keys and old delivered notifications",
+        description="Delete idempotency keys older than IDEMPOTENCY_KEY_TTL and notifications delivered more than"
+        " NOTIFY_RETENTION seconds ago, in batches (what the housekeeping loop of each process does every"
+        " HOUSEKEEPING_INTERVAL seconds).",
+    )
+    commands.add_parser(
         "purge-idempotency-keys",
         help="delete expired idempotency keys (run e.g. hourly from cron)",
         description="Delete idempotency keys older than IDEMPOTENCY_KEY_TTL.",
@@ -221,6 +246,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
     """Run the parsed command against the database `config` names."""
     # One connection first, so an unreachable database is reported as such before anything starts.
     wait_for_database(config.get_database_uri(), config.DB_CONNECT_TIMEOUT, 0, where=config.describe_database())
+    if args.command == "purge":
+        keys, notifications = purge(config)
+        print(f"purged {keys} expired idempotency keys and {notifications} delivered notifications")
+        return 0
     if args.command == "purge-idempotency-keys":
         print(f"purged {purge_idempotency_keys(config)} expired idempotency keys")
         return 0

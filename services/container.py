@@ -21,6 +21,7 @@ from services.gateways.simulator import SimulatedGateway
 from services.gateways.stripe_gateway import StripeGateway
 from services.health_service import DependencyMonitor, HealthService
 from services.holds import HoldService
+from services.housekeeping import Housekeeper
 from services.idempotency_service import IdempotencyService
 from services.metrics_service import MetricsService, build_registry
 from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
@@ -46,6 +47,7 @@ class Services:
     holds: HoldService
     refunds: RefundService
     reconciler: Reconciler
+    housekeeper: Housekeeper
     receipts: ReceiptService
     notifications: NotificationAdmin
     dispatcher: Dispatcher
@@ -103,6 +105,7 @@ def build_services(config: Config) -> Services:
         holds=holds,
         refunds=RefundService(pool, idempotency, outbox, gateway),
         reconciler=Reconciler(pool, config, gateway, charges, holds, outbox),
+        housekeeper=Housekeeper(pool, config),
         receipts=ReceiptService(pool, profiles, outbox),
         notifications=NotificationAdmin(pool),
         dispatcher=Dispatcher(pool, HttpNotificationSender(config), outbox, config),
@@ -113,19 +116,22 @@ def build_services(config: Config) -> Services:
 
 
 def start_background(services: Services) -> None:
-    """Start this process's background work (notification dispatcher, reconciliation loop), if configured."""
+    """Start this process's background work (notification dispatcher, reconciliation, housekeeping), if configured."""
     if services.config.NOTIFY_DISPATCHER_ENABLED:
         # One delivery thread per process (per gunicorn worker); rows are claimed with SKIP LOCKED,
         # so any number of them can run side by side.
         services.dispatcher.start()
     # Likewise one reconciliation loop per process: each pass leases the rows it takes (SKIP LOCKED).
     services.reconciler.start()
+    # And one housekeeping loop: its batches skip rows another process is deleting.
+    services.housekeeper.start()
 
 
 def close_services(services: Services) -> None:
     """Stop background threads and close connections."""
     services.dispatcher.stop()
     services.reconciler.stop()
+    services.housekeeper.stop()
     services.idempotency.deferred.stop()
     services.pool.close()
     services.health.dependencies.close()

@@ -94,7 +94,6 @@ UPDATE idempotency_keys SET lock_token = NULL, locked_at = NULL
 WHERE scope = %(scope)s AND key_hash = %(key_hash)s AND lock_token = %(token)s
   AND (payment_id IS NOT NULL OR refund_id IS NOT NULL)
 """)
-PURGE_EXPIRED = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 
 RETRY_AFTER_SECONDS = 1
 
@@ -335,9 +334,3 @@ class IdempotencyService:
         except Exception:
             # Called while another error is being answered; that one is what the client must see.
             logger.exception("could not give back an idempotency claim; it frees itself after the lock timeout")
-
-    def purge_expired(self) -> int:
-        """Delete expired keys; return how many."""
-        with self.pool.cursor(single_statement=True) as cur:
-            cur.execute(PURGE_EXPIRED)
-            return cur.rowcount

@@ -590,7 +590,7 @@ def test_purging_removes_only_expired_keys(
         cur.execute("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key_hash = %s",
                     (hashlib.sha256(b"old").hexdigest(),))  # fmt: skip
 
-    purged = services(charge_app).idempotency.purge_expired()
+    purged = services(charge_app).housekeeper.purge_expired_keys()
 
     assert purged == 1
     assert row_counts(db)["idempotency_keys"] == 1
