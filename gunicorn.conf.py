@@ -5,6 +5,7 @@ Every value can be changed through the environment; the defaults suit a 2-core m
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import shutil
@@ -100,6 +101,19 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Move everything the worker built at start-up (modules, app, validators) out of the collector's reach.
+
+    A full (generation 2) collection walks every live object: with the app loaded, ~67,000 of them,
+    measured at 73-80 ms in a worker serving 100-row pages, once every few seconds under load; each
+    one stalls every request of that worker, which is where the list's p99 tail came from. Frozen,
+    those objects are never scanned again (they live as long as the worker anyway): the same
+    collection took 2 ms.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 from pathlib import Path
@@ -93,3 +94,15 @@ def test_gunicorn_builds_no_access_log_of_its_own(monkeypatch: pytest.MonkeyPatc
     # The logging config alone would make gunicorn's own logger format an access line per request.
     assert logger.access_log_enabled is False
     assert logger.access(None, None, {}, None) is None
+
+
+def test_a_worker_freezes_what_it_built_at_start_so_full_collections_skip_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch)
+    before = gc.get_freeze_count()
+    try:
+        conf.post_worker_init(None)
+
+        assert gc.get_freeze_count() > before
+        assert gc.get_count()[2] == 0  # collected first, so nothing young is frozen with garbage in it
+    finally:
+        gc.unfreeze()
