@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from utils.errors import AppError, ValidationError
 
@@ -21,11 +22,11 @@ BODY_FRAMING_ERRORS = (OSError, _ServerBodyError)
 
 
 class UnsupportedMediaTypeError(AppError):
-    """The body is not declared as JSON."""
+    """The body is not declared as JSON, or comes in a content coding the service does not decode."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str = "Send the body as application/json.") -> None:
         """415 unsupported_media_type."""
-        super().__init__("Send the body as application/json.", status_code=415, code="unsupported_media_type")
+        super().__init__(message, status_code=415, code="unsupported_media_type")
 
 
 # Longer integers than this are refused as too large before Python parses them: no field takes one
@@ -55,6 +56,20 @@ def _integer(text: str) -> int | _NotAccepted:
     if digits > MAX_INTEGER_DIGITS:
         return _NotAccepted(f"is too large a number ({digits} digits)")
     return int(text)
+
+
+# Decimal places either way beyond which a number is no field's value: the smallest amount is 0.01
+# and the largest id has 19 digits. Farther out (1e-1000028, say) the decimal arithmetic of
+# validation underflows, and such a number could pass for a multiple of 0.01.
+MAX_DECIMAL_EXPONENT = 100
+
+
+def _decimal(text: str) -> Decimal | _NotAccepted:
+    """json.loads hook: a number with a fraction or exponent, exactly, unless it is absurdly small or large."""
+    value = Decimal(text)
+    if value and not -MAX_DECIMAL_EXPONENT <= value.adjusted() <= MAX_DECIMAL_EXPONENT:
+        return _NotAccepted(f"is too {'small' if value.adjusted() < 0 else 'large'} a number ({text})")
+    return value
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -108,6 +123,8 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
     """
     try:
         raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+        if _longer_than_read(request, raw):
+            raise RequestEntityTooLarge()
     except BODY_FRAMING_ERRORS:
         # A bad chunk size, a missing chunk terminator or a body cut short: the client's fault.
         raise AppError("The request body could not be read as sent.", status_code=400, code="bad_request") from None
@@ -117,11 +134,15 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
         raise ValidationError("The request body must be a JSON object.", field="body")
     if not request.is_json:
         raise UnsupportedMediaTypeError()
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding != "identity":
+        # Never decoded, so never read as if it were plain JSON (RFC 9110: 415 for a coding not supported).
+        raise UnsupportedMediaTypeError("Content-Encoding is not supported; send the body uncompressed.")
     try:
         text = raw.decode("utf-8")
         body = json.loads(
             text,
-            parse_float=Decimal,
+            parse_float=_decimal,
             parse_int=_integer,
             parse_constant=_mark_constant,
             object_pairs_hook=_reject_duplicates,
@@ -134,6 +155,18 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
         raise ValidationError("The request body must be a JSON object.", field="body")
     _refuse_unusable_values(body)
     return body
+
+
+def _longer_than_read(request: Request, raw: bytes) -> bool:
+    """True when a body sent without Content-Length (chunked) goes on past MAX_CONTENT_LENGTH.
+
+    Werkzeug stops reading such a body at the limit without complaint, so its first 64 KiB would be
+    taken for the whole request; one more byte from the server's stream tells.
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None or len(raw) < limit:
+        return False
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 def _has_lone_surrogate(text: str) -> bool:

@@ -201,8 +201,35 @@ class JsonErrorSyncWorker(JsonErrorsMixin, SyncWorker):
     """gunicorn's sync worker (one request at a time) with JSON error pages."""
 
 
+def closing_after_unread_bodies(app: Any) -> Any:
+    """Wrap the WSGI app so a 413 answer closes its connection, and says so (`Connection: close`).
+
+    A 413 is sent before the body is read; gunicorn then drains the unread body only within its
+    data timeout, and closes the connection when it cannot, after its response had announced
+    keep-alive: a pooled client then lost its next request on that connection. gunicorn's
+    `start_response` belongs to its response object, whose `force_close()` makes the answer say
+    `Connection: close` and the worker close it.
+    """
+
+    def app_closing_after_413(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            responder = getattr(start_response, "__self__", None)
+            if status.startswith("413") and hasattr(responder, "force_close"):
+                responder.force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return app_closing_after_413
+
+
 class JsonErrorThreadWorker(JsonErrorsMixin, ThreadWorker):
     """gunicorn's gthread worker with JSON error pages."""
+
+    def load_wsgi(self) -> None:
+        """Load the app as gunicorn does, wrapped so a 413 closes its connection."""
+        super().load_wsgi()
+        self.wsgi = closing_after_unread_bodies(self.wsgi)
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
         """Keep the connection only if the unread body of the answered request drains cleanly.

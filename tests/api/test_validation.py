@@ -11,6 +11,7 @@ import psycopg2
 import pytest
 from flask.testing import FlaskClient
 
+from tests.fakes import FakeTripService
 from tests.helpers import row_counts
 from utils.helpers import parse_positive_id
 
@@ -159,6 +160,17 @@ def test_a_five_thousand_digit_trip_id_is_too_large_not_invalid_json(charge_clie
 
     assert response.get_json()["code"] == "validation_error"
     assert error_of(response) == (400, "trip_id", "trip_id is too large a number (5000 digits).")
+
+
+@pytest.mark.parametrize(("literal", "size"), [("1e-1000028", "small"), ("1e-101", "small"), ("1e101", "large")])
+def test_an_amount_too_small_or_large_for_any_field_names_amount_and_calls_no_trip_service(
+    charge_client: FlaskClient, trips: FakeTripService, literal: str, size: str
+) -> None:
+    # Found by the outside try: 1e-1000028 passed validation and was priced as 0.00 (invalid_fare).
+    response = charge_with(charge_client, "amount", literal)
+
+    assert error_of(response) == (400, "amount", f"amount is too {size} a number ({literal}).")
+    assert trips.calls == {}
 
 
 def test_a_reason_with_a_nul_character_says_no_nul_characters(
