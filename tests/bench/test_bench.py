@@ -70,13 +70,15 @@ def test_the_pgbench_script_runs_one_charges_statements_against_the_schema(
 
 
 def test_the_pgbench_script_finds_idempotency_keys_by_their_primary_key(db: psycopg2.extensions.connection) -> None:
-    # A key_hash of type text would compare as text and make every key update a scan.
-    updates = [line for line in bench.pgbench_script().splitlines() if line.startswith("UPDATE idempotency_keys")]
-    assert len(updates) == 2
+    # A key_hash of type text would compare as text and make every key lookup a scan. The attempt and
+    # the outcome each find the key inside a WITH statement.
+    statements = [line for line in bench.pgbench_script().splitlines() if line.startswith("WITH ")]
+    assert len(statements) == 2
     with db.cursor() as cur:
         cur.execute("SET enable_seqscan = off")
-        for update in updates:
-            cur.execute("EXPLAIN " + update.replace(":payment_id", "1").replace(":k", "1").rstrip(";"))
+        for statement in statements:
+            text = statement.replace(" \\gset", "").rstrip(";")
+            cur.execute("EXPLAIN " + text.replace(":payment_id", "1").replace(":trip", "1").replace(":k", "1"))
             plan = "\n".join(row[0] for row in cur.fetchall())
             assert re.search(r"Index Cond: .*key_hash = ", plan), plan
         cur.execute("RESET enable_seqscan")
