@@ -9,12 +9,12 @@ receipts and dead notifications are records and are never purged here.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from config import Config
-from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.pool import ConnectionPool
 from database.prepared import Prepared
+from utils.background import PeriodicTask
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -57,8 +57,7 @@ class Housekeeper:
         self.pool = pool
         self.config = config
         self.batch_size = batch_size
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = PeriodicTask("housekeeping", config.HOUSEKEEPING_INTERVAL, self._background_pass)
 
     def _purge(self, statement: str, params: dict[str, object]) -> int:
         """Run a batched DELETE until a batch comes back short (or the pass's batch limit); return rows deleted."""
@@ -68,7 +67,7 @@ class Housekeeper:
                 cur.execute(statement, {**params, "batch": self.batch_size})
                 count = cur.rowcount
             deleted += count
-            if count < self.batch_size or self._stop.is_set():
+            if count < self.batch_size or self._loop.stopping.is_set():
                 break
         return deleted
 
@@ -86,32 +85,17 @@ class Housekeeper:
 
     def start(self) -> None:
         """Run a pass every HOUSEKEEPING_INTERVAL seconds in a daemon thread (not when the interval is 0)."""
-        if self.config.HOUSEKEEPING_INTERVAL <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        """Pass after pass until stopped; an outage skips a pass, never ends the loop."""
-        while not self._stop.wait(self.config.HOUSEKEEPING_INTERVAL):
-            try:
-                report = self.run_once()
-            except DatabaseUnavailableError:
-                logger.warning("housekeeping pass skipped: database unavailable")
-                continue
-            except Exception:
-                logger.exception("housekeeping pass failed")
-                continue
-            if report.idempotency_keys or report.notifications:
-                logger.info(
-                    "housekeeping pass",
-                    extra={"idempotency_keys": report.idempotency_keys, "notifications": report.notifications},
-                )
+    def _background_pass(self) -> None:
+        """One pass of the background loop, logged when it deleted anything."""
+        report = self.run_once()
+        if report.idempotency_keys or report.notifications:
+            logger.info(
+                "housekeeping pass",
+                extra={"idempotency_keys": report.idempotency_keys, "notifications": report.notifications},
+            )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop after the batch in progress."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
+        self._loop.stop(timeout)

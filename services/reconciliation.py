@@ -52,6 +52,7 @@ from services.holds import EXPIRE, HoldService, action_outcome
 from services.notification_service import Outbox
 from services.payment_queries import SELECT_PAYMENT
 from services.refund_service import gateway_refund, settle_refund
+from utils.background import PeriodicTask
 from utils.logger import get_logger
 from utils.metrics import RECONCILIATIONS
 
@@ -241,8 +242,7 @@ class Reconciler:
         self.charges = charges
         self.holds = holds
         self.outbox = outbox
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = PeriodicTask("reconciler", config.RECONCILE_INTERVAL, self._background_pass)
         # Set when the gateway fails to answer during a pass: the rest of that pass backs off without
         # asking, rather than waiting out a timeout per row while the rows it leased wait.
         self._gateway_down = False
@@ -554,29 +554,14 @@ class Reconciler:
 
     def start(self) -> None:
         """Run a pass every RECONCILE_INTERVAL seconds in a daemon thread (not when the interval is 0)."""
-        if self.config.RECONCILE_INTERVAL <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        """Pass after pass until stopped; an outage skips a pass, never ends the loop."""
-        while not self._stop.wait(self.config.RECONCILE_INTERVAL):
-            try:
-                report = self.run_once()
-            except DatabaseUnavailableError:
-                logger.warning("reconciliation pass skipped: database unavailable")
-                continue
-            except Exception:
-                logger.exception("reconciliation pass failed")
-                continue
-            if report.decisions:
-                logger.info("reconciliation pass", extra={"counts": report.counts()})
+    def _background_pass(self) -> None:
+        """One pass of the background loop, logged when it decided anything."""
+        report = self.run_once()
+        if report.decisions:
+            logger.info("reconciliation pass", extra={"counts": report.counts()})
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop after the pass in progress."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
+        self._loop.stop(timeout)

@@ -10,7 +10,5 @@ end
 function request()
   counter = counter + 1
   local trip = 3 * (1000000000000 + run * 100000000 + tid * 10000000 + counter)
-  local body = string.format(
-    '{"idempotency_key":"hold-%d-%d-%d","trip_id":%.0f,"method":"CARD","rider_id":7}', run, tid, counter, trip)
-  return wrk.format("POST", "/v1/payments/authorize", {["Content-Type"] = "application/json"}, body)
+  return trip_request("/v1/payments/authorize", "hold", run, counter, trip)
 end

@@ -9,7 +9,5 @@ function request()
   counter = counter + 1
   -- Far above the generated trips; unique per wrk run, thread and request (exact in a double).
   local trip = 1000000000000 + run * 100000000 + tid * 10000000 + counter
-  local body = string.format(
-    '{"idempotency_key":"bench-%d-%d-%d","trip_id":%.0f,"method":"CARD","rider_id":7}', run, tid, counter, trip)
-  return wrk.format("POST", "/v1/payments/charge", {["Content-Type"] = "application/json"}, body)
+  return trip_request("/v1/payments/charge", "bench", run, counter, trip)
 end

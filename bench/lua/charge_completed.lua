@@ -8,7 +8,5 @@ end
 function request()
   counter = counter + 1
   local trip = 3 * (1000000000000 + run * 100000000 + tid * 10000000 + counter) + 1
-  local body = string.format(
-    '{"idempotency_key":"charge-%d-%d-%d","trip_id":%.0f,"method":"CARD","rider_id":7}', run, tid, counter, trip)
-  return wrk.format("POST", "/v1/payments/charge", {["Content-Type"] = "application/json"}, body)
+  return trip_request("/v1/payments/charge", "charge", run, counter, trip)
 end

@@ -13,3 +13,11 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), e.status,
     e.connect + e.read + e.write + e.timeout))
 end
+
+-- A POST of a charge or authorize body for `trip`, with a key unique per run, thread and request
+-- (the scripts that make new trips share it; `counter` is theirs).
+function trip_request(path, key_prefix, run, counter, trip)
+  local body = string.format(
+    '{"idempotency_key":"%s-%d-%d-%d","trip_id":%.0f,"method":"CARD","rider_id":7}', key_prefix, run, tid, counter, trip)
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+end
