@@ -75,15 +75,18 @@ def close_app(app: Flask) -> None:
 
 
 def _app_from_environment() -> Flask:
-    """Create the app from the environment, or exit with the configuration error's message."""
+    """Create the app from the environment, or exit 2 printing each configuration problem on its own line."""
     try:
         return create_app()
     except ConfigError as exc:
-        sys.stderr.write(f"configuration error: {exc}\n")
+        sys.stderr.write("".join(f"{line}\n" for line in exc.lines()))
         raise SystemExit(2) from None
 
 
-_shared_app = functools.cache(_app_from_environment)
+# Under gunicorn the ConfigError itself propagates from `app:app`: a worker that fails to import its
+# app exits with WORKER_BOOT_ERROR and the master then stops, instead of booting workers forever as
+# it does after a worker's plain exit(2). gunicorn.conf.py checks the settings before any worker.
+_shared_app = functools.cache(create_app)
 
 
 def __getattr__(name: str) -> Flask:

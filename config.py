@@ -28,6 +28,8 @@ _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Start-up refuses fare settings under which a trip this long, at the highest configured surge
 # level, would price above the largest storable amount (longer trips get 400 fare_out_of_range).
 ORDINARY_TRIP_KM = Decimal("1000")
+# The largest surge multiplier a level may have (surge pricing beyond 10x is a configuration slip).
+MAX_SURGE = Decimal(10)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -35,7 +37,16 @@ _SPEC = "setting"  # the key of a field's metadata that holds its Setting
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
+    """Configuration values are missing, invalid or unsafe; one problem per line, each naming its variable."""
+
+    def __init__(self, *problems: str) -> None:
+        """Keep every problem, so one start shows them all rather than the first alone."""
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+    def lines(self) -> list[str]:
+        """The problems as the service prints them when it refuses to start."""
+        return [f"configuration error: {problem}" for problem in self.problems]
 
 
 # --- kinds of setting: how a value is read from text, checked as a Python value, and shown ----------
@@ -294,8 +305,30 @@ def _check_api_keys(setting: Setting, value: Any) -> dict[str, str]:
     return digests
 
 
+def _read_webhook_secrets(setting: Setting, text: str) -> tuple[str, ...]:
+    """Comma-separated Stripe endpoint signing secrets (`whsec_...`); several during a rotation."""
+    secrets = tuple(part.strip() for part in text.split(","))
+    for position, secret in enumerate(secrets, start=1):
+        # Never echo a secret back: name its position only.
+        if not secret.startswith("whsec_") or len(secret) <= len("whsec_"):
+            raise ConfigError(
+                f"{setting.name} entry {position} is not a Stripe webhook signing secret (whsec_...);"
+                " separate several with commas"
+            )
+    if len(set(secrets)) != len(secrets):
+        raise ConfigError(f"{setting.name} names the same secret twice")
+    return secrets
+
+
+def _check_webhook_secrets(setting: Setting, value: Any) -> tuple[str, ...]:
+    """A tuple of `whsec_` secrets, as the environment's text would give."""
+    if not isinstance(value, tuple) or not all(isinstance(secret, str) for secret in value):
+        raise ConfigError(f"{setting.name} must be a tuple of strings such as ('whsec_...',)")
+    return _read_webhook_secrets(setting, ",".join(value)) if value else ()
+
+
 def _valid_multiplier(multiplier: Any) -> bool:
-    return isinstance(multiplier, Decimal) and multiplier.is_finite() and Decimal(0) < multiplier <= 10
+    return isinstance(multiplier, Decimal) and multiplier.is_finite() and Decimal(0) < multiplier <= MAX_SURGE
 
 
 def _read_surge(setting: Setting, text: str) -> dict[str, Decimal]:
@@ -308,8 +341,13 @@ def _read_surge(setting: Setting, text: str) -> dict[str, Decimal]:
             multiplier = Decimal(factor.strip())
         except InvalidOperation:
             multiplier = Decimal("NaN")
-        if not sep or not level or not _valid_multiplier(multiplier):
+        if not sep or not level or not multiplier.is_finite():
             raise ConfigError(f"{setting.name} must look like 'LOW:1.0,MEDIUM:1.2,HIGH:1.5', got {text!r}")
+        if not _valid_multiplier(multiplier):
+            raise ConfigError(
+                f"{setting.name}: the multiplier of {level} must be above 0 and at most {MAX_SURGE},"
+                f" got {factor.strip()}"
+            )
         table[level] = multiplier
     return table
 
@@ -323,7 +361,7 @@ def _check_surge(setting: Setting, value: Any) -> dict[str, Decimal]:
         or not all(_valid_multiplier(multiplier) for multiplier in value.values())
     ):
         raise ConfigError(
-            f"{setting.name} must map upper-case levels to Decimal multipliers in (0, 10]"
+            f"{setting.name} must map upper-case levels to Decimal multipliers above 0 and at most {MAX_SURGE}"
             f" such as {{'LOW': Decimal('1.0')}}, got {value!r}"
         )
     return dict(value)
@@ -347,6 +385,7 @@ CURRENCY_CODE = Kind(_read_currency, _checked_text(_read_currency))
 POSTGRES_URL = Kind(_read_database_url, _checked_text(_read_database_url))
 KEY_DIGESTS = Kind(_read_api_keys, _check_api_keys)
 SURGE_TABLE = Kind(_read_surge, _check_surge, _show_surge)
+WEBHOOK_SECRETS = Kind(_read_webhook_secrets, _check_webhook_secrets)
 
 
 def setting(
@@ -385,6 +424,15 @@ class Config:
     SERVICE_NAME: str = setting(TEXT, "payment-service", "name in `/health` and on receipts", from_env=False)
     VERSION: str = setting(TEXT, "1.0.0", "version in `/health`", from_env=False)
 
+    APP_ENV: str = setting(
+        CHOICE,
+        "development",
+        "`development` or `production`; in `production` the service refuses to start with a setting unsafe for"
+        " real money (the simulator, the mock trip, `DEBUG`, no `API_KEYS`, no `NOTIFY_SIGNING_SECRET`, Stripe"
+        " without `STRIPE_WEBHOOK_SECRETS`), printing one line per problem; `python manage.py check --deploy`"
+        " lists them without starting",
+        choices=("development", "production"),
+    )
     SERVICE_PORT: int = setting(
         INTEGER,
         8082,
@@ -584,6 +632,13 @@ class Config:
     STRIPE_API_BASE: str | None = setting(
         HTTP_URL, None, "Stripe API address; unset: Stripe itself; set for a local server such as localstripe"
     )
+    STRIPE_WEBHOOK_SECRETS: tuple[str, ...] = setting(
+        WEBHOOK_SECRETS,
+        (),
+        "Stripe webhook endpoint signing secrets (`whsec_...`), comma-separated, several while one is rotated;"
+        " required with `GATEWAY=stripe` in production (the webhook endpoint that uses them is planned)",
+        secret=True,
+    )
     RECONCILE_INTERVAL: float = setting(
         NUMBER,
         60.0,
@@ -642,19 +697,27 @@ class Config:
     TESTING: bool = setting(BOOLEAN, False, "Flask's testing mode (set by the test suite)", from_env=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, refuse_unsafe: bool = True) -> Config:
         """Build a Config from `env` (default: `.env` merged under os.environ); raise ConfigError if invalid.
 
-        A variable that is unset or blank takes its default.
+        A variable that is unset or blank takes its default. Every invalid value is reported at once, one
+        line each; then contradictions between settings, and (in production, unless `refuse_unsafe` is
+        False) settings unsafe for real money.
         """
         env = load_environment() if env is None else env
         values: dict[str, Any] = {}
+        problems: list[str] = []
         for spec in SETTINGS:
             text = env.get(spec.name) if spec.from_env else None
             if text is not None and text.strip():
-                values[spec.name] = spec.read(text.strip())
+                try:
+                    values[spec.name] = spec.read(text.strip())
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(*problems)
         config = cls(**values)
-        config.check_consistency()
+        config.check_consistency(refuse_unsafe=refuse_unsafe)
         return config
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
@@ -672,39 +735,104 @@ class Config:
         config.check_consistency()
         return config
 
-    def check_consistency(self) -> None:
-        """Refuse combinations of settings that each look valid alone."""
-        self.check_fares()
+    def check_consistency(self, *, refuse_unsafe: bool = True) -> None:
+        """Refuse contradictory settings in any mode, and unsafe ones in production; every problem at once."""
+        problems = self.contradictions()
+        if refuse_unsafe and self.APP_ENV == "production":
+            problems += self.production_findings()
+        if problems:
+            raise ConfigError(*problems)
+
+    def contradictions(self) -> list[str]:
+        """Combinations of settings that each look valid alone but cannot work together."""
+        problems = self.fare_problems()
         if self.GATEWAY == "stripe" and not self.STRIPE_API_KEY:
-            raise ConfigError("STRIPE_API_KEY is required when GATEWAY=stripe (a secret key such as sk_test_...)")
+            problems.append("STRIPE_API_KEY is required when GATEWAY=stripe (a secret key such as sk_test_...)")
         if self.STRIPE_API_KEY and not self.STRIPE_API_KEY.startswith(("sk_", "rk_")):
-            raise ConfigError(
+            problems.append(
                 "STRIPE_API_KEY must be a secret (sk_...) or restricted (rk_...) key; a publishable pk_ key cannot"
                 " charge"
             )
+        if self.GATEWAY == "simulator" and self.STRIPE_API_KEY:
+            problems.append(
+                "STRIPE_API_KEY is set but GATEWAY is simulator (its default): no card would reach Stripe; set"
+                " GATEWAY=stripe, or unset STRIPE_API_KEY"
+            )
         if self.RECONCILE_NO_RECORD_AFTER < self.RECONCILE_MIN_AGE:
-            raise ConfigError(
+            problems.append(
                 f"RECONCILE_NO_RECORD_AFTER ({self.RECONCILE_NO_RECORD_AFTER:g}) must not be below RECONCILE_MIN_AGE"
                 f" ({self.RECONCILE_MIN_AGE:g}): a payment cannot be unknown to the gateway before it is looked up"
             )
+        if self.GATEWAY == "stripe" and self.RECONCILE_MIN_AGE <= self.GATEWAY_TIMEOUT:
+            problems.append(
+                f"RECONCILE_MIN_AGE ({self.RECONCILE_MIN_AGE:g}) must be above GATEWAY_TIMEOUT"
+                f" ({self.GATEWAY_TIMEOUT:g}) with GATEWAY=stripe: reconciliation would look up a payment whose"
+                " charge may still be waiting for Stripe's answer"
+            )
+        if self.NOTIFY_BACKOFF_BASE > self.NOTIFY_BACKOFF_MAX:
+            problems.append(
+                f"NOTIFY_BACKOFF_BASE ({self.NOTIFY_BACKOFF_BASE:g}) must not be above NOTIFY_BACKOFF_MAX"
+                f" ({self.NOTIFY_BACKOFF_MAX:g}), the cap of every retry delay"
+            )
+        return problems
 
-    def check_fares(self) -> None:
-        """Refuse fare settings under which an ordinary trip could not be stored as a payment."""
+    def production_findings(self) -> list[str]:
+        """Settings that are fine for trying the service but unsafe with real riders and real money."""
+        findings = []
+        if self.GATEWAY == "simulator":
+            findings.append(
+                "GATEWAY is simulator (also its default): it moves no money and declines a share of card charges"
+                " at random; set GATEWAY=stripe"
+            )
+        if self.TRIP_SERVICE_MOCK:
+            findings.append(
+                "TRIP_SERVICE_MOCK=true prices a made-up 10.5 km trip whenever the trip service cannot answer;"
+                " set it to false"
+            )
+        if self.DEBUG:
+            findings.append("DEBUG=true is for development (readable logs, not JSON); set it to false")
+        if not self.API_KEYS:
+            findings.append("API_KEYS is not set: every /v1 route would be open to anyone; give each client its key")
+        if not self.NOTIFY_SIGNING_SECRET:
+            findings.append(
+                "NOTIFY_SIGNING_SECRET is not set: notifications would go out unsigned, so receivers cannot tell"
+                " them from forgeries"
+            )
+        if self.GATEWAY == "stripe" and not self.STRIPE_WEBHOOK_SECRETS:
+            findings.append(
+                "STRIPE_WEBHOOK_SECRETS is not set with GATEWAY=stripe: Stripe's events (disputes, late"
+                " outcomes) could not be verified; set the endpoint's whsec_ secret"
+            )
+        return findings
+
+    def deploy_findings(self) -> list[str]:
+        """Everything `manage.py check --deploy` reports: contradictions, unsafe settings, and the mode itself."""
+        findings = self.contradictions() + self.production_findings()
+        if self.APP_ENV != "production":
+            findings.append(
+                "APP_ENV is development (its default): the service would start with unsafe settings instead of"
+                " refusing them; set APP_ENV=production"
+            )
+        return findings
+
+    def fare_problems(self) -> list[str]:
+        """Fare settings under which an ordinary trip could not be stored as a payment."""
         level, surge = max(self.SURGE_MULTIPLIERS.items(), key=lambda item: item[1])
         fare = to_cents((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge)
         if fare > MAX_AMOUNT:
-            raise ConfigError(
+            return [
                 f"BASE_FARE + {ORDINARY_TRIP_KM} km x RATE_PER_KM at the highest SURGE_MULTIPLIERS level"
                 f" ({level} {surge}) is {fare}, above the largest payment amount {MAX_AMOUNT}:"
                 " lower BASE_FARE or RATE_PER_KM"
-            )
+            ]
         hold = to_cents((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge * self.HOLD_MULTIPLIER)
         if hold > MAX_AMOUNT:
-            raise ConfigError(
+            return [
                 f"The hold of a {ORDINARY_TRIP_KM} km trip at the highest SURGE_MULTIPLIERS level x HOLD_MULTIPLIER"
                 f" ({self.HOLD_MULTIPLIER}) is {hold}, above the largest payment amount {MAX_AMOUNT}:"
                 " lower HOLD_MULTIPLIER, BASE_FARE or RATE_PER_KM"
-            )
+            ]
+        return []
 
     def get_database_uri(self) -> str:
         """Return the libpq connection URI (DATABASE_URL when given, else built from DB_*)."""

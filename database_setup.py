@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING", json_lines=False, stream=sys.stderr)  # stdout is the set-up's report
     env = load_environment()
     try:
-        config = Config.from_env(env)
+        # Setting up the database moves no money and serves nobody: production's refusals (API keys,
+        # signing secret...) are the service's to make when it starts, not the migration Job's.
+        config = Config.from_env(env, refuse_unsafe=False)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print("\n".join(exc.lines()), file=sys.stderr)
         return 2
     csv_path = None if args.no_seed else (args.csv or Path(env.get("SEED_CSV") or DEFAULT_CSV))
     try:

@@ -9,6 +9,7 @@ import gc
 import glob
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -76,7 +77,12 @@ _made: dict[str, str] = {}
 
 
 def on_starting(server: Any) -> None:
-    """Give prometheus_client a fresh multiprocess directory before any worker starts."""
+    """Refuse invalid or unsafe settings, then give prometheus_client a fresh multiprocess directory.
+
+    Both happen in the master before any worker starts: a worker that found a configuration error
+    would exit, and the master would boot another in its place, forever.
+    """
+    check_settings()
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         # Our own directory for this master; removed again in on_exit.
@@ -88,6 +94,18 @@ def on_starting(server: Any) -> None:
     for leftover in glob.glob(os.path.join(path, "*.db")):
         os.remove(leftover)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def check_settings() -> None:
+    """Exit 2 with one line per configuration problem (the service's own check, as `python app.py` does)."""
+    from config import Config, ConfigError
+
+    try:
+        Config.from_env()
+    except ConfigError as exc:
+        sys.stderr.write("".join(f"{line}\n" for line in exc.lines()))
+        sys.stderr.flush()
+        raise SystemExit(2) from None
 
 
 def on_exit(server: Any) -> None:

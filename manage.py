@@ -7,9 +7,11 @@ Usage:
   python manage.py dead-notifications [--limit N]  list notifications that ran out of attempts
   python manage.py requeue-notifications (--all | ID...)  make dead notifications due again
   python manage.py reconcile [--once] [--dry-run]  settle PENDING payments and refunds against the gateway
+  python manage.py check [--deploy]                check the settings (--deploy: as for production); no database
 
 Exit status: 0 done; 1 the database failed (the message names host:port/database and why, never
-the password) or an ID was not a dead notification; 2 bad arguments (usage on stderr) or settings.
+the password), an ID was not a dead notification, or `check` found a problem; 2 bad arguments (usage
+on stderr) or settings.
 """
 
 from __future__ import annotations
@@ -225,7 +227,37 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument(
         "--dry-run", action="store_true", help="one pass that only says what it would do: no writes, no money moved"
     )
+    check = commands.add_parser(
+        "check",
+        help="check the settings without starting anything (--deploy: as for production)",
+        description="Read the settings as the service would and print every problem, one line each, without"
+        " touching the database. With --deploy, also every setting unsafe for a production deployment, whatever"
+        " APP_ENV says (after Django's check --deploy). Exits 1 when there is a finding, 0 otherwise.",
+    )
+    check.add_argument(
+        "--deploy", action="store_true", help="also report what APP_ENV=production would refuse, and the mode itself"
+    )
     return parser
+
+
+def check_settings(deploy: bool) -> int:
+    """Print every problem of the environment's settings (for production with `deploy`); 1 if any."""
+    try:
+        config = Config.from_env(refuse_unsafe=False)
+    except ConfigError as exc:
+        findings = exc.problems  # unreadable values: the rest cannot be judged until they are fixed
+    else:
+        findings = config.deploy_findings() if deploy else config.contradictions()
+        if not deploy and config.APP_ENV == "production":
+            findings += config.production_findings()
+    for finding in findings:
+        print(f"finding: {finding}")
+    scope = "a production deployment" if deploy else "this environment"
+    if findings:
+        print(f"{len(findings)} finding{'s' if len(findings) != 1 else ''} for {scope}")
+        return 1
+    print(f"no findings for {scope}")
+    return 0
 
 
 def database_failure(config: Config, exc: Exception) -> str:
@@ -273,10 +305,12 @@ def main(argv: list[str] | None = None) -> int:
             args.usage_error(f"at most {MAX_IDS} IDs at once (or --all)")
 
     configure_logging("WARNING", json_lines=False, stream=sys.stderr)  # stdout is the command's output
+    if args.command == "check":
+        return check_settings(args.deploy)
     try:
         config = Config.from_env()
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print("\n".join(exc.lines()), file=sys.stderr)
         return 2
     try:
         return run(config, args)

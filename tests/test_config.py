@@ -201,10 +201,13 @@ def test_no_secret_has_a_default_and_none_shows_in_repr() -> None:
             "NOTIFY_SIGNING_SECRET": "whsec_hidden",
             "GATEWAY": "stripe",
             "STRIPE_API_KEY": "sk_test_hidden",
+            "STRIPE_WEBHOOK_SECRETS": "whsec_webhookhidden",
         }
     )
 
-    assert secrets == {"DB_PASS", "API_KEYS", "NOTIFY_SIGNING_SECRET", "STRIPE_API_KEY"}
+    assert secrets == {"DB_PASS", "API_KEYS", "NOTIFY_SIGNING_SECRET", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRETS"}
+    assert "whsec_webhookhidden" not in repr(config)
+    assert Config.from_env({}).STRIPE_WEBHOOK_SECRETS == ()
     assert Config.from_env({}).STRIPE_API_KEY is None
     assert "sk_test_hidden" not in repr(config)
     assert Config.from_env({}).DB_PASS is None
@@ -370,3 +373,98 @@ def test_a_publishable_stripe_key_is_refused_naming_the_setting() -> None:
 def test_no_record_after_below_the_minimum_age_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"RECONCILE_NO_RECORD_AFTER \(60\) must not be below RECONCILE_MIN_AGE"):
         Config.from_env({"RECONCILE_MIN_AGE": "120", "RECONCILE_NO_RECORD_AFTER": "60"})
+
+
+def test_every_invalid_value_is_reported_at_once_one_line_each() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({"DB_POOL_SIZE": "0", "LOG_LEVEL": "LOUD", "SERVICE_PORT": "http"})
+
+    assert len(refused.value.problems) == 3
+    assert [line.split(" ")[2] for line in refused.value.lines()] == ["SERVICE_PORT", "LOG_LEVEL", "DB_POOL_SIZE"]
+    assert all(line.startswith("configuration error: ") for line in refused.value.lines())
+
+
+def test_a_surge_multiplier_out_of_range_is_refused_saying_the_range() -> None:
+    with pytest.raises(ConfigError, match=r"multiplier of HIGH must be above 0 and at most 10, got 1000"):
+        Config.from_env({"SURGE_MULTIPLIERS": "LOW:1.0,HIGH:1000"})
+
+
+def test_reconciling_before_a_stripe_call_can_have_timed_out_is_refused() -> None:
+    stripe = {"GATEWAY": "stripe", "STRIPE_API_KEY": "sk_test_x"}
+
+    with pytest.raises(ConfigError, match=r"RECONCILE_MIN_AGE \(1\) must be above GATEWAY_TIMEOUT \(10\)"):
+        Config.from_env({**stripe, "RECONCILE_MIN_AGE": "1", "GATEWAY_TIMEOUT": "10"})
+    assert Config.from_env({**stripe, "RECONCILE_MIN_AGE": "11", "GATEWAY_TIMEOUT": "10"}).RECONCILE_MIN_AGE == 11
+    # The simulator answers from the service's own database: no call is ever left waiting.
+    assert Config.from_env({"RECONCILE_MIN_AGE": "1"}).RECONCILE_MIN_AGE == 1
+
+
+def test_a_first_retry_delay_above_its_cap_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"NOTIFY_BACKOFF_BASE \(10\) must not be above NOTIFY_BACKOFF_MAX \(5\)"):
+        Config.from_env({"NOTIFY_BACKOFF_BASE": "10", "NOTIFY_BACKOFF_MAX": "5"})
+
+
+def test_a_stripe_key_with_the_simulator_is_refused_in_any_mode() -> None:
+    for mode in ("development", "production"):
+        with pytest.raises(ConfigError, match="STRIPE_API_KEY is set but GATEWAY is simulator"):
+            Config.from_env({"APP_ENV": mode, "STRIPE_API_KEY": "sk_live_x"})
+    with pytest.raises(ConfigError, match="STRIPE_API_KEY is set but GATEWAY is simulator"):
+        Config.from_env({"GATEWAY": "simulator", "STRIPE_API_KEY": "sk_live_x"})
+
+
+PRODUCTION = {
+    "APP_ENV": "production",
+    "GATEWAY": "stripe",
+    "STRIPE_API_KEY": "sk_live_x",
+    "STRIPE_WEBHOOK_SECRETS": "whsec_a",
+    "API_KEYS": "trips:k1",
+    "NOTIFY_SIGNING_SECRET": "signing-secret",
+}
+
+
+def test_production_with_safe_settings_starts() -> None:
+    config = Config.from_env(PRODUCTION)
+
+    assert config.APP_ENV == "production"
+    assert config.deploy_findings() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "setting"),
+    [
+        ({"GATEWAY": "simulator", "STRIPE_API_KEY": ""}, "GATEWAY is simulator"),
+        ({"GATEWAY": "", "STRIPE_API_KEY": ""}, "GATEWAY is simulator (also its default)"),
+        ({"TRIP_SERVICE_MOCK": "true"}, "TRIP_SERVICE_MOCK=true"),
+        ({"DEBUG": "true"}, "DEBUG=true"),
+        ({"API_KEYS": ""}, "API_KEYS is not set"),
+        ({"NOTIFY_SIGNING_SECRET": ""}, "NOTIFY_SIGNING_SECRET is not set"),
+        ({"STRIPE_WEBHOOK_SECRETS": ""}, "STRIPE_WEBHOOK_SECRETS is not set with GATEWAY=stripe"),
+    ],
+)
+def test_production_refuses_each_unsafe_setting_naming_it(change: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({**PRODUCTION, **change})
+
+    assert len(refused.value.problems) == 1
+    assert refused.value.problems[0].startswith(setting)
+    # The same settings only warn nobody in development: the mode is what refuses them.
+    assert Config.from_env({**PRODUCTION, **change, "APP_ENV": "development"}).APP_ENV == "development"
+
+
+def test_production_lists_every_unsafe_setting_at_once() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({"APP_ENV": "production", "DEBUG": "true", "TRIP_SERVICE_MOCK": "true"})
+
+    named = [problem.split(" ")[0].split("=")[0] for problem in refused.value.problems]
+    assert named == ["GATEWAY", "TRIP_SERVICE_MOCK", "DEBUG", "API_KEYS", "NOTIFY_SIGNING_SECRET"]
+
+
+def test_webhook_secrets_take_several_for_a_rotation_and_never_echo_a_bad_one() -> None:
+    config = Config.from_env({"STRIPE_WEBHOOK_SECRETS": "whsec_old, whsec_new"})
+    assert config.STRIPE_WEBHOOK_SECRETS == ("whsec_old", "whsec_new")
+
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRETS entry 2 is not") as refused:
+        Config.from_env({"STRIPE_WEBHOOK_SECRETS": "whsec_old,sk_live_oops"})
+    assert "sk_live_oops" not in str(refused.value)
+    with pytest.raises(ConfigError, match="names the same secret twice"):
+        Config.from_env({"STRIPE_WEBHOOK_SECRETS": "whsec_a,whsec_a"})

@@ -270,3 +270,37 @@ def test_the_trip_of_a_settled_loaded_payment_can_be_charged_again(
 
     assert (blocked.status_code, blocked.get_json()["code"]) == (409, "trip_already_paid")
     assert (charged.status_code, charged.get_json()["status"]) == (201, "SUCCESS")
+
+
+def test_check_needs_no_database_and_finds_nothing_wrong_with_the_defaults(base_config: Config) -> None:
+    result = run_manage(unreachable(base_config), "check")
+
+    assert (result.returncode, result.stdout.strip()) == (0, "no findings for this environment")
+
+
+def test_check_deploy_prints_every_finding_for_production_and_exits_1(base_config: Config) -> None:
+    env = database_env(unreachable(base_config), DEBUG="true")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    findings = [line.removeprefix("finding: ") for line in result.stdout.splitlines() if line.startswith("finding: ")]
+    assert [finding.split(" ")[0].split("=")[0] for finding in findings] == [
+        "GATEWAY", "DEBUG", "API_KEYS", "NOTIFY_SIGNING_SECRET", "APP_ENV",
+    ]  # fmt: skip
+    assert result.stdout.splitlines()[-1] == "5 findings for a production deployment"
+
+
+def test_check_reports_unreadable_settings_as_findings_without_a_traceback(base_config: Config) -> None:
+    env = {**database_env(unreachable(base_config)), "DB_POOL_SIZE": "0", "LOG_LEVEL": "LOUD"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "finding: LOG_LEVEL must be one of" in result.stdout
+    assert "finding: DB_POOL_SIZE must be between 1 and 500, got 0" in result.stdout
+    assert "Traceback" not in result.stderr

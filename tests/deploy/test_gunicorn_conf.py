@@ -5,10 +5,14 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.helpers import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +110,42 @@ def test_a_worker_freezes_what_it_built_at_start_so_full_collections_skip_it(mon
         assert gc.get_count()[2] == 0  # collected first, so nothing young is frozen with garbage in it
     finally:
         gc.unfreeze()
+
+
+def run_gunicorn(env: dict[str, str], config_file: str = "gunicorn.conf.py") -> subprocess.CompletedProcess[str]:
+    """Start gunicorn as an operator would and wait for it to exit (a run that never exits fails the test)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", config_file, "app:app", "-b", f"127.0.0.1:{closed_port()}"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_configuration_error_stops_gunicorn_before_any_worker_starts() -> None:
+    result = run_gunicorn({"API_KEYS": "trips:same-key,rides:same-key"})
+
+    assert result.returncode == 2
+    assert "configuration error: API_KEYS gives 'trips' and 'rides' the same key" in result.stderr
+    assert "Booting worker" not in result.stdout + result.stderr
+
+
+def test_every_unsafe_production_setting_stops_gunicorn_with_one_line_each() -> None:
+    result = run_gunicorn({"APP_ENV": "production", "TRIP_SERVICE_MOCK": "true"})
+
+    assert result.returncode == 2
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("configuration error: ")]
+    named = [line.removeprefix("configuration error: ").split(" ")[0].split("=")[0] for line in refusals]
+    assert named == ["GATEWAY", "TRIP_SERVICE_MOCK", "API_KEYS", "NOTIFY_SIGNING_SECRET"]
+
+
+def test_without_the_config_file_a_worker_that_cannot_configure_stops_the_master() -> None:
+    # An operator's own gunicorn command line without -c gunicorn.conf.py: the worker fails to boot
+    # (exit 3), which gunicorn's master takes as a reason to stop rather than boot another.
+    result = run_gunicorn({"API_KEYS": "trips:same-key,rides:same-key"}, config_file="/dev/null")
+
+    assert result.returncode == 3
+    assert "API_KEYS gives 'trips' and 'rides' the same key" in result.stderr
+    assert result.stderr.count("Booting worker") <= 2  # the first workers, never a stream of new ones

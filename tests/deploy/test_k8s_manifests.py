@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from config import SETTINGS
+from config import SETTINGS, Config
 from tests.deploy.test_gunicorn_conf import load_conf
 
 K8S = Path(__file__).resolve().parent.parent.parent / "deploy" / "k8s"
@@ -144,3 +147,77 @@ def test_the_autoscaler_s_largest_fleet_fits_postgresql_s_default_max_connection
 
     assert connections <= 100 - 5  # PostgreSQL's default, with room for the migration Job and operators
     assert int(found["ConfigMap"]["data"]["DB_POOL_SIZE"]) >= load_conf(monkeypatch).threads
+
+
+# A plausible value for each key of the Secret the manifests reference (the Secret itself is not shipped).
+SECRET_EXAMPLES = {
+    "DB_PASS": "database-password",
+    "API_KEYS": "trip-service:a-long-random-key",
+    "NOTIFY_SIGNING_SECRET": "a-long-random-signing-secret",
+    "STRIPE_API_KEY": "sk_live_example",
+    "STRIPE_WEBHOOK_SECRETS": "whsec_example",
+}
+
+
+def pod_environment(kind: str) -> dict[str, str]:
+    """What a pod of `kind` sees: the ConfigMap, its own values, and each Secret key it references."""
+    found = resources()
+    env = dict(found["ConfigMap"]["data"])
+    [container] = pod_containers(found[kind])[:1]
+    for variable in container.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            env[variable["name"]] = SECRET_EXAMPLES[variable["valueFrom"]["secretKeyRef"]["key"]]
+    return env
+
+
+def test_the_shipped_pods_run_in_production_mode_on_stripe_and_pass_check_deploy() -> None:
+    config = Config.from_env(pod_environment("Deployment"))
+
+    assert (config.APP_ENV, config.GATEWAY, config.TRIP_SERVICE_MOCK, config.DEBUG) == (
+        "production", "stripe", False, False,
+    )  # fmt: skip
+    assert config.deploy_findings() == []
+
+
+def test_check_deploy_passes_on_the_shipped_values_and_fails_on_the_simulator() -> None:
+    def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        env.pop("PROMETHEUS_MULTIPROC_DIR")  # the pod's emptyDir; none here
+        return subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy"],
+            cwd=K8S.parent.parent,
+            env={"PATH": os.environ["PATH"], **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    shipped = check_deploy(pod_environment("Deployment"))
+    simulator = check_deploy({**pod_environment("Deployment"), "GATEWAY": "simulator", "STRIPE_API_KEY": ""})
+
+    assert (shipped.returncode, shipped.stdout.strip()) == (0, "no findings for a production deployment")
+    assert simulator.returncode == 1
+    assert simulator.stdout.splitlines()[0].startswith("finding: GATEWAY is simulator")
+
+
+def test_the_migration_job_can_read_its_settings() -> None:
+    config = Config.from_env(pod_environment("Job"), refuse_unsafe=False)
+
+    assert config.GATEWAY == "stripe"
+
+
+def test_every_secret_key_the_manifests_reference_is_in_the_readme_s_command() -> None:
+    readme = (K8S.parent.parent / "README.md").read_text()
+    command = readme[readme.index("kubectl create secret generic payment-service-secrets") :].split("```")[0]
+    referenced = {
+        variable["valueFrom"]["secretKeyRef"]["key"]
+        for kind in ("Deployment", "Job")
+        for container in pod_containers(resources()[kind])
+        for variable in container.get("env", [])
+        if "valueFrom" in variable and "secretKeyRef" in variable["valueFrom"]
+    }
+
+    assert referenced == set(SECRET_EXAMPLES)
+    for key in referenced:
+        assert f"--from-literal={key}=" in command, key
