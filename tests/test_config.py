@@ -397,6 +397,8 @@ def test_reconciling_before_a_stripe_call_can_have_timed_out_is_refused() -> Non
     assert Config.from_env({**stripe, "RECONCILE_MIN_AGE": "11", "GATEWAY_TIMEOUT": "10"}).RECONCILE_MIN_AGE == 11
     # The simulator answers from the service's own database: no call is ever left waiting.
     assert Config.from_env({"RECONCILE_MIN_AGE": "1"}).RECONCILE_MIN_AGE == 1
+    # With the loop off, reconciliation only runs when asked (manage.py reconcile), on any row asked for.
+    assert Config.from_env({**stripe, "RECONCILE_MIN_AGE": "0", "RECONCILE_INTERVAL": "0"}).RECONCILE_MIN_AGE == 0
 
 
 def test_a_first_retry_delay_above_its_cap_is_refused() -> None:

@@ -153,10 +153,12 @@ def test_a_worker_killed_between_the_gateway_answer_and_the_outcome_write_never_
     proxy: GatewayProxy,
     report: Callable[[Verdict], None],
 ) -> None:
-    # GATEWAY_TIMEOUT=10 here: the workers must still be waiting for the slow answer when they are killed.
+    # GATEWAY_TIMEOUT=8 here: the workers must still be waiting for the slow (4 s) answer when they are
+    # killed; RECONCILE_MIN_AGE=9 stays above it, as start-up requires of the reconciliation loop.
     server = fault_server(
-        STRIPE_API_BASE=proxy.url, IDEMPOTENCY_LOCK_TIMEOUT=5, **{**STRIPE_SETTINGS, "GATEWAY_TIMEOUT": 10}
-    )
+        STRIPE_API_BASE=proxy.url, IDEMPOTENCY_LOCK_TIMEOUT=5,
+        **{**STRIPE_SETTINGS, "GATEWAY_TIMEOUT": 8, "RECONCILE_MIN_AGE": 9},
+    )  # fmt: skip
     # Stripe takes the money at once but its answer is slow to come back: the workers die holding it.
     proxy.mode, proxy.only, proxy.hang_seconds = "slow_answer", "/confirm", 4
     clients = ChargeClients(server.url, count=4, extra=CARD, key_deadline=60)
