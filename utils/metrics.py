@@ -11,7 +11,8 @@ from prometheus_client import Counter, Histogram
 
 HTTP_REQUESTS = Counter(
     "http_requests_total",
-    "HTTP requests answered, by method, route template (<unmatched> when no route matched) and status code.",
+    "HTTP requests answered, by method (OTHER for a non-standard one), route template (<unmatched> when no route"
+    " matched) and status code.",
     ["method", "endpoint", "status"],
 )
 HTTP_DURATION = Histogram(

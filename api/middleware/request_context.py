@@ -16,6 +16,10 @@ access_logger = get_logger("payment_service.access")
 
 # A caller's id is echoed only if it is short and printable, so it cannot inject into logs or headers.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Metric labels take the method from this fixed set: anyone can send any token as a method, and each
+# new label value would be a new time series kept until the process exits.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "OTHER"
 
 
 def _begin_request() -> None:
@@ -34,9 +38,10 @@ def _finish_request(response: Response) -> Response:
     duration_ms = round(elapsed * 1000, 2) if elapsed is not None else None
     # The route template (/v1/payments/<payment_id>), never the raw path, keeps label values bounded.
     endpoint = route_template(request.url_rule.rule) if request.url_rule is not None else "<unmatched>"
-    HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    method = request.method if request.method in HTTP_METHODS else OTHER_METHOD
+    HTTP_REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
     if elapsed is not None:
-        HTTP_DURATION.labels(request.method, endpoint).observe(elapsed)
+        HTTP_DURATION.labels(method, endpoint).observe(elapsed)
     access_logger.info(
         "request",
         extra={

@@ -211,3 +211,18 @@ def test_counters_add_up_across_gunicorn_workers(
     assert counted - live_probes == requests_made
     worker_files = {p.name.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}
     assert len(worker_files) >= 2, "all requests went to one worker; the test proved nothing"
+
+
+def test_made_up_http_methods_share_one_label_value_so_they_cannot_grow_the_scrape(client: FlaskClient) -> None:
+    def method_labels() -> set[str]:
+        samples = families(client.get("/metrics/prometheus").get_data(as_text=True))["http_requests"]
+        return {s.labels["method"] for s in samples if s.name == "http_requests_total"}
+
+    method_labels()  # the scrape itself is a GET
+    before = method_labels()
+    answers = {client.open("/v1/payments", method=f"DMIMVZ{n:03d}").status_code for n in range(40)}
+    answers |= {client.open("/nowhere", method="QWERTYUIOPAS").status_code}
+
+    assert answers <= {400, 401, 404, 405}
+    assert method_labels() - before <= {"OTHER"}
+    assert "OTHER" in method_labels()
