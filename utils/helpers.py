@@ -48,11 +48,20 @@ class PaymentJSONProvider(DefaultJSONProvider):
             # JSON number equals the stored Decimal; no arithmetic ever happens on the float.
             return float(o)
         if isinstance(o, datetime):
-            # UTC whatever the session's time zone (a pooler's server connection may not be in UTC).
-            return (o.astimezone(UTC) if o.tzinfo is not None else o).isoformat()
+            return in_utc(o).isoformat()
         if isinstance(o, date):
             return o.isoformat()
         return DefaultJSONProvider.default(o)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """The same instant in UTC: a session (or a pooler's server connection) may hand times in its own zone."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+
+
+def utc_text(moment: datetime, pattern: str = "%d %b %Y, %H:%M UTC") -> str:
+    """A time as a page shows it, always in UTC (the label says so; the value must be so too)."""
+    return in_utc(moment).strftime(pattern)
 
 
 def dump_json(value: Any) -> str:

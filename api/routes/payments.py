@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
@@ -21,7 +22,7 @@ from api.validation import (
 from models.money import format_money
 from services.idempotency_service import Outcome
 from utils.errors import PaymentNotFoundError
-from utils.helpers import parse_positive_id
+from utils.helpers import in_utc, parse_positive_id, utc_text
 
 bp = Blueprint("payments", __name__, url_prefix="/v1")
 
@@ -137,7 +138,13 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
         driver=data.get("driver"),
         fare_label=FARE_LABELS.get(fare.get("type"), "Payment"),
         money=format_money,
+        when=_receipt_time,
     )
+
+
+def _receipt_time(moment: datetime, pattern: str | None = "%d %b %Y, %H:%M UTC") -> str:
+    """Every time the page prints, in UTC (`pattern` None: ISO 8601, as the JSON writes it)."""
+    return in_utc(moment).isoformat() if pattern is None else utc_text(moment, pattern)
 
 
 @bp.get("/payments/<payment_id:payment_id>/receipt")

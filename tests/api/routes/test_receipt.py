@@ -294,3 +294,31 @@ def test_errors_stay_json_when_html_is_asked_for(charge_client: FlaskClient) -> 
     response = receipt(charge_client, 31337, headers=HTML)
 
     assert (response.status_code, response.mimetype) == (404, "application/json")
+
+
+def test_every_time_on_the_html_receipt_is_utc_whatever_the_session_s_time_zone(
+    make_app: Callable[..., Flask],
+    insert_payment: Callable[..., int],
+    db: psycopg2.extensions.connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pooler without connect_query hands out sessions in the server's own zone: PGTZ does the same here.
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")
+    app = make_app(DB_SESSION_OPTIONS=False, GATEWAY_SUCCESS_RATE=1.0)
+    payment_id = insert_payment(amount=Decimal("31.25"))  # made 2025-11-03 11:23 UTC, 16:53 in Kolkata
+    with db.cursor() as cur:
+        cur.execute("UPDATE payments SET created_at = '2025-11-03 23:40:00+00' WHERE payment_id = %s", (payment_id,))
+    client = app.test_client()
+    client.post(f"/v1/payments/{payment_id}/refund", json={"amount": 1.25})
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE payment_refunds SET created_at = '2025-11-04 22:00:00+00' WHERE payment_id = %s", (payment_id,)
+        )
+
+    page = receipt(client, payment_id, headers=HTML).get_data(as_text=True)
+    generated = receipt(client, payment_id).get_json()["generated_at"]
+
+    assert "Paid on</dt><dd>03 Nov 2025, 23:40 UTC" in page  # 04 Nov, 05:10 in Kolkata
+    assert "04 Nov 2025" in page and "05 Nov 2025" not in page  # the refund's day in UTC
+    assert "+05:30" not in page
+    assert f"Generated {generated}" in page  # the JSON's UTC instant, same text
