@@ -121,6 +121,19 @@ class DatabaseUnavailableError(DomainError):
         super().__init__(message)
 
 
+class IdsExhaustedError(DatabaseUnavailableError):
+    """A table's id sequence has reached its maximum: no new row of that kind can be written."""
+
+    code = "ids_exhausted"
+
+    def __init__(self) -> None:
+        """Say so without the SQL: nothing was written, and only an operator can make room."""
+        super().__init__(
+            "The payment database has run out of ids for new records; nothing was written. An operator must"
+            " make room (see the README's operator notes) before new payments can be stored."
+        )
+
+
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 
 
@@ -258,6 +271,12 @@ class ConnectionPool:
                 extra={"error": str(exc).strip()},
             )
             raise DatabaseUnavailableError() from exc
+        except psycopg2.errors.SequenceGeneratorLimitExceeded as exc:
+            # Not the client's fault and not a bug of ours: the data left the sequence no room (e.g.
+            # a loaded id near the top of BIGINT). Retryable only once an operator acts: 503, logged.
+            broken = not self._rolled_back(conn)
+            logger.error("an id sequence is exhausted: new rows cannot be stored", extra={"error": str(exc).strip()})
+            raise IdsExhaustedError() from exc
         except BROKEN_CONNECTION_ERRORS as exc:
             # OperationalError also covers a statement timeout, a lock timeout or a deadlock, after
             # which the session is fine; only a connection that is gone (psycopg2 marks it closed)

@@ -25,6 +25,10 @@ EXPECTED_HEADER = ["payment_id", "trip_id", "amount", "method", "status", "refer
 # The project's own file adds the refunded amount, which the reference format cannot express.
 EXTENDED_HEADER = [*EXPECTED_HEADER, "amount_refunded"]
 _INT_RE = re.compile(r"^[0-9]{1,19}$")
+# The id sequence continues after the largest loaded id, so an id near the top of BIGINT would leave
+# it no room (one at 9223372036854775807 made every later charge fail). Up to 10^15 leaves room for
+# over 9 * 10^18 new payments, and every id stays exact in JavaScript clients (below 2^53).
+MAX_LOADED_PAYMENT_ID = 10**15
 _REFERENCE_RE = re.compile(r"^[\x21-\x7e]{1,100}$")
 
 # A row whose payment_id is already present is left as it is, so a second load changes nothing. The one
@@ -142,7 +146,8 @@ def _parse_timestamp(value: str, line: int) -> datetime:
 def parse_csv(path: Path, currency: str) -> list[dict[str, object]]:
     """Read and validate the whole file; raise SeedError naming the first bad line."""
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        # utf-8-sig: a byte-order mark, as spreadsheet programs write at the start, is read as nothing.
+        handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise SeedError(f"cannot read {path}: {exc.strerror}") from None
     rows: list[dict[str, object]] = []
@@ -187,6 +192,11 @@ def _parse_row(
     raw_id, raw_trip, raw_amount, raw_method, raw_status, reference, raw_created = record[:width]
     raw_refunded = record[width] if len(record) > width else None
     payment_id = _parse_int(raw_id, "payment_id", line)
+    if payment_id > MAX_LOADED_PAYMENT_ID:
+        raise SeedError(
+            f"line {line}: payment_id {payment_id} is above {MAX_LOADED_PAYMENT_ID:,}: new payments take ids after"
+            " the largest one loaded, so a larger id leaves them too little room"
+        )
     trip_id = _parse_int(raw_trip, "trip_id", line)
     amount = _parse_money(raw_amount, "amount", line)
     if amount == 0:

@@ -12,7 +12,7 @@ import pytest
 from psycopg2 import sql
 
 from config import Config
-from database.seed import EXPECTED_HEADER, EXTENDED_HEADER, SeedError, load_csv, parse_csv
+from database.seed import EXPECTED_HEADER, EXTENDED_HEADER, MAX_LOADED_PAYMENT_ID, SeedError, load_csv, parse_csv
 from database_setup import DEFAULT_CSV
 
 HEADER = ",".join(EXPECTED_HEADER)
@@ -150,6 +150,9 @@ def test_loading_never_moves_the_id_sequence_backwards(
         ("6,105,1.00,CARD,SUCCESS,PAY-6,2025-13-03 10:00:00", "created_at"),
         ("6,105,40.00,UPI,PENDING,PAY-6,2030-01-01 00:00:00", "created_at 2030-01-01 00:00:00 (UTC) is in the future"),
         ("x,105,1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "payment_id"),
+        # The id sequence continues after the largest loaded id: one at the top of BIGINT leaves no room.
+        ("9223372036854775807,105,1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "is above 1,000,000,000,000,000"),
+        ("1000000000000001,105,1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "leaves them too little room"),
         ("6,0,1.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "trip_id"),
         ("6,105,1.00,CARD,SUCCESS,,2025-10-03 10:00:00", "reference"),
         ("6,105,1.00,CARD,SUCCESS,PAY-6", "expected 7 fields"),
@@ -190,6 +193,32 @@ def test_an_empty_or_binary_file_is_rejected(tmp_path: Path, content: bytes) -> 
 
     with pytest.raises(SeedError):
         parse_csv(path, "INR")
+
+
+def test_the_largest_loadable_id_loads_and_new_payments_continue_after_it(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    load_csv(
+        conn, write_csv(tmp_path, [f"{MAX_LOADED_PAYMENT_ID},1,5.00,CASH,SUCCESS,PAY-X,2025-10-01 06:00:00"]), "INR"
+    )
+
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference)"
+            " VALUES (2, 5, 'CASH', 'SUCCESS', 'new') RETURNING payment_id"
+        )
+        assert cur.fetchone()[0] == MAX_LOADED_PAYMENT_ID + 1
+
+
+def test_a_file_with_a_utf8_byte_order_mark_loads(
+    conn: psycopg2.extensions.connection, db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    path = tmp_path / "exported.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join([HEADER, *GOOD_ROWS]).encode() + b"\n")
+
+    result = load_csv(conn, path, "INR")
+
+    assert (result.rows_in_file, result.inserted) == (len(GOOD_ROWS), len(GOOD_ROWS))
 
 
 def test_a_missing_file_is_a_seed_error(tmp_path: Path) -> None:

@@ -740,3 +740,21 @@ def test_get_on_the_charge_route_is_405_advertising_post(charge_client: FlaskCli
     assert (response.status_code, response.get_json()["code"]) == (405, "method_not_allowed")
     assert "POST" in response.headers["Allow"] and "GET" not in response.headers["Allow"]
     assert json.loads(response.get_data())["status_code"] == 405
+
+
+def test_an_exhausted_id_sequence_is_a_503_naming_it_and_the_key_can_be_retried_after_repair(
+    charge_client: FlaskClient, trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    trips.trip(101, distance_km=10.5)
+    with db.cursor() as cur:
+        cur.execute("SELECT setval(pg_get_serial_sequence('payments', 'payment_id'), 9223372036854775807)")
+
+    refused = charge(charge_client, key="seq-key")
+
+    assert refused.status_code == 503
+    assert refused.get_json()["code"] == "ids_exhausted"
+    assert "run out of ids" in refused.get_json()["error"]
+    assert row_counts(db)["payments"] == 0
+    with db.cursor() as cur:
+        cur.execute("SELECT setval(pg_get_serial_sequence('payments', 'payment_id'), 1, false)")
+    assert charge(charge_client, key="seq-key").status_code == 201
