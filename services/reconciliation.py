@@ -59,6 +59,11 @@ from utils.metrics import RECONCILIATIONS
 logger = get_logger(__name__)
 
 BACKOFF_CAP_SECONDS = 3600
+# A row made on another gateway than this process's: only a process on that gateway can look it up.
+OTHER_GATEWAY = "other_gateway"
+# Results that say nothing about the row itself (the gateway did not answer, or is not ours): the row
+# is looked at again at the next pass without growing its back-off or counting an attempt.
+NOT_ATTEMPTS = frozenset({"unavailable", OTHER_GATEWAY})
 # How long a pass keeps the rows it took: longer than a gateway call may take, short enough that a
 # killed worker's rows come back soon.
 LEASE_SECONDS = 120
@@ -198,17 +203,19 @@ class Decision:
     kind: str  # payment or refund
     row_id: int
     payment_id: int
-    # succeeded, authorized, failed, no_record, unknown, pending, resent, unavailable, skipped, error, and for
-    # holds: captured, voided, refused (a capture or void the gateway refused: the hold stands), expired.
+    # succeeded, authorized, failed, no_record, unknown, pending, resent, unavailable, other_gateway, skipped
+    # (settled by someone else meanwhile), error, and for holds: captured, voided, refused (a capture or void
+    # the gateway refused: the hold stands), expired.
     result: str
     status: str | None = None  # the row's new status, when it settled
     error_code: str | None = None
+    note: str | None = None  # why, when the result alone does not say
 
     def describe(self) -> str:
-        """One line for people: what happened to which row."""
+        """One line for people: what happened to which row, and why when that is not obvious."""
         what = f"{self.kind} {self.row_id}" + (f" (payment {self.payment_id})" if self.kind == "refund" else "")
         change = f" -> {self.status}" + (f" {self.error_code}" if self.error_code else "") if self.status else ""
-        return f"{what}: {self.result}{change}"
+        return f"{what}: {self.result}{change}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclass(slots=True)
@@ -346,7 +353,7 @@ class Reconciler:
         charge = gateway_charge(payment)
         if payment.gateway is not None and payment.gateway != self.gateway.name:
             # Taken by another gateway than the one configured: only that gateway can say.
-            return self._payment_pending(row, "skipped", dry_run)
+            return self._payment_pending(row, OTHER_GATEWAY, dry_run, self._other_gateway_note(payment.gateway))
         if self._gateway_down:
             return self._payment_pending(row, "unavailable", dry_run)
         try:
@@ -401,7 +408,7 @@ class Reconciler:
         """
         action = payment.hold_action or EXPIRE
         if payment.gateway != self.gateway.name:
-            return self._payment_pending(row, "skipped", dry_run)
+            return self._payment_pending(row, OTHER_GATEWAY, dry_run, self._other_gateway_note(payment.gateway))
         if self._gateway_down:
             return self._hold_pending(row, payment, action, "unavailable", dry_run, taken_now)
         try:
@@ -479,14 +486,21 @@ class Reconciler:
         )
         return decision
 
-    def _payment_pending(self, row: dict[str, Any], label: str, dry_run: bool) -> Decision:
-        """Leave the payment PENDING and look again after a growing back-off."""
+    def _payment_pending(self, row: dict[str, Any], label: str, dry_run: bool, note: str | None = None) -> Decision:
+        """Leave the payment PENDING and look again after a growing back-off (or at the next pass)."""
         if not dry_run:
-            statement = NEXT_PASS_PAYMENT if label == "unavailable" else BACK_OFF_PAYMENT
+            statement = NEXT_PASS_PAYMENT if label in NOT_ATTEMPTS else BACK_OFF_PAYMENT
             with self.pool.cursor() as cur:
                 cur.execute(statement, {"payment_id": row["payment_id"], **self._backoff()})
             RECONCILIATIONS.labels(label).inc()
-        return Decision("payment", row["payment_id"], row["payment_id"], label)
+        return Decision("payment", row["payment_id"], row["payment_id"], label, note=note)
+
+    def _other_gateway_note(self, gateway: str | None) -> str:
+        """Why a row was not looked up: it was made on a gateway this process does not use."""
+        return (
+            f"made on the {gateway or 'no'} gateway; this process uses {self.gateway.name}:"
+            f" run reconciliation with GATEWAY={gateway}"
+        )
 
     def _backoff(self) -> dict[str, float]:
         """Back-off parameters: doubling from the loop's interval (60 s when it is off), capped at 1 h."""
@@ -501,7 +515,7 @@ class Reconciler:
             payment = Payment.from_row(cur.fetchone())
         refund = gateway_refund(payment, row["refund_id"], row["refund_amount"], row["gateway_reference"])
         if row["gateway"] != self.gateway.name:
-            return self._refund_pending(row, "skipped", dry_run)
+            return self._refund_pending(row, OTHER_GATEWAY, dry_run, self._other_gateway_note(row["gateway"]))
         if self._gateway_down:
             return self._refund_pending(row, "unavailable", dry_run)
         try:
@@ -541,14 +555,14 @@ class Reconciler:
         )
         return decision
 
-    def _refund_pending(self, row: dict[str, Any], label: str, dry_run: bool) -> Decision:
-        """Leave the refund PENDING and look again after a growing back-off."""
+    def _refund_pending(self, row: dict[str, Any], label: str, dry_run: bool, note: str | None = None) -> Decision:
+        """Leave the refund PENDING and look again after a growing back-off (or at the next pass)."""
         if not dry_run:
-            statement = NEXT_PASS_REFUND if label == "unavailable" else BACK_OFF_REFUND
+            statement = NEXT_PASS_REFUND if label in NOT_ATTEMPTS else BACK_OFF_REFUND
             with self.pool.cursor() as cur:
                 cur.execute(statement, {"refund_id": row["refund_id"], **self._backoff()})
             RECONCILIATIONS.labels(label).inc()
-        return Decision("refund", row["refund_id"], row["payment_id"], label)
+        return Decision("refund", row["refund_id"], row["payment_id"], label, note=note)
 
     # --- the background loop -------------------------------------------------------------------
 

@@ -268,3 +268,30 @@ def test_a_young_pending_payment_from_before_the_gateways_is_left_unknown_and_ne
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM simulator_transactions")
         assert cur.fetchone()[0] == 0
+
+
+def test_a_payment_and_refund_of_another_gateway_are_passed_over_saying_why_without_counting_an_attempt(
+    make_app: Callable[..., Flask], insert_payment: Callable[..., int], db: psycopg2.extensions.connection
+) -> None:
+    app = make_app(RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0, **PENDING_APP)
+    on_stripe = insert_payment(status="PENDING")
+    refunded = insert_payment(status="SUCCESS", trip_id=202)
+    with db.cursor() as cur:
+        cur.execute("UPDATE payments SET gateway = 'stripe', gateway_reference = 'pi_' || payment_id")
+        cur.execute(
+            "INSERT INTO payment_refunds (payment_id, refund_amount, status, gateway)"
+            " VALUES (%s, 1, 'PENDING', 'stripe')",
+            (refunded,),
+        )
+
+    for _ in range(2):
+        report = services(app).reconciler.run_once()
+        assert {d.result for d in report.decisions} == {"other_gateway"}
+        assert all("made on the stripe gateway; this process uses simulator" in d.describe() for d in report.decisions)
+        with db.cursor() as cur:
+            cur.execute("UPDATE payments SET reconcile_after = NULL; UPDATE payment_refunds SET reconcile_after = NULL")
+    with db.cursor() as cur:
+        cur.execute("SELECT reconcile_attempts FROM payments WHERE payment_id = %s", (on_stripe,))
+        assert cur.fetchone()[0] == 0
+        cur.execute("SELECT reconcile_attempts FROM payment_refunds")
+        assert cur.fetchone()[0] == 0
