@@ -89,4 +89,7 @@ class Payment:
         body = {name: getattr(self, name) for name in PUBLIC_FIELDS}
         if self.status == "FAILED":
             body["error_code"] = self.error_code
+        if self.status == "PENDING" and self.hold_action == "capture" and self.capture_amount is not None:
+            # Until the capture settles `amount` is still the hold; say what is being captured.
+            body["capture_amount"] = self.capture_amount
         return body

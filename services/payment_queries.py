@@ -18,7 +18,8 @@ from utils.helpers import MAX_BIGINT
 
 SELECT_PAYMENT = Prepared("""
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+       hold_action, capture_amount
 FROM payments
 WHERE payment_id = %(payment_id)s
 """)
@@ -30,7 +31,8 @@ WHERE payment_id = %(payment_id)s
 # what page 1 costs; OFFSET has to read and throw away every row before the page.
 LIST_PAYMENTS = """
 SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at
+       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
+       hold_action, capture_amount
 FROM payments
 WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
   AND (%(rider_id)s::bigint IS NULL OR rider_id = %(rider_id)s)

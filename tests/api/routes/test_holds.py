@@ -474,6 +474,10 @@ def test_a_capture_without_an_answer_is_202_pending_and_reconciliation_captures_
     response = hold_client.post(f"/v1/payments/{payment_id}/capture")
 
     assert (response.status_code, response.get_json()["status"]) == (202, "PENDING")
+    body = response.get_json()
+    # amount is still the hold until the capture settles; capture_amount says what is being taken.
+    assert (body["amount"], body["capture_amount"], body["fare"]["amount"]) == (39.06, 25.0, 25.0)
+    assert hold_client.get(f"/v1/payments/{payment_id}").get_json()["capture_amount"] == 25.0
     assert ledger(db, payment_id)[0] == "REQUIRES_CAPTURE"
     assert hold_client.post(f"/v1/payments/{payment_id}/void").get_json()["code"] == "payment_not_voidable"
     gateway = use_gateway(hold_app, CountingGateway(simulator(hold_app, 1.0)))
@@ -483,6 +487,7 @@ def test_a_capture_without_an_answer_is_202_pending_and_reconciliation_captures_
     assert report.counts() == {"captured": 1}
     assert gateway.captures == 1
     assert stored(db, payment_id) == ("SUCCESS", Decimal("25.00"), Decimal("39.06"))
+    assert "capture_amount" not in hold_client.get(f"/v1/payments/{payment_id}").get_json()
     assert ledger(db, payment_id)[2] == Decimal("25.00")
     assert outbox_ids(db)[-2:] == [f"payment-{payment_id}-capture-pending", f"payment-{payment_id}-success"]
 
