@@ -29,6 +29,7 @@ import psycopg2.extensions
 from database.prepared import Prepared, PreparingConnection
 from utils.errors import DomainError
 from utils.logger import get_logger
+from utils.outage import DependencyWatch
 
 logger = get_logger(__name__)
 
@@ -183,18 +184,19 @@ class ConnectionPool:
         self._idle: deque[psycopg2.extensions.connection] = deque()
         self._lock = threading.Lock()
         self._closed = False
+        self.watch = DependencyWatch("database", logger)
 
     def _connect(self) -> psycopg2.extensions.connection:
         """Open a new connection, translating failure into DatabaseUnavailableError."""
         try:
-            return psycopg2.connect(self._dsn, **self._connect_kwargs)
+            conn = psycopg2.connect(self._dsn, **self._connect_kwargs)
         except psycopg2.OperationalError as exc:
-            # The client's 503 keeps the generic message; the log says where and why (never the password).
-            logger.warning(
-                "database connection failed",
-                extra={"database": describe_dsn(self._dsn), "reason": connection_failure_reason(exc)},
-            )
+            # The client's 503 keeps the generic message; the log says where and why (never the password),
+            # once when connecting starts failing, then once more with the count when it works again.
+            self.watch.failed(connection_failure_reason(exc), database=describe_dsn(self._dsn))
             raise DatabaseUnavailableError() from exc
+        self.watch.succeeded()
+        return conn
 
     @staticmethod
     def _looks_alive(conn: psycopg2.extensions.connection) -> bool:

@@ -31,6 +31,7 @@ from services.clients.http import internal_session
 from utils.helpers import dump_json
 from utils.logger import get_logger
 from utils.metrics import NOTIFICATION_DISPATCHER_DB_OUTAGES, NOTIFICATIONS
+from utils.outage import DependencyWatch
 
 logger = get_logger(__name__)
 
@@ -235,6 +236,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._outage_since: float | None = None  # time.monotonic() when the current database outage began
+        # The receiver going down is logged once, and coming back once with the count (not every retry).
+        self.receiver = DependencyWatch("notification service", logger)
 
     def run_once(self) -> int:
         """Claim and attempt one batch of due notifications; return how many were attempted."""
@@ -252,6 +255,7 @@ class Dispatcher:
             self.sender.send(notification_id, row["payload"])
         except DeliveryError as exc:
             error = str(exc)[:500]
+            self.receiver.failed(error, notification_id=notification_id)
             if attempts >= self.policy.max_attempts:
                 self._execute(MARK_DEAD, {"notification_id": notification_id, "error": error})
                 NOTIFICATIONS.labels(event_type, "dead").inc()
@@ -263,12 +267,13 @@ class Dispatcher:
             delay = self.policy.delay(attempts, self._rng)
             self._execute(SCHEDULE_RETRY, {"notification_id": notification_id, "error": error, "delay": delay})
             NOTIFICATIONS.labels(event_type, "retried").inc()
-            logger.warning(
+            logger.debug(
                 "notification not delivered; will retry",
                 extra={"notification_id": notification_id, "attempts": attempts, "retry_in": round(delay, 2),
                        "error": error},
             )  # fmt: skip
             return
+        self.receiver.succeeded()
         self._execute(MARK_DELIVERED, {"notification_id": notification_id})
         NOTIFICATIONS.labels(event_type, "delivered").inc()
         logger.info("notification delivered", extra={"notification_id": notification_id, "attempts": attempts})

@@ -11,6 +11,7 @@ import requests
 from config import Config
 from services.clients.http import internal_session
 from utils.logger import get_logger
+from utils.outage import DependencyWatch
 
 logger = get_logger(__name__)
 
@@ -64,22 +65,35 @@ class HttpProfileClient:
         timeout = config.RECEIPT_LOOKUP_TIMEOUT
         self._timeout = (min(timeout, config.HTTP_CONNECT_TIMEOUT), timeout)
         self._session = session or internal_session()
+        self._watches = {
+            self._riders: DependencyWatch("rider service", logger),
+            self._drivers: DependencyWatch("driver service", logger),
+        }
 
-    def _get(self, url: str) -> dict[str, Any] | None:
-        """Fetch one profile; any failure is None."""
+    def _get(self, base: str, url: str) -> dict[str, Any] | None:
+        """Fetch one profile from the service at `base`; any failure is None (an outage is logged once)."""
+        watch = self._watches[base]
         try:
             response = self._session.get(url, timeout=self._timeout)
-            if response.status_code != 200:
-                return None
+        except requests.RequestException as exc:
+            watch.failed(type(exc).__name__)
+            return None
+        if response.status_code >= 500:
+            watch.failed(f"HTTP {response.status_code}")
+            return None
+        watch.succeeded()
+        if response.status_code != 200:
+            return None
+        try:
             return _scalar_fields(json.loads(response.text, parse_float=Decimal))
-        except (requests.RequestException, ValueError, RecursionError):
-            logger.info("profile lookup failed", extra={"url_path": url.rsplit("/", 3)[-3:]})
+        except (ValueError, RecursionError):
+            logger.info("profile answer unusable", extra={"url_path": url.rsplit("/", 3)[-3:]})
             return None
 
     def get_rider(self, rider_id: int) -> dict[str, Any] | None:
         """Return the rider's details or None."""
-        return self._get(f"{self._riders}/v1/riders/{rider_id}")
+        return self._get(self._riders, f"{self._riders}/v1/riders/{rider_id}")
 
     def get_driver(self, driver_id: int) -> dict[str, Any] | None:
         """Return the driver's details or None."""
-        return self._get(f"{self._drivers}/v1/drivers/{driver_id}")
+        return self._get(self._drivers, f"{self._drivers}/v1/drivers/{driver_id}")

@@ -15,6 +15,7 @@ from utils.errors import DomainError
 from utils.helpers import MAX_BIGINT
 from utils.logger import get_logger
 from utils.metrics import DEPENDENCY_REJECTIONS
+from utils.outage import DependencyWatch
 from utils.resilience import Bulkhead, CircuitBreaker
 
 logger = get_logger(__name__)
@@ -164,6 +165,7 @@ class HttpTripClient:
         self._session = session or internal_session()
         self._bulkhead = Bulkhead(config.TRIP_SERVICE_MAX_CONCURRENCY, config.TRIP_SERVICE_QUEUE_TIMEOUT)
         self.breaker = CircuitBreaker(config.TRIP_SERVICE_BREAKER_THRESHOLD, config.TRIP_SERVICE_BREAKER_RESET)
+        self.watch = DependencyWatch("trip service", logger)
 
     def _fetch(self, trip_id: int) -> requests.Response:
         """GET the trip; a refused/reset connection is retried once, a timeout is not (it already cost time)."""
@@ -173,7 +175,7 @@ class HttpTripClient:
         except requests.ConnectionError as exc:
             if isinstance(exc, requests.ConnectTimeout):
                 raise
-            logger.info("trip service connection failed; retrying once", extra={"trip_id": trip_id})
+            logger.debug("trip service connection failed; retrying once", extra={"trip_id": trip_id})
             return self._session.get(url, timeout=self._timeout)
 
     def get_trip(self, trip_id: int) -> Trip:
@@ -185,6 +187,7 @@ class HttpTripClient:
             raise TripNotFoundError(trip_id)
         if response.status_code >= 500:
             return self._unavailable(trip_id, f"HTTP {response.status_code}")
+        self.watch.succeeded()
         if response.status_code != 200:
             raise TripServiceBadResponseError(f"HTTP {response.status_code}")
         try:
@@ -223,10 +226,11 @@ class HttpTripClient:
     def _unavailable(self, trip_id: int, reason: str) -> Trip:
         """Raise 503, or with TRIP_SERVICE_MOCK fall back to the development mock trip (marked as such)."""
         if self._mock:
+            self.watch.failed(reason, trip_id=trip_id)
             logger.warning(
                 "trip service unavailable: charging the MOCK trip because TRIP_SERVICE_MOCK=true",
                 extra={"trip_id": trip_id, "reason": reason},
             )
             return Trip(trip_id, "COMPLETED", MOCK_TRIP_DISTANCE_KM, Decimal("1.0"), mock=True)
-        logger.warning("trip service unavailable", extra={"trip_id": trip_id, "reason": reason})
+        self.watch.failed(reason, trip_id=trip_id)
         raise TripServiceUnavailableError()

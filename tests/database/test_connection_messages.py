@@ -89,6 +89,6 @@ def test_the_pool_logs_where_and_why_but_tells_clients_only_that_it_is_down(
         cur.execute("SELECT 1")
 
     assert "127.0.0.1" not in raised.value.message
-    (record,) = [r for r in caplog.records if r.getMessage() == "database connection failed"]
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("database unavailable")]
     assert (record.database, record.reason) == (f"127.0.0.1:{port}/payments", "connection refused")
     assert "hunter2" not in caplog.text

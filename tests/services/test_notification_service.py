@@ -269,3 +269,37 @@ def test_a_database_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
     finally:
         dispatcher.stop()
         down.close()
+
+
+def test_a_notification_service_that_is_down_is_one_warning_and_its_return_one_line_with_the_count(
+    quiet_app: Flask,
+    trips: FakeTripService,
+    notifications: FakeNotificationService,
+    dispatcher_for: Callable[..., Dispatcher],
+    db: psycopg2.extensions.connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.notification_service")
+    client = quiet_app.test_client()
+    for trip_id in range(101, 106):
+        trips.trip(trip_id)
+        client.post(
+            "/v1/payments/charge", json={"idempotency_key": f"k{trip_id}", "trip_id": trip_id, "method": "CASH"}
+        )
+    down = dispatcher_for(f"http://127.0.0.1:{closed_port()}", NOTIFY_BACKOFF_BASE=0.01, NOTIFY_BACKOFF_MAX=0.01)
+
+    for _ in range(3):
+        with db.cursor() as cur:
+            cur.execute("UPDATE notification_outbox SET next_attempt_at = now()")
+        down.run_once()
+    up = dispatcher_for(notifications.url)
+    up.receiver = down.receiver  # one process, one view of the receiver
+    with db.cursor() as cur:
+        cur.execute("UPDATE notification_outbox SET next_attempt_at = now()")
+    up.run_once()
+
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "notification" in r.getMessage()]
+    assert [level for level, message in said if "service" in message] == [logging.WARNING, logging.INFO]
+    (back,) = [r for r in caplog.records if r.getMessage() == "notification service available again"]
+    assert back.failed_calls == 15  # five notifications, three passes each
+    assert not [message for level, message in said if level >= logging.WARNING and "will retry" in message]

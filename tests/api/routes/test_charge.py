@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -758,3 +759,23 @@ def test_an_exhausted_id_sequence_is_a_503_naming_it_and_the_key_can_be_retried_
     with db.cursor() as cur:
         cur.execute("SELECT setval(pg_get_serial_sequence('payments', 'payment_id'), 1, false)")
     assert charge(charge_client, key="seq-key").status_code == 201
+
+
+def test_a_trip_service_outage_is_logged_once_and_its_end_once_with_the_failed_calls(
+    make_app: Callable[..., Flask], trips: FakeTripService, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.clients.trips")
+    client = make_app(TRIP_SERVICE_URL=trips.url, TRIP_SERVICE_BREAKER_THRESHOLD=1000).test_client()
+    for trip_id in range(201, 205):
+        trips.answer(trip_id, 503, {"error": "down"})
+        assert charge(client, key=f"k{trip_id}", trip_id=trip_id, method="CASH").status_code == 503
+    trips.trip(205)
+
+    assert charge(client, key="k205", trip_id=205, method="CASH").status_code == 201
+
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "services.clients.trips"]
+    assert said == [
+        (logging.WARNING, "trip service unavailable; further failures are counted until it answers again"),
+        (logging.INFO, "trip service available again"),
+    ]
+    assert [r.failed_calls for r in caplog.records if r.levelno == logging.INFO] == [4]
