@@ -30,7 +30,7 @@ logger = get_logger(__name__)
 def create_app(overrides: Mapping[str, Any] | None = None, config: Config | None = None) -> Flask:
     """Build a configured app: settings, logging, the service graph, middleware and routes."""
     settings = (config or Config.from_env()).with_overrides(overrides)
-    configure_logging(settings.LOG_LEVEL, json_lines=not settings.DEBUG)
+    configure_logging(settings.LOG_LEVEL, json_lines=settings.LOG_FORMAT == "json" and not settings.DEBUG)
 
     app = Flask(__name__)
     app.json = PaymentJSONProvider(app)

@@ -446,6 +446,13 @@ class Config:
         "readable logs instead of JSON; nothing else (never the interactive debugger, never a different charge)",
     )
     LOG_LEVEL: str = setting(CHOICE, "INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`", choices=_LOG_LEVELS)
+    LOG_FORMAT: str = setting(
+        CHOICE,
+        "json",
+        "`json` (one object per line, for log collectors: the default under gunicorn and in containers) or"
+        " `text` (readable lines; `make run` sets it unless you do)",
+        choices=("json", "text"),
+    )
 
     DATABASE_URL: str | None = setting(POSTGRES_URL, None, "`postgresql://...`; when set, the `DB_*` parts are ignored")
     DB_HOST: str = setting(TEXT, "localhost", "host name, IP, or Unix-socket directory")

@@ -52,6 +52,9 @@ logger_class = NoAccessLogLogger
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # gunicorn's own lines (start, worker exits, timeouts) as JSON too, in the app's field names.
+_text_logs = os.environ.get("LOG_FORMAT", "").strip().lower() == "text" or os.environ.get(
+    "DEBUG", ""
+).strip().lower() in ("1", "true", "yes", "on")
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -61,9 +64,19 @@ logconfig_dict = {
             "fmt": ["levelname", "name", "message"],
             "rename_fields": {"levelname": "level", "name": "logger"},
             "timestamp": True,
+        },
+        "text": {"()": "utils.logger.ReadableFormatter"},
+    },
+    "filters": {"request_id": {"()": "utils.logger.RequestIdFilter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            # The service's own LOG_FORMAT (or DEBUG), so gunicorn's lines look like the app's.
+            "formatter": "text" if _text_logs else "json",
+            "filters": ["request_id"],
+            "stream": "ext://sys.stdout",
         }
     },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
     "loggers": {"gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False}},
     # The app installs its own root handler when it starts; one here would print its lines twice.
     "root": {"level": "INFO", "handlers": []},

@@ -6,12 +6,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
 from tests.fakes import FakeTripService
-from utils.logger import configure_logging, get_logger
+from utils.logger import ReadableFormatter, configure_logging, get_logger
 
 
 @pytest.fixture
@@ -167,3 +168,29 @@ def test_readable_logs_escape_control_characters_of_a_field(path: str) -> None:
     line = stream.getvalue()
     assert not any((ord(char) < 0x20 and char != "\n") or 0x7F <= ord(char) <= 0x9F for char in line), repr(line)
     assert "\\u00" in line
+
+
+def formatter_of_the_app(make_app, **overrides) -> type:
+    make_app(**overrides)
+    (handler,) = [h for h in logging.getLogger().handlers if h.get_name() == "payment-service"]
+    return type(handler.formatter)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "readable"),
+    [({}, False), ({"LOG_FORMAT": "text"}, True), ({"LOG_FORMAT": "json", "DEBUG": True}, True)],
+)
+def test_log_format_chooses_json_or_readable_lines(make_app, log_stream, overrides: dict, readable: bool) -> None:
+    try:
+        formatter = formatter_of_the_app(make_app, LOG_LEVEL="WARNING", **overrides)
+    finally:
+        configure_logging("WARNING", json_lines=True)
+
+    assert (formatter is ReadableFormatter) == readable
+
+
+def test_make_run_logs_readable_text_unless_told_otherwise() -> None:
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    run = makefile[makefile.index("\nrun:") :].split("\n\n")[0]
+
+    assert "LOG_FORMAT=$${LOG_FORMAT:-text}" in run
