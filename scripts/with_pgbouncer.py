@@ -33,7 +33,25 @@ from database.pool import session_settings  # noqa: E402
 # What decides how long PgBouncer holds a client while the database is away and how soon it serves
 # again once the database is back. docker-compose.yml sets the same values (a test checks) and the
 # README's "Behind PgBouncer" section says why each; all of them exist in 1.18 (Debian) and 1.23.
-OUTAGE_SETTINGS: dict[str, str] = {}
+OUTAGE_SETTINGS: dict[str, str] = {
+    # After a failed server login (refused, or "the database system is starting up") PgBouncer
+    # tries again only this much later, and meanwhile fails every client that finds no server
+    # ("server login has been failing, try again later"). The default 15 s went on answering 503
+    # for up to 15 s after the database was back; a retry a second costs a refused connect.
+    "server_login_retry": "1",
+    # How long a query may wait for a server connection. A query queued before the first failed
+    # login waits for a retry to succeed: with the default 120 s it hung 30 s in a 16 s outage.
+    # 5 s, as the service's DB_POOL_TIMEOUT for a free connection of its own pool.
+    "query_wait_timeout": "5",
+    # A connection attempt to a host that does not answer at all (a failover, a dropped route)
+    # gives up after this, as the service's DB_CONNECT_TIMEOUT, not the default 15 s.
+    "server_connect_timeout": "3",
+    # Keepalives on PgBouncer's sockets: a server gone without closing its connections (no FIN,
+    # no RST) is noticed within 15 + 3 x 5 s, as the service's own keepalives do, not the OS's 2 h.
+    "tcp_keepidle": "15",
+    "tcp_keepintvl": "5",
+    "tcp_keepcnt": "3",
+}
 
 CONFIG = """
 [databases]

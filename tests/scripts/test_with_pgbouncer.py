@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from config import Config
 from database.pool import ConnectionPool, session_settings
-from scripts.with_pgbouncer import PgBouncer, binary
+from scripts.with_pgbouncer import CONNECT_QUERY, OUTAGE_SETTINGS, PgBouncer, binary
 from tests.faults.postgres import OwnPostgres
+from tests.helpers import ROOT
 
 needs_pgbouncer = pytest.mark.skipif(binary() is None, reason="pgbouncer is not installed (Debian package pgbouncer)")
+
+
+def readme_section(title: str) -> str:
+    """The text of one `## title` section of the README."""
+    text = (ROOT / "README.md").read_text()
+    return re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, re.S | re.M).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +48,14 @@ def service_pool(dsn: str, behind_pooler: bool) -> ConnectionPool:
         statement_timeout_ms=Config.DB_STATEMENT_TIMEOUT_MS, prepare_statements=not behind_pooler,
         session_options=not behind_pooler,
     )  # fmt: skip
+
+
+def test_the_readme_gives_each_outage_setting_and_the_connect_query_the_script_writes() -> None:
+    section = readme_section("Behind PgBouncer")
+
+    for name, value in OUTAGE_SETTINGS.items():
+        assert f"`{name} = {value}`" in section, name
+    assert f"connect_query='{CONNECT_QUERY}'" in section
 
 
 @needs_pgbouncer
