@@ -138,6 +138,18 @@ class IdsExhaustedError(DatabaseUnavailableError):
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 
 
+def session_settings(statement_timeout_ms: int) -> dict[str, str]:
+    """The settings every session gets: startup options here, a pooler's connect_query behind one."""
+    return {
+        "timezone": "UTC",
+        "statement_timeout": str(statement_timeout_ms),
+        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+        "tcp_keepalives_idle": "15",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
+    }
+
+
 class ConnectionPool:
     """A bounded, thread-safe pool of psycopg2 connections that are opened on demand."""
 
@@ -173,10 +185,8 @@ class ConnectionPool:
             # the server's keepalives end it. No transaction of the service waits between statements
             # (gateway calls happen outside transactions), so the timeout never ends a live one.
             # (A pooler in transaction mode refuses startup options; its connect_query sets these.)
-            self._connect_kwargs["options"] = (
-                f"-c timezone=UTC -c statement_timeout={statement_timeout_ms}"
-                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
-                " -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+            self._connect_kwargs["options"] = " ".join(
+                f"-c {name}={value}" for name, value in session_settings(statement_timeout_ms).items()
             )
         self.size = size
         self._wait_timeout = wait_timeout

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from scripts.with_pgbouncer import OUTAGE_SETTINGS
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -78,6 +80,14 @@ def test_pgbouncer_sits_behind_the_pooler_profile_in_transaction_mode() -> None:
     assert pooler["environment"]["DB_HOST"] == "payment_db"
     assert "options" in pooler["environment"]["IGNORE_STARTUP_PARAMETERS"]
     assert services["payment-service"]["environment"]["DB_HOST"] == "${PAYMENT_DB_HOST:-payment_db}"
+
+
+def test_pgbouncer_in_compose_has_the_outage_timeouts_of_the_test_configuration() -> None:
+    # The image writes each environment variable, upper-cased, as the pgbouncer.ini setting of
+    # that name (edoburu/pgbouncer's entrypoint.sh); scripts/with_pgbouncer.py holds the values.
+    environment = compose()["services"]["pgbouncer"]["environment"]
+
+    assert {name: environment.get(name.upper()) for name in OUTAGE_SETTINGS} == OUTAGE_SETTINGS
 
 
 def test_no_password_is_written_in_the_compose_file() -> None:

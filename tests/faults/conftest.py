@@ -16,6 +16,7 @@ import psycopg2.extensions
 import pytest
 
 from database.migrate import apply_migrations
+from scripts.with_pgbouncer import PgBouncer, binary
 from tests.fakes import EveryTripCompleted, FakeNotificationService, FakeTripService
 from tests.faults.load import Verdict
 from tests.faults.postgres import OwnPostgres
@@ -68,6 +69,15 @@ def fault_dsn(own_postgres: OwnPostgres) -> str:
     finally:
         conn.close()
     return own_postgres.dsn(DATABASE)
+
+
+@pytest.fixture
+def pgbouncer(own_postgres: OwnPostgres) -> Iterator[PgBouncer]:
+    """PgBouncer in front of the fault database, configured as scripts/with_pgbouncer.py (and the README) say."""
+    if binary() is None:
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    with PgBouncer("127.0.0.1", own_postgres.port, "postgres") as bouncer:
+        yield bouncer
 
 
 # The only settings every scenario changes: a gateway that always approves, so each scenario's

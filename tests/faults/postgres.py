@@ -34,9 +34,14 @@ class OwnPostgres:
 
     SYSTEM_USER = "embedded_postgres"
 
-    def __init__(self) -> None:
-        """Create the data directory (not yet the cluster) and pick a port."""
+    def __init__(self, unix_socket: bool = False) -> None:
+        """Create the data directory (not yet the cluster) and pick a port.
+
+        `unix_socket`: listen on a Unix socket in `root` too, a mode-700 directory of the server's
+        user, as the embedded database of `make test` does in .pgdata.
+        """
         self.root = Path(tempfile.mkdtemp(prefix="payment-faults-pg-"))
+        self.unix_socket = unix_socket
         self.pgdata = self.root / "data"
         self.log = self.root / "server.log"
         self.port = closed_port()
@@ -74,9 +79,11 @@ class OwnPostgres:
 
     def start(self) -> None:
         """Start the server on the fixed port and wait until it accepts connections."""
-        # No Unix socket (only TCP, like a remote database). synchronous_commit stays on: the point
-        # is that an acknowledged commit survives a crash; fsync=off only gives up OS-crash safety.
-        options = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories= -c fsync=off -c max_connections=200"
+        # No Unix socket unless asked (only TCP, like a remote database). synchronous_commit stays on:
+        # the point is that an acknowledged commit survives a crash; fsync=off only gives up OS-crash safety.
+        sockets = self.root if self.unix_socket else ""
+        options = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories={sockets}"
+        options += " -c fsync=off -c max_connections=200"
         self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
         if not wait_until(self.running, timeout=30, interval=0.1):
             log = self.log.read_text() if self.log.exists() else ""
