@@ -20,7 +20,7 @@ install: $(STAMP)
 # The service starts even when the database cannot be set up (contract: /live answers with the
 # database down); /ready answers 503 until it is reachable and migrated (run database_setup.py).
 run: $(STAMP)
-	LOG_FORMAT=$${LOG_FORMAT:-text} $(DEVDB) sh -c '$(BIN)/python database_setup.py || echo "make run: database set-up failed (above); serving anyway: /ready answers 503 until the database is reachable and set up (python database_setup.py)" >&2; exec $(BIN)/python app.py'
+	$(DEVDB) sh -c '$(BIN)/python database_setup.py || echo "make run: database set-up failed (above); serving anyway: /ready answers 503 until the database is reachable and set up (python database_setup.py)" >&2; exec $(BIN)/python app.py'
 
 # The whole suite: all but the fault scenarios on two pytest-xdist workers, then the fault scenarios
 # alone (scripts/test.sh). FAULTS=no skips the fault scenarios (about two minutes).

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from api.middleware.error_handlers import register_error_handlers
 from api.middleware.rate_limiter import RateLimiter, register_rate_limiter
 from api.middleware.request_context import register_request_context
 from api.routes import docs, health, metrics, payments
-from config import Config, ConfigError
+from config import Config, ConfigError, load_environment
 from services.container import build_services, close_services, start_background
 from utils.helpers import PaymentJSONProvider
 from utils.logger import configure_logging, get_logger
@@ -97,6 +98,10 @@ def __getattr__(name: str) -> Flask:
 
 
 if __name__ == "__main__":
+    # The development server (what `make run` starts) logs readable lines unless LOG_FORMAT is set in
+    # the environment or .env; gunicorn (the image, compose, Kubernetes) keeps the JSON default.
+    if "LOG_FORMAT" not in load_environment():
+        os.environ["LOG_FORMAT"] = "text"
     application = _app_from_environment()
     settings: Config = application.config["SERVICE"]
     # Never Werkzeug's interactive debugger (it executes code sent to it), whatever DEBUG says.

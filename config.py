@@ -450,7 +450,7 @@ class Config:
         CHOICE,
         "json",
         "`json` (one object per line, for log collectors: the default under gunicorn and in containers) or"
-        " `text` (readable lines; `make run` sets it unless you do)",
+        " `text` (readable lines); `python app.py` (what `make run` starts) uses `text` unless this is set",
         choices=("json", "text"),
     )
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.fakes import FakeTripService
+from tests.helpers import closed_port
 from utils.logger import ReadableFormatter, configure_logging, get_logger
 
 
@@ -170,6 +174,9 @@ def test_readable_logs_escape_control_characters_of_a_field(path: str) -> None:
     assert "\\u00" in line
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def formatter_of_the_app(make_app, **overrides) -> type:
     make_app(**overrides)
     (handler,) = [h for h in logging.getLogger().handlers if h.get_name() == "payment-service"]
@@ -189,8 +196,21 @@ def test_log_format_chooses_json_or_readable_lines(make_app, log_stream, overrid
     assert (formatter is ReadableFormatter) == readable
 
 
-def test_make_run_logs_readable_text_unless_told_otherwise() -> None:
-    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
-    run = makefile[makefile.index("\nrun:") :].split("\n\n")[0]
+def test_the_development_server_logs_readable_text_unless_told_otherwise(tmp_path: Path) -> None:
+    def first_line(**env: str) -> str:
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py")],
+            cwd=tmp_path,  # no .env there
+            env={"PATH": os.environ["PATH"], "SERVICE_PORT": str(closed_port()), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            return server.stdout.readline()
+        finally:
+            server.kill()
+            server.wait()
 
-    assert "LOG_FORMAT=$${LOG_FORMAT:-text}" in run
+    assert not first_line().startswith("{")
+    assert json.loads(first_line(LOG_FORMAT="json"))["logger"]
