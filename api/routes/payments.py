@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
@@ -136,7 +137,7 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
         rider=data.get("rider"),
         driver=data.get("driver"),
         fare_label=FARE_LABELS.get(fare.get("type"), "Payment"),
-        money=format_money,
+        money=functools.partial(format_money, currency=data["currency"]),
     )
 
 
