@@ -20,11 +20,11 @@ from urllib.parse import quote, urlsplit
 import limits
 from dotenv import dotenv_values
 
-from models.money import MAX_AMOUNT, to_cents
+from models.money import CurrencyError, fits_currency, max_amount, minor_unit_exponent, to_minor_unit
+from services.gateways.stripe_units import stripe_decimals
 
 _API_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Start-up refuses fare settings under which a trip this long, at the highest configured surge
 # level, would price above the largest storable amount (longer trips get 400 fare_out_of_range).
 ORDINARY_TRIP_KM = Decimal("1000")
@@ -232,10 +232,14 @@ def _read_storage_uri(setting: Setting, text: str) -> str:
 
 
 def _read_currency(setting: Setting, text: str) -> str:
-    """An ISO 4217 currency code."""
+    """An ISO 4217 currency code (any case) of a currency with at most two decimals, from the ISO table."""
     value = text.upper()
-    if not _CURRENCY_RE.match(value):
-        raise ConfigError(f"{setting.name} must be a three-letter ISO 4217 code such as INR, got {value!r}")
+    try:
+        minor_unit_exponent(value)
+    except CurrencyError as exc:
+        raise ConfigError(
+            f"{setting.name} must be an ISO 4217 currency with at most two decimals such as INR: {exc}"
+        ) from None
     return value
 
 
@@ -566,12 +570,20 @@ class Config:
         bounds=(0, 10),
     )
 
-    CURRENCY: str = setting(CURRENCY_CODE, "INR", "ISO 4217 code stored on each payment")
+    CURRENCY: str = setting(
+        CURRENCY_CODE,
+        "INR",
+        "ISO 4217 code (any case) stored on each payment; fares, holds and captures round half-up to its"
+        " smallest unit (the paisa for INR, the yen for JPY). Codes ISO 4217 does not list, ones without a"
+        " minor unit (`XXX`, `XAU`) and three-decimal ones (`BHD`, `KWD`) stop start-up, and so does a"
+        " currency Stripe counts more coarsely than ISO 4217 (`MGA`) with `GATEWAY=stripe`",
+    )
     BASE_FARE: Decimal = setting(  # noqa: RUF009
         MONEY,
         Decimal("5.00"),
         "exact decimal; with `RATE_PER_KM`, a 1,000 km trip at the highest `SURGE_MULTIPLIERS` level must price"
-        " within 99,999,999.99 or start-up stops naming both",
+        " within the largest storable amount (99,999,999.99; 99,999,999 in a zero-decimal currency) or start-up"
+        " stops naming both",
     )
     RATE_PER_KM: Decimal = setting(MONEY, Decimal("2.50"), "exact decimal")  # noqa: RUF009
     SURGE_MULTIPLIERS: dict[str, Decimal] = setting(  # noqa: RUF009
@@ -579,7 +591,9 @@ class Config:
         {"LOW": Decimal("1.0"), "MEDIUM": Decimal("1.2"), "HIGH": Decimal("1.5")},
         "`LEVEL:multiplier` pairs",
     )
-    CANCELLATION_FEE: Decimal = setting(MONEY, Decimal("3.00"), "exact decimal")  # noqa: RUF009
+    CANCELLATION_FEE: Decimal = setting(  # noqa: RUF009
+        MONEY, Decimal("3.00"), "exact decimal, charged as it is: no more decimals than `CURRENCY` has"
+    )
     HOLD_MULTIPLIER: Decimal = setting(  # noqa: RUF009
         FACTOR,
         Decimal("1.25"),
@@ -752,7 +766,7 @@ class Config:
 
     def contradictions(self) -> list[str]:
         """Combinations of settings that each look valid alone but cannot work together."""
-        problems = self.fare_problems()
+        problems = self.fare_problems() + self.gateway_currency_problems()
         if self.GATEWAY == "stripe" and not self.STRIPE_API_KEY:
             problems.append("STRIPE_API_KEY is required when GATEWAY=stripe (a secret key such as sk_test_...)")
         if self.STRIPE_API_KEY and not self.STRIPE_API_KEY.startswith(("sk_", "rk_")):
@@ -825,21 +839,44 @@ class Config:
         return findings
 
     def fare_problems(self) -> list[str]:
-        """Fare settings under which an ordinary trip could not be stored as a payment."""
+        """Fare settings under which an ordinary trip could not be stored as a payment in CURRENCY."""
+        currency, largest = self.CURRENCY, max_amount(self.CURRENCY)
+        if not fits_currency(self.CANCELLATION_FEE, currency):
+            # Charged as it is, so it must be an amount of the currency (a trip's fare is rounded instead).
+            return [
+                f"CANCELLATION_FEE ({self.CANCELLATION_FEE}) has more decimals than CURRENCY={currency} has"
+                f" ({minor_unit_exponent(currency)} in ISO 4217): give a whole number of its smallest unit"
+            ]
         level, surge = max(self.SURGE_MULTIPLIERS.items(), key=lambda item: item[1])
-        fare = to_cents((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge)
-        if fare > MAX_AMOUNT:
+        fare = to_minor_unit((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge, currency)
+        if fare > largest:
             return [
                 f"BASE_FARE + {ORDINARY_TRIP_KM} km x RATE_PER_KM at the highest SURGE_MULTIPLIERS level"
-                f" ({level} {surge}) is {fare}, above the largest payment amount {MAX_AMOUNT}:"
+                f" ({level} {surge}) is {fare} {currency}, above the largest payment amount {largest}:"
                 " lower BASE_FARE or RATE_PER_KM"
             ]
-        hold = to_cents((self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge * self.HOLD_MULTIPLIER)
-        if hold > MAX_AMOUNT:
+        hold = to_minor_unit(
+            (self.BASE_FARE + ORDINARY_TRIP_KM * self.RATE_PER_KM) * surge * self.HOLD_MULTIPLIER, currency
+        )
+        if hold > largest:
             return [
                 f"The hold of a {ORDINARY_TRIP_KM} km trip at the highest SURGE_MULTIPLIERS level x HOLD_MULTIPLIER"
-                f" ({self.HOLD_MULTIPLIER}) is {hold}, above the largest payment amount {MAX_AMOUNT}:"
+                f" ({self.HOLD_MULTIPLIER}) is {hold} {currency}, above the largest payment amount {largest}:"
                 " lower HOLD_MULTIPLIER, BASE_FARE or RATE_PER_KM"
+            ]
+        return []
+
+    def gateway_currency_problems(self) -> list[str]:
+        """A CURRENCY whose smallest ISO 4217 unit the gateway cannot move (MGA cents at Stripe)."""
+        if self.GATEWAY != "stripe":
+            return []
+        iso, stripe = minor_unit_exponent(self.CURRENCY), stripe_decimals(self.CURRENCY)
+        if stripe < iso:
+            # Fares are rounded to ISO's unit; Stripe's coarser one would refuse most of them at the gateway.
+            return [
+                f"CURRENCY={self.CURRENCY} cannot be used with GATEWAY=stripe: ISO 4217 gives {self.CURRENCY}"
+                f" {iso} decimals but Stripe takes only {stripe}, so most fares could not be charged;"
+                " use GATEWAY=simulator or another CURRENCY"
             ]
         return []
 

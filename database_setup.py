@@ -28,6 +28,9 @@ from database.seed import SeedError, load_csv
 from utils.logger import configure_logging
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "rhfd_payments.csv"
+# The shipped file is priced with the reference design's rupee fares (scripts/generate_seed_csv.py), so
+# its rows are INR payments whatever CURRENCY is; another file's amounts are taken to be in CURRENCY.
+DEFAULT_CSV_CURRENCY = "INR"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %(name)s"
 
 
@@ -65,6 +68,11 @@ def count_payments(conn: psycopg2.extensions.connection) -> int:
         return cur.fetchone()[0]
 
 
+def seed_currency(config: Config, csv_path: Path) -> str:
+    """The currency a seed file's amounts are in: INR for the shipped file, else CURRENCY."""
+    return DEFAULT_CSV_CURRENCY if csv_path.resolve() == DEFAULT_CSV else config.CURRENCY
+
+
 def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_seconds: float = 0.0) -> int:
     """Run the whole set-up; return the number of payments stored afterwards."""
     # Without DATABASE_URL the server is reached through its maintenance database (ours may not exist
@@ -83,7 +91,7 @@ def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_secon
         applied = apply_migrations(conn)
         print(f"migrations applied now: {', '.join(applied) if applied else 'none (schema up to date)'}")
         if csv_path is not None:
-            result = load_csv(conn, csv_path, config.CURRENCY)
+            result = load_csv(conn, csv_path, seed_currency(config, csv_path))
             print(
                 f"seed {csv_path.name}: {result.rows_in_file} rows in file, {result.inserted} inserted, "
                 f"{result.repaired} repaired"

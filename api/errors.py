@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from database.pool import DatabaseUnavailableError
 from services.charge import (
+    ChargeAmountNotPayableError,
     HoldAmountNotPayableError,
     HoldNotSupportedError,
     PaymentMethodRequiredError,
@@ -53,6 +54,7 @@ STATUS: dict[type[DomainError], int] = {
     # Refund, hold and capture amounts the gateway cannot carry in the currency.
     AmountNotPayableError: 400,
     RefundAmountNotPayableError: 400,
+    ChargeAmountNotPayableError: 400,
     HoldAmountNotPayableError: 400,
     CaptureAmountNotPayableError: 400,
     HoldNotSupportedError: 400,

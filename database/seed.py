@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg2.extensions
 import psycopg2.extras
 
-from models.money import MAX_AMOUNT
+from models.money import MAX_AMOUNT, decimals_of, fits_currency
 from models.payment import LOADABLE_STATUSES, PAYMENT_METHODS
 from utils.helpers import MAX_BIGINT
 
@@ -99,20 +99,26 @@ def _parse_int(value: str, column: str, line: int) -> int:
     return int(value)
 
 
-def _parse_money(value: str, column: str, line: int) -> Decimal:
-    """Parse a non-negative amount of money with at most two decimals."""
+def _parse_money(value: str, column: str, line: int, currency: str) -> Decimal:
+    """Parse a non-negative amount of money with at most two decimals, and no more than `currency` has."""
     try:
         amount = Decimal(value)
     except InvalidOperation:
         raise SeedError(f"line {line}: {column} must be a decimal number, got {value!r}") from None
     if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT or amount.as_tuple().exponent < -2:
         raise SeedError(f"line {line}: {column} must be between 0 and {MAX_AMOUNT} with at most two decimals")
+    if not fits_currency(amount, currency):
+        # 31.25 cannot be an amount of yen: the row would be a payment no fare or refund can produce.
+        raise SeedError(
+            f"line {line}: {column} {value} has more decimals than {currency} has ({decimals_of(currency)}),"
+            f" the currency the file's amounts are loaded in"
+        )
     return amount
 
 
-def _refunded_part(raw: str | None, status: str, amount: Decimal, line: int) -> Decimal:
+def _refunded_part(raw: str | None, status: str, amount: Decimal, line: int, currency: str) -> Decimal:
     """The amount already refunded, checked against the status; `raw` is None when the file has no such column."""
-    given = _parse_money(raw, "amount_refunded", line) if raw else None
+    given = _parse_money(raw, "amount_refunded", line, currency) if raw else None
     if status == "REFUNDED":
         if given is not None and given != amount:
             raise SeedError(f"line {line}: a REFUNDED payment's amount_refunded must equal its amount {amount}")
@@ -198,7 +204,7 @@ def _parse_row(
             " the largest one loaded, so a larger id leaves them too little room"
         )
     trip_id = _parse_int(raw_trip, "trip_id", line)
-    amount = _parse_money(raw_amount, "amount", line)
+    amount = _parse_money(raw_amount, "amount", line, currency)
     if amount == 0:
         raise SeedError(f"line {line}: amount must be greater than 0")
     method = raw_method.upper()
@@ -210,7 +216,7 @@ def _parse_row(
     if not _REFERENCE_RE.match(reference):
         raise SeedError(f"line {line}: reference must be 1-100 printable characters without spaces")
     created_at = _parse_timestamp(raw_created, line)
-    amount_refunded = _refunded_part(raw_refunded, status, amount, line)
+    amount_refunded = _refunded_part(raw_refunded, status, amount, line, currency)
     if payment_id in seen_ids:
         raise SeedError(f"line {line}: payment_id {payment_id} already appears on line {seen_ids[payment_id]}")
     if reference in seen_refs:

@@ -15,13 +15,12 @@ import dataclasses
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any
 
 from config import Config
 from database.pool import ConnectionPool, DatabaseUnavailableError
 from database.prepared import Prepared
-from models.money import MAX_AMOUNT
 from models.payment import Payment
 from services.clients.trips import Trip, TripClient
 from services.gateways import (
@@ -207,14 +206,27 @@ class HoldNotSupportedError(DomainError):
         )
 
 
-class HoldAmountNotPayableError(AmountNotPayableError):
-    """The gateway cannot hold the client's amount in the currency."""
+class ChargeAmountNotPayableError(AmountNotPayableError):
+    """The gateway cannot move the charge's amount in the currency (never sent, so never a gateway failure)."""
+
+    code = "charge_amount_not_payable"
+
+    def __init__(self, amount: Decimal, currency: str, gateway: str, hold: bool, explicit: bool) -> None:
+        """Say which amount and why; `field` only when the caller sent it."""
+        super().__init__(
+            f"amount {amount}" if explicit else f"The fare {amount}",
+            "held" if hold else "charged",
+            currency,
+            gateway,
+            "give an amount it can carry." if explicit else "charge an amount it can carry.",
+            "amount" if explicit else None,
+        )
+
+
+class HoldAmountNotPayableError(ChargeAmountNotPayableError):
+    """The gateway cannot hold the amount in the currency."""
 
     code = "hold_amount_not_payable"
-
-    def __init__(self, amount: Decimal, currency: str, gateway: str) -> None:
-        """Say which amount and why, naming the field."""
-        super().__init__(f"amount {amount}", "held", currency, gateway, "give an amount it can carry.", "amount")
 
 
 class TripNotHoldableError(DomainError):
@@ -440,9 +452,10 @@ class ChargeService:
                 raise TripNotCompletedError(trip)
             parties = trip_parties(request, trip)
             if hold:
-                fare = self._carried_hold(calculate_hold(trip, self.config, request.amount), request)
+                fare = calculate_hold(trip, self.config, request.amount)
             else:
                 fare = calculate_fare(trip, self.config, request.amount)
+            self._check_carried(fare, request, hold)
             attempt = self._record_attempt(claim, request, parties, fare, hold)
             payment_id = attempt.payment_id
             if request.method == "CASH":
@@ -472,20 +485,16 @@ class ChargeService:
             )
             raise
 
-    def _carried_hold(self, fare: Fare, request: ChargeRequest) -> Fare:
-        """The hold in an amount the gateway can carry in the currency (whole yen at Stripe, say).
+    def _check_carried(self, fare: Fare, request: ChargeRequest, hold: bool) -> None:
+        """Refuse, before anything is written, an amount the gateway cannot move in CURRENCY.
 
-        A computed hold is rounded up to the currency's whole unit when the gateway needs that (it only
-        reserves money, and a little more covers the fare); a client's amount is never changed.
+        Fares are whole units of CURRENCY's ISO 4217 unit and start-up refuses a gateway whose unit is
+        coarser, so this only guards against a gateway rule the service does not know of: the request
+        is a 400 rather than a payment that fails at the gateway.
         """
-        currency = self.config.CURRENCY
-        if self.gateway.can_carry(fare.amount, currency):
-            return fare
-        if request.amount is None:
-            whole = fare.amount.to_integral_value(ROUND_CEILING)
-            if whole <= MAX_AMOUNT and self.gateway.can_carry(whole, currency):
-                return dataclasses.replace(fare, amount=whole)
-        raise HoldAmountNotPayableError(fare.amount, currency, self.gateway.name)
+        if request.method != "CASH" and not self.gateway.can_carry(fare.amount, self.config.CURRENCY):
+            error = HoldAmountNotPayableError if hold else ChargeAmountNotPayableError
+            raise error(fare.amount, self.config.CURRENCY, self.gateway.name, hold, request.amount is not None)
 
     def _finish(
         self, claim: Claim, payment_id: int, result: GatewayResult, hold: bool, attempt: Payment | None = None

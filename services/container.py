@@ -89,7 +89,7 @@ def build_services(config: Config) -> Services:
         timeout=config.HEALTH_CHECK_TIMEOUT,
         cache_seconds=config.HEALTH_CHECK_CACHE_SECONDS,
     )
-    metrics = MetricsService(pool)
+    metrics = MetricsService(pool, config.CURRENCY)
     charges = ChargeService(pool, config, trips, gateway, outbox, idempotency)
     holds = HoldService(pool, config, trips, gateway, outbox, idempotency)
     return Services(

@@ -362,7 +362,7 @@ class HoldService:
             return self._act(VOID, payment, None, None, claim, CAPTURE, parties)
         authorized = payment.authorized_amount or payment.amount
         try:
-            fare = calculate_fare(trip, self.config, request.amount)
+            fare = calculate_fare(trip, self.config, request.amount, payment.currency)
         except FareOutOfRangeError as exc:
             # Above what any payment holds, so above the hold too: the answer that says what to do.
             raise CaptureExceedsAuthorizationError(payment.payment_id, authorized, exc.details["fare"]) from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Metric
@@ -18,7 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from database.pool import ConnectionPool, DatabaseUnavailableError
-from models.money import CENT
+from models.money import to_minor_unit
 from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
 from utils.logger import get_logger
 
@@ -41,9 +41,10 @@ GROUP BY status, method
 class MetricsService:
     """Computes the payment summary."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
-        """Keep the pool."""
+    def __init__(self, pool: ConnectionPool, currency: str) -> None:
+        """Keep the pool and CURRENCY (the average is rounded to its smallest unit, like every amount)."""
         self.pool = pool
+        self.currency = currency
 
     def outbox_counts(self) -> dict[str, int]:
         """Notifications still waiting (PENDING) and given up on (DEAD); both served by partial indexes."""
@@ -68,13 +69,14 @@ class MetricsService:
             if row["status"] in REVENUE_STATUSES:
                 revenue += row["amount_sum"]
                 collected += count
-        average = (revenue / collected).quantize(CENT, ROUND_HALF_UP) if collected else Decimal("0.00")
+        average = to_minor_unit(revenue / collected, self.currency) if collected else Decimal(0)
         return {
             "payments_by_status": by_status,
             "payments_by_method": by_method,
             "average_payment_amount": average,
-            "total_revenue": revenue.quantize(CENT),
-            "total_refunded": refunded.quantize(CENT),
+            # Sums of stored amounts: exact already, with no more decimals than the amounts summed.
+            "total_revenue": revenue,
+            "total_refunded": refunded,
             "timestamp": datetime.now(UTC),
         }
 

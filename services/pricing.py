@@ -1,4 +1,4 @@
-"""Fares: what a trip costs, in exact decimals, and the amounts that can never be charged."""
+"""Fares: what a trip costs, exact and rounded once to the currency's smallest unit; what can never be charged."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from config import Config
-from models.money import MAX_AMOUNT, to_cents
+from models.money import decimals_of, fits_currency, max_amount, minor_unit, to_minor_unit
 from services.clients.trips import Trip, TripServiceBadResponseError
-from utils.errors import DomainError
+from utils.errors import DomainError, ValidationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +44,37 @@ class Fare:
 
 
 class InvalidFareError(DomainError):
-    """The trip's fare rounds to 0.00: a payment of nothing is never created."""
+    """The trip's fare rounds to 0 in the currency's smallest unit: a payment of nothing is never created."""
 
     code = "invalid_fare"
 
-    def __init__(self, trip: Trip, fare: Decimal) -> None:
-        """Say so naming the trip and the fare."""
+    def __init__(self, trip: Trip, fare: Decimal, currency: str) -> None:
+        """Say so naming the trip, the fare and the smallest amount."""
         super().__init__(
-            f"Trip {trip.trip_id} prices at {fare}; a payment must be at least 0.01, so nothing was charged.",
+            f"Trip {trip.trip_id} prices at {fare} {currency}; a payment must be at least {minor_unit(currency)}"
+            f" {currency}, so nothing was charged.",
             trip_id=trip.trip_id,
             fare=fare,
         )
+
+
+class AmountPrecisionError(ValidationError):
+    """An amount with more decimals than its currency has (10.5 JPY): refused, never rounded."""
+
+    def __init__(self, amount: Decimal, currency: str) -> None:
+        """Name the field, the currency and its decimals."""
+        decimals = decimals_of(currency)
+        rule = f"a whole number of {currency}" if decimals == 0 else f"at most {decimals} decimal places in {currency}"
+        super().__init__(
+            f"Field 'amount' must be {rule} (its smallest unit per ISO 4217), got {amount.normalize():f}.",
+            field="amount",
+        )
+
+
+def check_amount(amount: Decimal | None, currency: str) -> None:
+    """Refuse a client's amount that is not a whole number of the currency's smallest unit (no amount: fine)."""
+    if amount is not None and not fits_currency(amount, currency):
+        raise AmountPrecisionError(amount, currency)
 
 
 class NoCancellationFeeError(DomainError):
@@ -80,24 +100,30 @@ class FareOutOfRangeError(DomainError):
 
     code = "fare_out_of_range"
 
-    def __init__(self, trip: Trip, fare: Decimal, hold: bool = False) -> None:
+    def __init__(self, trip: Trip, fare: Decimal, currency: str, hold: bool = False) -> None:
         """Say so naming the fare (or the hold it makes) and the largest amount."""
+        largest = max_amount(currency)
         what = f"needs a hold of {fare} (its fare x HOLD_MULTIPLIER)" if hold else f"prices at {fare}"
         super().__init__(
-            f"Trip {trip.trip_id} {what}, above the largest payment amount {MAX_AMOUNT}; nothing was charged.",
+            f"Trip {trip.trip_id} {what}, above the largest payment amount {largest} {currency}; nothing was charged.",
             trip_id=trip.trip_id,
             fare=fare,
-            max_amount=MAX_AMOUNT,
+            max_amount=largest,
         )
 
 
-def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = None) -> Fare:
-    """Price a trip in exact decimals, rounding half-up to the cent once, at the end.
+def calculate_fare(
+    trip: Trip, config: Config, client_amount: Decimal | None = None, currency: str | None = None
+) -> Fare:
+    """Price a trip in exact decimals, rounding half-up to the currency's smallest unit once, at the end.
 
     COMPLETED: (BASE_FARE + distance_km x RATE_PER_KM) x surge. CANCELLED: CANCELLATION_FEE.
-    A client amount replaces the computed figure. Raises when the result cannot be a payment
-    (0.00, or more than NUMERIC(10,2) holds), so such an amount never reaches a gateway.
+    A client amount replaces the computed figure; it must already be a whole number of the unit
+    (AmountPrecisionError otherwise). `currency` defaults to CURRENCY (a capture passes its payment's).
+    Raises when the result cannot be a payment (0, or more than NUMERIC(10,2) holds), so such an
+    amount never reaches a gateway.
     """
+    currency = currency or config.CURRENCY
     parts = {
         "base_fare": config.BASE_FARE,
         "distance_km": trip.distance_km,
@@ -105,25 +131,28 @@ def calculate_fare(trip: Trip, config: Config, client_amount: Decimal | None = N
         "surge_multiplier": trip.surge_multiplier,
         "mock_trip": trip.mock,
     }
-    if trip.status == "CANCELLED" and to_cents(config.CANCELLATION_FEE) <= 0:
+    if trip.status == "CANCELLED" and config.CANCELLATION_FEE <= 0:
         # Cancelled trips are free here, so a client amount cannot charge one either.
         raise NoCancellationFeeError(trip)
+    check_amount(client_amount, currency)
     if client_amount is not None:
-        fare = Fare("CLIENT_AMOUNT", to_cents(client_amount), **parts)
+        # Exact (check_amount refused any more decimals); only the exponent becomes the unit's.
+        fare = Fare("CLIENT_AMOUNT", to_minor_unit(client_amount, currency), **parts)
     elif trip.status == "CANCELLED":
-        fare = Fare("CANCELLATION", to_cents(config.CANCELLATION_FEE), **parts)
+        # Start-up made sure the fee is an amount of CURRENCY; rounding only gives it the unit's exponent.
+        fare = Fare("CANCELLATION", to_minor_unit(config.CANCELLATION_FEE, currency), **parts)
     else:
         distance = trip.distance_km or Decimal(0)
-        fare = Fare("TRIP", to_cents(trip_fare(config, distance, trip.surge_multiplier)), **parts)
-    return _payable(trip, fare)
+        fare = Fare("TRIP", to_minor_unit(trip_fare(config, distance, trip.surge_multiplier), currency), **parts)
+    return _payable(trip, fare, currency)
 
 
-def _payable(trip: Trip, fare: Fare) -> Fare:
-    """The fare, if it can be a payment: at least 0.01 and at most what NUMERIC(10,2) holds."""
+def _payable(trip: Trip, fare: Fare, currency: str) -> Fare:
+    """The fare, if it can be a payment: at least the currency's smallest unit, at most what NUMERIC(10,2) holds."""
     if fare.amount <= 0:
-        raise InvalidFareError(trip, fare.amount)
-    if fare.amount > MAX_AMOUNT:
-        raise FareOutOfRangeError(trip, fare.amount, hold=fare.hold_multiplier is not None)
+        raise InvalidFareError(trip, fare.amount, currency)
+    if fare.amount > max_amount(currency):
+        raise FareOutOfRangeError(trip, fare.amount, currency, hold=fare.hold_multiplier is not None)
     return fare
 
 
@@ -131,9 +160,11 @@ def calculate_hold(trip: Trip, config: Config, client_amount: Decimal | None = N
     """What to hold for a trip that has not ended: the client's amount, else its fare x HOLD_MULTIPLIER.
 
     The fare comes from the trip's (estimated) distance and surge; the product is rounded half-up
-    to the cent once. Raises TripServiceBadResponseError when no amount is given and the trip
-    service gave no distance to price.
+    to CURRENCY's smallest unit once (HOLD_MULTIPLIER >= 1 and the rounding is monotonic, so the hold
+    is never below the fare it estimates). Raises TripServiceBadResponseError when no amount is given
+    and the trip service gave no distance to price.
     """
+    currency = config.CURRENCY
     parts = {
         "base_fare": config.BASE_FARE,
         "distance_km": trip.distance_km,
@@ -141,14 +172,16 @@ def calculate_hold(trip: Trip, config: Config, client_amount: Decimal | None = N
         "surge_multiplier": trip.surge_multiplier,
         "mock_trip": trip.mock,
     }
+    check_amount(client_amount, currency)
     if client_amount is not None:
-        return _payable(trip, Fare("CLIENT_AMOUNT", to_cents(client_amount), **parts))
+        return _payable(trip, Fare("CLIENT_AMOUNT", to_minor_unit(client_amount, currency), **parts), currency)
     if trip.distance_km is None:
         raise TripServiceBadResponseError(
             f"trip {trip.trip_id} has no distance estimate to price a hold with (or send amount)"
         )
     estimate = trip_fare(config, trip.distance_km, trip.surge_multiplier) * config.HOLD_MULTIPLIER
-    return _payable(trip, Fare("TRIP", to_cents(estimate), **parts, hold_multiplier=config.HOLD_MULTIPLIER))
+    hold = Fare("TRIP", to_minor_unit(estimate, currency), **parts, hold_multiplier=config.HOLD_MULTIPLIER)
+    return _payable(trip, hold, currency)
 
 
 def trip_fare(config: Config, distance_km: Decimal, surge: Decimal) -> Decimal:

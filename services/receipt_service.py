@@ -8,7 +8,6 @@ from typing import Any
 
 from database.pool import ConnectionPool
 from database.prepared import Prepared
-from models.money import to_cents
 from models.payment import Payment
 from models.receipt import Receipt
 from models.refund import Refund
@@ -90,15 +89,15 @@ class ReceiptView:
         data["payment"] = self.payment.to_json()
         data["refunds"] = [refund.to_json() for refund in self.refunds]
         data["totals"] = {
-            "amount": to_cents(self.payment.amount),
-            "refunded": to_cents(self.payment.amount_refunded),
-            "net": to_cents(self.payment.remaining),
+            "amount": self.payment.amount,
+            "refunded": self.payment.amount_refunded,
+            "net": self.payment.remaining,
         }
         if self.payment.authorized_amount is not None:
             # A captured hold: what was held at the trip's start, and what its end took.
             data["hold"] = {
-                "authorized_amount": to_cents(self.payment.authorized_amount),
-                "captured_amount": to_cents(self.payment.amount),
+                "authorized_amount": self.payment.authorized_amount,
+                "captured_amount": self.payment.amount,
                 "authorized_at": self.payment.created_at,
                 # The day it was paid; null for a capture recorded before captured_at existed.
                 "captured_at": self.payment.captured_at,

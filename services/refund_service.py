@@ -39,6 +39,7 @@ from services.idempotency_service import (
 )
 from services.notification_service import Outbox
 from services.payment_queries import SELECT_PAYMENT
+from services.pricing import check_amount
 from utils.errors import DomainError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -309,6 +310,8 @@ class RefundService:
             if row is None:
                 raise PaymentNotFoundError(payment_id)
             payment = Payment.from_row(row)
+            # The payment's own currency: a stored row may be in another than today's CURRENCY.
+            check_amount(request.amount, payment.currency)
             remaining = payment.remaining
             if payment.status not in REFUNDABLE_STATUSES or remaining <= 0:
                 raise PaymentNotRefundableError(payment.payment_id, payment.status)

@@ -63,6 +63,18 @@ class LocalStripe:
         """The refunds of one PaymentIntent."""
         return list(self.client.v1.refunds.list(params={"payment_intent": payment_intent}).data)
 
+    def captured(self, intent: Any) -> int:
+        """What the PaymentIntent's charge took, in minor units.
+
+        localstripe captures less than the hold the way it models it: the charge keeps the held amount
+        and the rest is released as a refund carrying none of our metadata.
+        """
+        latest = intent.latest_charge
+        charge = self.client.v1.charges.retrieve(latest if isinstance(latest, str) else latest["id"])
+        released = sum(r.amount for r in self.refunds(intent.id) if "refund_id" not in (r.metadata or {}))
+        assert charge.captured
+        return charge.amount - released
+
 
 @contextmanager
 def local_stripe() -> Iterator[LocalStripe]:

@@ -470,3 +470,56 @@ def test_webhook_secrets_take_several_for_a_rotation_and_never_echo_a_bad_one() 
     assert "sk_live_oops" not in str(refused.value)
     with pytest.raises(ConfigError, match="names the same secret twice"):
         Config.from_env({"STRIPE_WEBHOOK_SECRETS": "whsec_a,whsec_a"})
+
+
+# --- CURRENCY: a real ISO 4217 code whose amounts NUMERIC(10,2) can hold ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        ("ABC", "not an ISO 4217 currency code"),
+        ("XXX", "no minor unit"),
+        ("XAU", "no minor unit"),
+        ("BHD", "3 decimals"),
+        ("KWD", "3 decimals"),
+    ],
+)
+def test_start_up_refuses_a_currency_iso_4217_does_not_give_at_most_two_decimals(code: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=f"CURRENCY.*{why}"):
+        Config.from_env({"CURRENCY": code})
+    with pytest.raises(ConfigError, match=f"CURRENCY.*{why}"):
+        Config.from_env({}).with_overrides({"CURRENCY": code})
+
+
+def test_a_lower_case_currency_is_read_as_its_iso_4217_code() -> None:
+    assert Config.from_env({"CURRENCY": "jpy"}).CURRENCY == "JPY"
+
+
+def test_start_up_refuses_a_currency_stripe_counts_more_coarsely_than_iso_4217_naming_both_settings() -> None:
+    stripe = {"GATEWAY": "stripe", "STRIPE_API_KEY": "sk_test_x"}
+
+    with pytest.raises(ConfigError, match="CURRENCY=MGA cannot be used with GATEWAY=stripe"):
+        Config.from_env({**stripe, "CURRENCY": "MGA"})
+    assert Config.from_env({"CURRENCY": "MGA"}).CURRENCY == "MGA"  # the simulator moves any stored amount
+    assert Config.from_env({**stripe, "CURRENCY": "JPY"}).CURRENCY == "JPY"
+
+
+def test_start_up_refuses_a_cancellation_fee_with_more_decimals_than_the_currency_has() -> None:
+    with pytest.raises(ConfigError, match=r"CANCELLATION_FEE.*CURRENCY=JPY"):
+        Config.from_env({"CURRENCY": "JPY", "CANCELLATION_FEE": "100.50"})
+    assert Decimal("100") == Config.from_env({"CURRENCY": "JPY", "CANCELLATION_FEE": "100"}).CANCELLATION_FEE
+
+
+def test_a_zero_decimal_currency_s_largest_fare_is_whole_units() -> None:
+    # A 1,000 km trip prices at 99,999,999.50 yen here, which NUMERIC(10,2) stores but a yen payment cannot be.
+    with pytest.raises(ConfigError, match="is 100000000 JPY, above the largest payment amount 99999999"):
+        Config.from_env(
+            {
+                "CURRENCY": "JPY",
+                "BASE_FARE": "9.5",
+                "RATE_PER_KM": "99999.99",
+                "SURGE_MULTIPLIERS": "A:1",
+                "HOLD_MULTIPLIER": "1",
+            }
+        )

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from config import Config
@@ -140,3 +141,26 @@ def test_an_invalid_setting_stops_setup_naming_it(base_config: Config) -> None:
 
     assert result.returncode == 2
     assert "DB_PORT" in result.stderr
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
+def test_the_shipped_seed_loads_as_rupees_whatever_currency_and_another_file_in_currency(
+    target: Config, tmp_path: Path
+) -> None:
+    yen = tmp_path / "yen.csv"
+    yen.write_text(
+        "payment_id,trip_id,amount,method,status,reference,created_at\n"
+        "90001,9001,31.25,CASH,SUCCESS,PAY-Y,2025-10-01 06:00:00\n"
+    )
+
+    shipped = run_setup(target, CURRENCY="JPY")
+    refused = run_setup(target, "--csv", str(yen), CURRENCY="JPY")
+
+    # The shipped file is priced in rupees (scripts/generate_seed_csv.py): 31.25 yen would be no amount.
+    assert shipped.returncode == 0, shipped.stderr
+    with psycopg2.connect(target.get_database_uri()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT currency FROM payments")
+        assert cur.fetchall() == [("INR",)]
+    assert refused.returncode == 1
+    assert "line 2: amount 31.25 has more decimals than JPY has" in refused.stderr
+    assert payment_count(target) == seed_rows()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -137,7 +138,7 @@ def _render_receipt(receipt: dict[str, Any]) -> str:
         rider=data.get("rider"),
         driver=data.get("driver"),
         fare_label=FARE_LABELS.get(fare.get("type"), "Payment"),
-        money=format_money,
+        money=functools.partial(format_money, currency=data["currency"]),
         when=_receipt_time,
     )
 

@@ -29,15 +29,10 @@ from services.gateways import (
     GatewayResult,
     GatewayUnavailableError,
 )
+from services.gateways.stripe_units import stripe_decimals
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
-
-# Currencies Stripe counts in whole units, or in thousandths (https://docs.stripe.com/currencies).
-ZERO_DECIMAL = frozenset(
-    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
-)
-THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 
 INTENT_STATUSES = {
     "succeeded": SUCCESS,
@@ -59,8 +54,7 @@ class UnpayableAmountError(GatewayRefusedError):
 
 def minor_units(amount: Decimal, currency: str) -> int:
     """The amount in Stripe's smallest unit of the currency: 31.25 INR -> 3125, 500 JPY -> 500."""
-    exponent = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
-    scaled = amount.scaleb(exponent)
+    scaled = amount.scaleb(stripe_decimals(currency))
     if scaled != scaled.to_integral_value():
         raise UnpayableAmountError(f"{amount} {currency} has more decimals than {currency} allows at Stripe")
     return int(scaled)
@@ -68,8 +62,7 @@ def minor_units(amount: Decimal, currency: str) -> int:
 
 def from_minor_units(units: int, currency: str) -> Decimal:
     """An amount in Stripe's smallest unit of the currency as an amount of it: 3125 INR -> 31.25."""
-    exponent = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
-    return Decimal(units).scaleb(-exponent)
+    return Decimal(units).scaleb(-stripe_decimals(currency))
 
 
 def _mapped_error_code(*codes: str | None) -> str:

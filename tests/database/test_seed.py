@@ -179,6 +179,16 @@ def test_a_malformed_line_is_named_and_nothing_is_loaded(
     assert count(db) == 0
 
 
+def test_a_file_loaded_in_a_zero_decimal_currency_refuses_amounts_with_decimals_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    yen = ["1,101,2429,CARD,SUCCESS,PAY-1,2025-10-01 06:47:34", "2,102,7.00,CASH,SUCCESS,PAY-2,2025-10-01 07:00:00"]
+
+    with pytest.raises(SeedError, match=r"line 4: amount 12.50 has more decimals than JPY has \(0\)"):
+        parse_csv(write_csv(tmp_path, [*yen, "3,103,12.50,UPI,SUCCESS,PAY-3,2025-10-01 08:00:00"]), "JPY")
+    assert [row["amount"] for row in parse_csv(write_csv(tmp_path, yen), "JPY")] == [Decimal(2429), Decimal(7)]
+
+
 def test_a_wrong_header_is_rejected(tmp_path: Path) -> None:
     path = write_csv(tmp_path, GOOD_ROWS, header="id,trip,amount,method,status,reference,created")
 

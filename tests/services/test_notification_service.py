@@ -126,7 +126,7 @@ def test_requeued_dead_notifications_are_delivered(
     dispatcher = dispatcher_for(notifications.url, NOTIFY_MAX_ATTEMPTS=1)
     dispatcher.run_once()
     admin = NotificationAdmin(dispatcher.pool)
-    assert MetricsService(dispatcher.pool).outbox_counts() == {"PENDING": 0, "DEAD": 1}
+    assert MetricsService(dispatcher.pool, "INR").outbox_counts() == {"PENDING": 0, "DEAD": 1}
 
     notifications.fail_with = None
     requeued = admin.requeue(None)

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from config import Config, ConfigError
 from tests.fakes import FakeNotificationService, FakeTripService
+from tests.gateways import StubGateway, use_gateway
 from tests.helpers import ROOT, closed_port, database_env, row_counts, wait_until
 
 
@@ -114,7 +115,10 @@ def test_the_database_refuses_a_payment_of_zero(db: psycopg2.extensions.connecti
 # --- amounts too large to store ---------------------------------------------------------------------
 
 
+# Rupiah have two decimals in ISO 4217, dong none: the largest payment is 99,999,999.99 IDR but 99,999,999 VND.
+IDR = {"CURRENCY": "IDR", "BASE_FARE": Decimal("12000"), "RATE_PER_KM": Decimal("15000")}
 VND = {"CURRENCY": "VND", "BASE_FARE": Decimal("12000"), "RATE_PER_KM": Decimal("15000")}
+VND_EDGE = {"CURRENCY": "VND", "BASE_FARE": Decimal("99999"), "RATE_PER_KM": Decimal("10000")}
 
 
 def test_a_fare_above_the_largest_amount_is_refused_with_fare_out_of_range(
@@ -128,7 +132,8 @@ def test_a_fare_above_the_largest_amount_is_refused_with_fare_out_of_range(
     body = response.get_json()
     assert body["code"] == "fare_out_of_range"
     assert body["fare"] == 105012000.0
-    assert "105012000.00" in body["error"]
+    assert "prices at 105012000, above the largest payment amount 99999999 VND" in body["error"]
+    assert body["max_amount"] == 99999999
     assert nothing_stored(db)
 
 
@@ -136,10 +141,47 @@ def test_the_largest_storable_fare_is_charged(fares_app: Callable[..., Flask], t
     # (12000 + 6665.866666 x 15000) x 1.0 = 99,999,999.99 exactly at 6665.8666660 km.
     trips.trip(101, distance_km=6665.866666)
 
-    response = charge(fares_app(**VND).test_client())
+    response = charge(fares_app(**IDR).test_client())
 
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["amount"] == 99999999.99
+
+
+def test_the_largest_storable_fare_in_a_zero_decimal_currency_is_charged_in_whole_units(
+    fares_app: Callable[..., Flask], trips: FakeTripService
+) -> None:
+    # 99999 + 9990.00004 x 10000 = 99,999,999.4 dong, which rounds half-up to 99,999,999.
+    trips.trip(101, distance_km=9990.00004)
+
+    response = charge(fares_app(**VND_EDGE).test_client())
+
+    assert response.status_code == 201, response.get_json()
+    assert (response.get_json()["amount"], response.get_json()["fare"]["amount"]) == (99999999, 99999999)
+
+
+def test_a_zero_decimal_fare_that_rounds_past_the_largest_amount_is_refused(
+    fares_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    # 99,999,999.5 dong rounds half-up to 100,000,000: it fits NUMERIC(10,2) as 99999999.50 did, but no payment in dong.
+    trips.trip(101, distance_km=9990.00005)
+
+    response = charge(fares_app(**VND_EDGE).test_client())
+
+    assert (response.status_code, response.get_json()["code"]) == (400, "fare_out_of_range")
+    assert response.get_json()["fare"] == 100000000
+    assert nothing_stored(db)
+
+
+def test_a_zero_decimal_fare_is_rounded_half_up_to_the_whole_unit(
+    fares_app: Callable[..., Flask], trips: FakeTripService
+) -> None:
+    # (12000 + 0.1 x 15000) x 1.0333 = 13,949.55 dong, which rounds half-up to 13,950 (not to 13,949.55).
+    trips.trip(101, distance_km=0.1, surge_multiplier=1.0333)
+
+    response = charge(fares_app(**VND).test_client(), method="CASH")
+
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["amount"] == 13950
 
 
 def test_start_up_refuses_fares_under_which_an_ordinary_trip_cannot_be_stored() -> None:
@@ -265,3 +307,36 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+# --- amounts a gateway cannot move --------------------------------------------------------------------
+
+
+class WholeTensOnly(StubGateway):
+    """A gateway with a rule of its own the service does not know: amounts in tens only; never reached."""
+
+    def can_carry(self, amount: Decimal, currency: str) -> bool:
+        return amount % 10 == 0
+
+
+def test_a_fare_the_gateway_cannot_carry_is_400_before_anything_is_written_never_a_gateway_failure(
+    fares_app: Callable[..., Flask], trips: FakeTripService, db: psycopg2.extensions.connection
+) -> None:
+    app = fares_app()
+    use_gateway(app, WholeTensOnly())
+    trips.trip(101)  # 31.25
+
+    fare = charge(app.test_client())
+    trips.trip(102)
+    trips.trip(103)
+    explicit = charge(app.test_client(), 102, amount=31)
+    cash = charge(app.test_client(), 103, method="CASH")
+
+    assert (fare.status_code, fare.get_json()["code"]) == (400, "charge_amount_not_payable")
+    assert "field" not in fare.get_json()
+    assert (explicit.status_code, explicit.get_json()["code"], explicit.get_json()["field"]) == (
+        400, "charge_amount_not_payable", "amount",
+    )  # fmt: skip
+    assert cash.status_code == 201  # no gateway moves cash
+    counts = row_counts(db)
+    assert counts["payments"] == 1 and counts["idempotency_keys"] == 1

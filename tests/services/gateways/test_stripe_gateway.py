@@ -367,7 +367,7 @@ def test_reconciliation_leaves_a_charge_in_flight_alone_even_when_told_nothing_i
     assert intent.status == "succeeded"
 
 
-def test_a_refund_the_currency_cannot_carry_at_stripe_is_400_naming_the_amount_and_writes_nothing(
+def test_a_refund_with_more_decimals_than_the_currency_has_is_400_naming_the_amount_and_writes_nothing(
     make_app: Any,
     trips: FakeTripService,
     localstripe: LocalStripe,
@@ -386,7 +386,7 @@ def test_a_refund_the_currency_cannot_carry_at_stripe_is_400_naming_the_amount_a
     report = services(app).reconciler.run_once()
 
     assert paid["status"] == "SUCCESS"
-    assert (response.status_code, response.get_json()["code"]) == (400, "refund_amount_not_payable")
+    assert (response.status_code, response.get_json()["code"]) == (400, "validation_error")
     assert response.get_json()["field"] == "amount"
     after = app.test_client().get(f"/v1/payments/{paid['payment_id']}").get_json()
     assert (after["status"], after["amount_refunded"]) == ("SUCCESS", 0.0)

@@ -22,19 +22,6 @@ def authorize(app: Flask, trip_id: int = 101, key: str = "hold-1", **fields: Any
     return app.test_client().post("/v1/payments/authorize", json=body)
 
 
-def captured_at_stripe(localstripe: LocalStripe, intent: Any) -> int:
-    """What the PaymentIntent's charge took, in minor units.
-
-    localstripe captures less than the hold the way it models it: the charge keeps the held amount
-    and the rest is released as a refund carrying none of our metadata.
-    """
-    latest = intent.latest_charge
-    charge = localstripe.client.v1.charges.retrieve(latest if isinstance(latest, str) else latest["id"])
-    released = sum(r.amount for r in localstripe.refunds(intent.id) if "refund_id" not in (r.metadata or {}))
-    assert charge.captured
-    return charge.amount - released
-
-
 def status_of(db: psycopg2.extensions.connection, payment_id: int) -> tuple:
     with db.cursor() as cur:
         cur.execute("SELECT status, amount, authorized_amount FROM payments WHERE payment_id = %s", (payment_id,))
@@ -63,7 +50,7 @@ def test_the_life_of_a_trip_is_one_payment_intent_held_captured_for_the_fare_and
     assert captured.status_code == 200
     assert (captured.get_json()["status"], captured.get_json()["amount"]) == ("SUCCESS", 25.0)
     [intent] = localstripe.payment_intents()
-    assert (intent.status, captured_at_stripe(localstripe, intent)) == ("succeeded", 2500)
+    assert (intent.status, localstripe.captured(intent)) == ("succeeded", 2500)
 
     refunded = client.post(f"/v1/payments/{body['payment_id']}/refund", json={"amount": 10})
     assert (refunded.status_code, refunded.get_json()["refund_status"]) == (200, "SUCCEEDED")
@@ -122,7 +109,7 @@ def test_a_capture_without_an_answer_is_pending_and_reconciliation_captures_exac
     assert report.counts() == {"captured": 1}
     assert status_of(db, payment_id)[:2] == ("SUCCESS", 25)
     [intent] = localstripe.payment_intents()
-    assert (intent.status, captured_at_stripe(localstripe, intent)) == ("succeeded", 2500)
+    assert (intent.status, localstripe.captured(intent)) == ("succeeded", 2500)
     captures_received = [path for _, path in stripe_proxy.forwarded if path.endswith("/capture")]
     # "down": the first never arrived, reconciliation sent it; "lose_answer": it arrived, was found captured.
     assert len(captures_received) == 1
@@ -159,8 +146,8 @@ def test_a_capture_stripe_refuses_answers_where_the_payment_intent_stands(locals
     assert gateway.void(held).status == SUCCESS
 
 
-def test_a_hold_in_a_zero_decimal_currency_is_rounded_up_to_whole_units_and_an_amount_it_cannot_carry_is_400(
-    stripe_app_with: Any, trips: FakeTripService, localstripe: LocalStripe
+def test_a_hold_in_a_zero_decimal_currency_is_rounded_half_up_to_the_yen_and_an_amount_with_decimals_is_400(
+    stripe_app_with: Any, trips: FakeTripService, localstripe: LocalStripe, db: psycopg2.extensions.connection
 ) -> None:
     app = stripe_app_with(CURRENCY="JPY")
     trips.trip(101, status="ACCEPTED", distance_km=10.5)
@@ -169,28 +156,33 @@ def test_a_hold_in_a_zero_decimal_currency_is_rounded_up_to_whole_units_and_an_a
     held = authorize(app, 101)
     refused = authorize(app, 102, key="hold-2", amount=10.5)
 
-    # 39.0625 -> 40 yen: Stripe moves whole yen, and a hold only reserves.
-    assert (held.status_code, held.get_json()["authorized_amount"]) == (201, 40)
+    # 31.25 x 1.25 = 39.0625 -> 39 yen, rounded once like any fare (and never below the fare's 31).
+    assert (held.status_code, held.get_json()["authorized_amount"]) == (201, 39)
     [intent] = localstripe.payment_intents()
-    assert (intent.amount, intent.currency) == (40, "jpy")
+    assert (intent.amount, intent.currency) == (39, "jpy")
     assert (refused.status_code, refused.get_json()["code"], refused.get_json()["field"]) == (
-        400, "hold_amount_not_payable", "amount",
+        400, "validation_error", "amount",
     )  # fmt: skip
+    assert "whole number of JPY" in refused.get_json()["error"]
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM payments WHERE trip_id = 102")
+        assert cur.fetchone()[0] == 0
 
 
-def test_a_fare_a_zero_decimal_currency_cannot_carry_is_400_without_naming_a_field_the_caller_did_not_send(
+def test_a_final_fare_in_a_zero_decimal_currency_is_rounded_to_the_yen_and_captured(
     stripe_app_with: Any, trips: FakeTripService, localstripe: LocalStripe,
     db: psycopg2.extensions.connection,
 ) -> None:  # fmt: skip
     app = stripe_app_with(CURRENCY="JPY")
     trips.trip(101, status="ACCEPTED", distance_km=10.5)
     payment_id = authorize(app, 101).get_json()["payment_id"]
-    trips.trip(101, status="COMPLETED", distance_km=8.5)  # 5 + 21.25 = 26.25 yen
+    trips.trip(101, status="COMPLETED", distance_km=8.5)  # 5 + 21.25 = 26.25 yen -> 26
 
     response = app.test_client().post(f"/v1/payments/{payment_id}/capture")
-    whole = app.test_client().post(f"/v1/payments/{payment_id}/capture", json={"amount": 26})
 
-    assert (response.status_code, response.get_json()["code"]) == (400, "capture_amount_not_payable")
-    assert "field" not in response.get_json()
-    assert "The final fare 26.25" in response.get_json()["error"]
-    assert (whole.status_code, whole.get_json()["amount"]) == (200, 26)
+    assert response.status_code == 200, response.get_json()
+    assert (response.get_json()["status"], response.get_json()["amount"]) == ("SUCCESS", 26)
+    assert response.get_json()["authorized_amount"] == 39
+    [intent] = localstripe.payment_intents()
+    assert (intent.status, localstripe.captured(intent)) == ("succeeded", 26)
+    assert status_of(db, payment_id) == ("SUCCESS", Decimal("26.00"), Decimal("39.00"))
