@@ -6,7 +6,7 @@ header) of each, and turns them into the `AppError` every error response is rend
 
 from __future__ import annotations
 
-from database.pool import DatabaseUnavailableError
+from database.pool import DatabaseUnavailableError, IdsExhaustedError
 from services.charge import (
     ChargeAmountNotPayableError,
     HoldAmountNotPayableError,
@@ -76,6 +76,8 @@ STATUS: dict[type[DomainError], int] = {
     GatewayHoldActionFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
+    # Not retryable by the client alone: an operator must make room in the id sequence (README).
+    IdsExhaustedError: 503,
 }
 
 
