@@ -19,6 +19,11 @@ if [ "${1:-}" = "--check" ]; then
 fi
 uv=$1
 shift
+# A relative path to uv (.venv/bin/uv) must survive the cd below.
+case "$uv" in
+    /*) ;;
+    */*) uv="$PWD/$uv" ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 compile() {
