@@ -13,9 +13,11 @@ RUN groupadd --gid 1000 paymentservice \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: rebuilt only when requirements.txt changes.
+# Dependencies first, in their own layer: rebuilt only when the runtime lock changes. requirements.txt
+# pins every package, transitive ones too, with the hashes of all its files (`make lock` writes it):
+# pip checks each download against them and installs nothing unlisted.
 COPY requirements.txt ./
-RUN pip install -r requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 
 COPY --chown=root:root . .
 

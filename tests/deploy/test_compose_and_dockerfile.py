@@ -126,6 +126,13 @@ def test_dependencies_are_installed_in_their_own_layer_before_the_code() -> None
     assert copies[0] < install < copies[1]
 
 
+def test_the_image_installs_the_runtime_lock_with_hashes_checked() -> None:
+    installs = [rest for kind, rest in dockerfile_instructions() if kind == "RUN" and "pip install" in rest]
+
+    assert installs == ["pip install --require-hashes -r requirements.txt"]
+    assert "--hash=sha256:" in (ROOT / "requirements.txt").read_text()
+
+
 def test_nothing_on_the_start_path_can_drop_data() -> None:
     start = (ROOT / "scripts" / "start.sh").read_text()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import canonicalize_name
 
 from config import Config
 from tests.helpers import (
@@ -25,6 +27,7 @@ from tests.helpers import (
     payment_count,
     wait_until,
 )
+from tests.locks import RUNTIME_LOCK, applies, locked
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
@@ -72,6 +75,28 @@ def runtime_bin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield venv / "bin"
     finally:
         shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_the_runtime_lock_installs_exactly_its_packages_into_a_fresh_venv(runtime_bin: Path) -> None:
+    """`pip install -r requirements.txt` (the runtime_bin fixture, as root) gives the locked set, no more, no less."""
+    if os.geteuid() != 0:
+        pytest.skip("as an ordinary user the fixture reuses this environment (the dev set), not a fresh venv")
+    probe = "import json, platform; v = platform.python_version(); print(json.dumps([v, v.rsplit('.', 1)[0]]))"
+    full, short = json.loads(
+        subprocess.run([str(runtime_bin / "python"), "-c", probe], capture_output=True, text=True, check=True).stdout
+    )
+    environment = {"python_full_version": full, "python_version": short}
+    expected = {name: lock.version for name, lock in locked(RUNTIME_LOCK).items() if applies(lock, environment)}
+    listing = subprocess.run(
+        [str(runtime_bin / "python"), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
+    installed = {
+        canonicalize_name(entry["name"]): entry["version"]
+        for entry in json.loads(listing)
+        if canonicalize_name(entry["name"]) not in {"pip", "setuptools", "wheel"}
+    }
+
+    assert installed == expected
 
 
 def unprivileged_prefix(config: Config) -> list[str]:
