@@ -37,7 +37,7 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(2 * t
 # with blocking reads and no deadline of their own: a client that sends part of a request and
 # stalls, or one byte now and then, held a thread for as long as it liked, and a dozen of them held
 # every thread. Past this deadline the client gets a 408 and its connection is closed, so a slow
-# client holds a thread for at most this long. Behind the front door (deploy/front-door), which
+# client holds a thread for at most this long. Behind the front door (deploy/k8s/front-door.conf.template), which
 # buffers whole requests first, no request comes near it.
 request_read_timeout = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT", "5"))
 # The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
