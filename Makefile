@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVDB := $(BIN)/python scripts/devdb.py run --
 
-.PHONY: install run test test-faults bench bench-holds fuzz lint db-stop clean
+.PHONY: install run test test-faults bench bench-holds bench-slow-clients fuzz lint db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 bench-holds: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || true
 	$(DEVDB) $(BIN)/python bench/holds.py $(BENCH_ARGS)
+
+# Slow clients held open through the front door and against bare gunicorn (bench/slow_clients.py).
+bench-slow-clients: $(STAMP)
+	$(DEVDB) $(BIN)/python bench/slow_clients.py $(BENCH_ARGS)
 
 fuzz: $(STAMP)
 	$(DEVDB) bash scripts/fuzz.sh
