@@ -40,6 +40,9 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(2 * t
 # client holds a thread for at most this long. Behind the front door (deploy/k8s/front-door.conf.template), which
 # buffers whole requests first, no request comes near it.
 request_read_timeout = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT", "5"))
+if not 0 < request_read_timeout < float("inf"):
+    # 0 would answer every request 408 before reading it; there is no "off" (a large value is one).
+    raise ValueError(f"GUNICORN_REQUEST_READ_TIMEOUT must be a positive number of seconds, not {request_read_timeout}")
 # The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
 accesslog = None
 

@@ -53,6 +53,14 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT="2.5").request_read_timeout == 2.5
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_request_read_deadline_that_is_not_a_positive_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    with pytest.raises(ValueError, match="GUNICORN_REQUEST_READ_TIMEOUT"):
+        load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT=value)
+
+
 def test_each_worker_gets_the_request_read_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     conf = load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT="3")
     worker = SimpleNamespace(request_read_timeout=5.0)
