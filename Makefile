@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --require-hashes --no-compile
 DEVDB := $(BIN)/python scripts/devdb.py run --
 
-.PHONY: install run test test-faults bench bench-holds fuzz lint lock lock-check db-stop clean
+.PHONY: install run test test-faults bench bench-holds bench-slow-clients fuzz lint lock lock-check db-stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench: $(DEV_STAMP)
 bench-holds: $(DEV_STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk >/dev/null || true
 	$(DEVDB) $(BIN)/python bench/holds.py $(BENCH_ARGS)
+
+# Slow clients held open through the front door and against bare gunicorn (bench/slow_clients.py).
+bench-slow-clients: $(DEV_STAMP)
+	$(DEVDB) $(BIN)/python bench/slow_clients.py $(BENCH_ARGS)
 
 fuzz: $(DEV_STAMP)
 	$(DEVDB) bash scripts/fuzz.sh

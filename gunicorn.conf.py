@@ -33,6 +33,17 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # worker keeps at most (connections - threads) idle keep-alive connections and closes the rest
 # after their response, so a waiting client gets a slot within one request's time.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(2 * threads)))
+# Seconds a client has to send a request's headers and body, counted from its first byte (for a
+# kept-alive connection, from the first byte of each request). gunicorn's threads read requests
+# with blocking reads and no deadline of their own: a client that sends part of a request and
+# stalls, or one byte now and then, held a thread for as long as it liked, and a dozen of them held
+# every thread. Past this deadline the client gets a 408 and its connection is closed, so a slow
+# client holds a thread for at most this long. Behind the front door (deploy/k8s/front-door.conf.template), which
+# buffers whole requests first, no request comes near it.
+request_read_timeout = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT", "5"))
+if not 0 < request_read_timeout < float("inf"):
+    # 0 would answer every request 408 before reading it; there is no "off" (a large value is one).
+    raise ValueError(f"GUNICORN_REQUEST_READ_TIMEOUT must be a positive number of seconds, not {request_read_timeout}")
 # The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
 accesslog = None
 
@@ -145,6 +156,12 @@ def post_worker_init(worker: Any) -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Give the worker its request read deadline (gunicorn has no setting of that name to carry it)."""
+    if hasattr(worker, "request_read_timeout"):
+        worker.request_read_timeout = request_read_timeout
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -14,8 +14,12 @@ from utils.errors import AppError, ValidationError
 
 try:  # gunicorn raises its own ParseException (InvalidChunkSize, ChunkMissingTerminator, ...) mid-read
     from gunicorn.http.errors import ParseException as _ServerBodyError
+
+    # ... and, with the worker of api/server_errors.py, RequestReadTimeoutError for a body that comes too slowly.
+    from api.server_errors import RequestReadTimeoutError as _BodyTooSlow
 except ImportError:  # another WSGI server: OSError covers the usual "connection cut short"
     _ServerBodyError = OSError  # type: ignore[assignment,misc]
+    _BodyTooSlow = TimeoutError  # type: ignore[assignment,misc]
 
 # What the WSGI server raises when the body on the wire is not framed as its headers say.
 BODY_FRAMING_ERRORS = (OSError, _ServerBodyError)
@@ -125,6 +129,11 @@ def read_json_object(request: Request, allow_empty: bool) -> dict[str, Any]:
         raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
         if _longer_than_read(request, raw):
             raise RequestEntityTooLarge()
+    except _BodyTooSlow as exc:
+        # The client stalled mid-body: gunicorn stopped waiting at its read deadline (the connection closes).
+        within = f" within {exc.seconds:g} s" if isinstance(getattr(exc, "seconds", None), float) else ""
+        message = f"The request was not received in time: send its headers and body{within}."
+        raise AppError(message, status_code=408, code="request_timeout") from None
     except BODY_FRAMING_ERRORS:
         # A bad chunk size, a missing chunk terminator or a body cut short: the client's fault.
         raise AppError("The request body could not be read as sent.", status_code=400, code="bad_request") from None

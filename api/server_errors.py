@@ -10,6 +10,12 @@ an `X-Request-ID`, and never with a 5xx for anything a client sent.
 gthread worker for more (as gunicorn itself turns `sync` into `gthread` when `--threads` > 1, so a
 `--threads` on the command line still picks the right one).
 
+They also bound how long a client may take to send a request (`RequestReadTimeoutError`): gunicorn's
+threads read a request's headers and body with blocking reads and no deadline, so a client that
+sent part of a request and stalled (or sent one byte now and then) held a thread for as long as it
+liked, and a dozen such clients held them all. A request's reads now share one deadline; past it
+the client gets a 408 and its connection is closed.
+
 gunicorn imports this module in the master before any hook runs, so it imports only gunicorn and
 the standard library: pulling in the app's metrics here would register them before
 `PROMETHEUS_MULTIPROC_DIR` is set.
@@ -17,17 +23,22 @@ the standard library: pulling in the app's metrics here would register them befo
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import re
 import ssl
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http import errors as http_errors
+from gunicorn.http.parser import RequestParser
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.base import Worker
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 # The caller's request id is echoed only if it is short and printable (as the app does).
@@ -39,6 +50,7 @@ REASONS = {
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
+    408: "Request Timeout",
     414: "URI Too Long",
     417: "Expectation Failed",
     431: "Request Header Fields Too Large",
@@ -75,6 +87,59 @@ class ServerError:
 
 
 INTERNAL_ERROR = ServerError(500, "internal_error", "Internal server error.")
+# Seconds a client has to send a request's headers and body, from its first byte (GUNICORN_REQUEST_READ_TIMEOUT).
+DEFAULT_REQUEST_READ_TIMEOUT = 5.0
+
+
+class RequestReadTimeoutError(Exception):
+    """The client did not send the request's headers and body within the read deadline.
+
+    Not an OSError: gunicorn's thread worker takes those for a broken socket and answers nothing.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        """Remember the deadline, for the message."""
+        super().__init__(f"request not received within {seconds:g} s")
+        self.seconds = seconds
+
+
+class DeadlineUnreader(SocketUnreader):
+    """gunicorn's socket reader, with one deadline for all the reads of a request.
+
+    A timeout per read alone would not do: a client sending one byte every few seconds never trips
+    it. The deadline starts at the request's first read (`start`), so time spent idle between
+    keep-alive requests, waiting in gunicorn's poller, does not count.
+    """
+
+    def __init__(self, sock: Any, seconds: float, max_chunk: int = 8192) -> None:
+        """Read from `sock`; each request may take `seconds` to arrive."""
+        super().__init__(sock, max_chunk)
+        self.seconds = seconds
+        self.deadline: float | None = None
+
+    def start(self) -> None:
+        """A new request: its deadline starts at its first read."""
+        self.deadline = None
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        """One read from the socket, raising RequestReadTimeoutError once the request's time is up."""
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.seconds
+        remaining = self.deadline - now
+        if remaining <= 0:
+            raise RequestReadTimeoutError(self.seconds)
+        # A caller's own, shorter timeout (gunicorn's bounded body drain) still applies.
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(min(remaining, previous if previous is not None else math.inf))
+        try:
+            return super().chunk(size_hint)
+        except TimeoutError:
+            raise RequestReadTimeoutError(self.seconds) from None
+        finally:
+            self.sock.settimeout(previous)
+
+
 # Body framing errors, as gunicorn raises them while reading a chunked body.
 UNREAD_BODY_ERRORS = (
     http_errors.InvalidChunkSize,
@@ -118,6 +183,9 @@ def describe(exc: BaseException, cfg: Any = None) -> ServerError:
     or the application itself is a 500.
     """
     errors = http_errors
+    if isinstance(exc, RequestReadTimeoutError):
+        message = f"The request was not received in time: send its headers and body within {exc.seconds:g} s."
+        return ServerError(408, "request_timeout", message)
     if isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)):
         return INTERNAL_ERROR  # a header the application tried to send: the server's fault
     if isinstance(exc, errors.LimitRequestLine):
@@ -202,19 +270,20 @@ class JsonErrorSyncWorker(JsonErrorsMixin, SyncWorker):
 
 
 def closing_after_unread_bodies(app: Any) -> Any:
-    """Wrap the WSGI app so a 413 answer closes its connection, and says so (`Connection: close`).
+    """Wrap the WSGI app so a 413 or 408 answer closes its connection, and says so (`Connection: close`).
 
     A 413 is sent before the body is read; gunicorn then drains the unread body only within its
     data timeout, and closes the connection when it cannot, after its response had announced
     keep-alive: a pooled client then lost its next request on that connection. gunicorn's
     `start_response` belongs to its response object, whose `force_close()` makes the answer say
-    `Connection: close` and the worker close it.
+    `Connection: close` and the worker close it. A 408 (the body did not arrive in time) leaves an
+    unread body behind just the same.
     """
 
     def app_closing_after_413(environ: dict[str, Any], start_response: Any) -> Any:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             responder = getattr(start_response, "__self__", None)
-            if status.startswith("413") and hasattr(responder, "force_close"):
+            if status.startswith(("413", "408")) and hasattr(responder, "force_close"):
                 responder.force_close()
             return start_response(status, headers, exc_info)
 
@@ -223,26 +292,72 @@ def closing_after_unread_bodies(app: Any) -> Any:
     return app_closing_after_413
 
 
+class DeadlineConn(TConn):
+    """gunicorn's connection, whose HTTP/1 requests are read under the request read deadline."""
+
+    def __init__(self, cfg: Any, sock: Any, client: Any, server: Any, read_timeout: float) -> None:
+        """The connection gunicorn makes, plus the seconds each request has to arrive."""
+        super().__init__(cfg, sock, client, server)
+        self.read_timeout = read_timeout
+
+    def init(self) -> None:
+        """Set up the connection as gunicorn does, then read its requests through a DeadlineUnreader."""
+        if self.initialized:
+            return
+        super().init()
+        if isinstance(self.parser, RequestParser) and isinstance(self.parser.unreader, SocketUnreader):
+            unreader = DeadlineUnreader(self.parser.unreader.sock, self.read_timeout, self.parser.unreader.mxchunk)
+            unreader.unread(self.parser.unreader.take_buffered())
+            self.parser.unreader = unreader
+
+
 class JsonErrorThreadWorker(JsonErrorsMixin, ThreadWorker):
-    """gunicorn's gthread worker with JSON error pages."""
+    """gunicorn's gthread worker with JSON error pages and a deadline for reading each request."""
+
+    # Set from gunicorn.conf.py (GUNICORN_REQUEST_READ_TIMEOUT) by its post_fork hook.
+    request_read_timeout = DEFAULT_REQUEST_READ_TIMEOUT
 
     def load_wsgi(self) -> None:
         """Load the app as gunicorn does, wrapped so a 413 closes its connection."""
         super().load_wsgi()
         self.wsgi = closing_after_unread_bodies(self.wsgi)
 
+    def accept(self, listener: Any) -> None:
+        """Accept as gunicorn does, making a DeadlineConn of each connection."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        client_sock.setblocking(True)
+        conn = DeadlineConn(self.cfg, client_sock, client_addr, listener.getsockname(), self.request_read_timeout)
+        self.enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        """Serve one request of the connection; its reads get a fresh deadline."""
+        unreader = getattr(conn.parser, "unreader", None)
+        if isinstance(unreader, DeadlineUnreader):
+            unreader.start()
+        return super().handle(conn)
+
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
-        """Keep the connection only if the unread body of the answered request drains cleanly.
+        """Keep the connection only if the unread body of the answered request drains cleanly (and in time).
 
         gunicorn (the pinned version) discards that body here, after the application answered
         without reading it (404, 405, 429). A malformed body then raised into handle_error, which
         wrote a second answer on the same connection, one the client would take as the answer to
-        its next request. The request has its answer: close the connection instead.
+        its next request. The request has its answer: close the connection instead. The same for a
+        body that does not arrive before the request's read deadline.
         """
         try:
             return super()._keepalive_after(conn, keepalive)
         except UNREAD_BODY_ERRORS as exc:
             self.log.info("Closing the connection: the unread body of the answered request is malformed (%s)", exc)
+            return False
+        except RequestReadTimeoutError as exc:
+            self.log.info("Closing the connection: the unread body of the answered request is late (%s)", exc)
             return False
 
 

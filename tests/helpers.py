@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -282,6 +283,84 @@ def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> G
         raise RuntimeError(f"gunicorn exited: {output}")
     server.stop()
     raise RuntimeError("gunicorn did not start within 30 s")
+
+
+FRONT_DOOR_TEMPLATE = ROOT / "deploy" / "k8s" / "front-door.conf.template"
+NGINX = "/usr/sbin/nginx"
+
+
+def render_front_door(env: dict[str, str], template: Path = FRONT_DOOR_TEMPLATE) -> str:
+    """The front door's config as the nginx image's entrypoint renders it.
+
+    Its envsubst replaces `$NAME` and `${NAME}` for the defined variables whose names match
+    NGINX_ENVSUBST_FILTER (^FRONT_DOOR_ in compose and the pod), and leaves every other `$` alone.
+    """
+    names = sorted((name for name in env if re.match(r"^FRONT_DOOR_", name)), key=len, reverse=True)
+    text = template.read_text()
+    for name in names:
+        text = text.replace("${" + name + "}", env[name])
+        value = env[name]
+        text = re.sub(r"\$" + name + r"(?![A-Za-z0-9_])", lambda _, value=value: value, text)
+    return text
+
+
+@dataclass
+class FrontDoor:
+    """Debian's nginx running the shipped front-door config: its URL, process and directory."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+    def log_text(self) -> str:
+        """Everything nginx wrote so far."""
+        return (self.directory / "nginx.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Stop nginx (SIGQUIT: finish what it serves) and remove its directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_front_door(upstream_url: str) -> FrontDoor:
+    """Run nginx from deploy/k8s/front-door.conf.template (rendered as the image does) in front of `upstream_url`.
+
+    nginx runs in the foreground as the current user, with its prefix (pid, temporary files) in a
+    directory of its own, as the containers run it with `-p /tmp/`. As root, its workers stay root
+    (the containers run it as an unprivileged user, where nginx switches to no other user either).
+    Raises RuntimeError if nginx cannot start or does not answer within 10 s.
+    """
+    port = closed_port()
+    directory = Path(tempfile.mkdtemp(prefix="front-door-"))
+    env = {"FRONT_DOOR_PORT": f"127.0.0.1:{port}", "FRONT_DOOR_UPSTREAM": upstream_url.removeprefix("http://")}
+    config = directory / "front-door.conf"
+    config.write_text(render_front_door(env))
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    log = (directory / "nginx.log").open("wb")
+    process = subprocess.Popen(
+        [NGINX, "-p", f"{directory}/", "-e", "stderr", "-c", str(config), "-g", directives],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    front_door = FrontDoor(f"http://127.0.0.1:{port}", process, directory)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return process.poll() is not None
+
+    if wait_until(listening, timeout=10) and process.poll() is None:
+        return front_door
+    output = front_door.log_text()
+    front_door.stop()
+    raise RuntimeError(f"nginx did not start: {output}")
 
 
 def raw_request(method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> bytes:

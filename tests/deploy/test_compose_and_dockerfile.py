@@ -10,6 +10,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from scripts.with_pgbouncer import OUTAGE_SETTINGS
+from tests.helpers import FRONT_DOOR_TEMPLATE, render_front_door
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -50,7 +51,7 @@ def test_compose_wires_database_service_and_redis() -> None:
     assert db["ports"] == ["5433:5432"]
     assert "payment_db_data:/var/lib/postgresql/data" in db["volumes"]
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
-    assert app["ports"] == ["8082:8082"]
+    assert "ports" not in app and app["expose"] == ["8082"]  # clients come through front-door
     assert app["depends_on"]["payment_db"]["condition"] == "service_healthy"
     assert app["depends_on"]["redis"]["condition"] == "service_healthy"
     assert app["environment"]["DB_HOST"] == "${PAYMENT_DB_HOST:-payment_db}"  # payment_db unless the pooler is chosen
@@ -58,6 +59,31 @@ def test_compose_wires_database_service_and_redis() -> None:
     assert "/ready" in " ".join(app["healthcheck"]["test"])
     assert "redis-cli" in " ".join(cache["healthcheck"]["test"])
     assert "payment_db_data" in compose()["volumes"]
+
+
+def test_clients_reach_the_service_only_through_the_front_door() -> None:
+    services = compose()["services"]
+    front, app = services["front-door"], services["payment-service"]
+    environment = front["environment"]
+    [mount] = front["volumes"]
+    source, target, mode = mount.split(":")
+    template = Path(target).name
+
+    assert front["ports"] == ["8082:8080"] and environment["FRONT_DOOR_PORT"] == "8080"
+    assert [name for name, service in services.items() if "8082" in " ".join(service.get("ports", []))] == [
+        "front-door"
+    ]
+    assert environment["FRONT_DOOR_UPSTREAM"] == f"payment-service:{app['expose'][0]}"
+    assert front["depends_on"]["payment-service"]["condition"] == "service_healthy"
+    # The image's entrypoint renders /etc/nginx/templates/X.template into $NGINX_ENVSUBST_OUTPUT_DIR/X.
+    assert (ROOT / source).resolve() == FRONT_DOOR_TEMPLATE and mode == "ro"
+    assert Path(target).parent == Path("/etc/nginx/templates") and template.endswith(".template")
+    rendered = str(Path(environment["NGINX_ENVSUBST_OUTPUT_DIR"]) / template.removesuffix(".template"))
+    assert front["command"][:1] == ["nginx"] and front["command"][front["command"].index("-c") + 1] == rendered
+    assert environment["NGINX_ENVSUBST_FILTER"] == "^FRONT_DOOR_"
+    assert "${FRONT_DOOR_" not in render_front_door(environment)
+    # front-door appends the client's address to X-Forwarded-For: one hop to trust.
+    assert app["environment"]["TRUSTED_PROXY_COUNT"] == "1"
 
 
 def test_prometheus_and_grafana_sit_behind_the_observability_profile() -> None:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -23,6 +23,7 @@ def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
         "GUNICORN_WORKERS",
         "GUNICORN_THREADS",
         "GUNICORN_WORKER_CONNECTIONS",
+        "GUNICORN_REQUEST_READ_TIMEOUT",
         "SERVICE_PORT",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -44,6 +45,7 @@ def test_defaults_suit_a_two_core_machine(monkeypatch: pytest.MonkeyPatch) -> No
     assert conf.worker_connections == 8  # twice the threads, so keep-alive clients spread over workers
     assert conf.control_socket_disable is True
     assert conf.timeout > 0 and conf.graceful_timeout > 0
+    assert conf.request_read_timeout == 5  # seconds a slow client may hold a thread (tests/deploy/test_slow_clients.py)
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +54,24 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert conf.bind == "0.0.0.0:9001"
     assert (conf.workers, conf.threads) == (3, 1)
     assert load_conf(monkeypatch, GUNICORN_WORKER_CONNECTIONS="50").worker_connections == 50
+    assert load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT="2.5").request_read_timeout == 2.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_request_read_deadline_that_is_not_a_positive_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    with pytest.raises(ValueError, match="GUNICORN_REQUEST_READ_TIMEOUT"):
+        load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT=value)
+
+
+def test_each_worker_gets_the_request_read_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT="3")
+    worker = SimpleNamespace(request_read_timeout=5.0)
+
+    conf.post_fork(server=None, worker=worker)
+
+    assert worker.request_read_timeout == 3
 
 
 def test_start_clears_only_old_metric_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import yaml
 
 from config import SETTINGS, Config
 from tests.deploy.test_gunicorn_conf import load_conf
+from tests.helpers import FRONT_DOOR_TEMPLATE, NGINX, render_front_door
 
 K8S = Path(__file__).resolve().parent.parent.parent / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"
@@ -58,22 +59,77 @@ def test_the_kustomization_lists_every_manifest_and_they_make_the_whole_set() ->
     }  # fmt: skip
 
 
-def test_the_probes_ask_live_and_ready_on_the_port_the_service_listens_on() -> None:
-    found = resources()
-    [container] = pod_containers(found["Deployment"])
-    port = found["ConfigMap"]["data"]["SERVICE_PORT"]
+def containers_by_name(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {container["name"]: container for container in pod_containers(resource)}
 
-    assert container["ports"] == [{"name": "http", "containerPort": int(port)}]
+
+def test_the_probes_ask_live_and_ready_on_the_port_gunicorn_listens_on() -> None:
+    found = resources()
+    container = containers_by_name(found["Deployment"])["payment-service"]
+    port = found["ConfigMap"]["data"]["SERVICE_PORT"]
+    annotations = found["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+
+    assert container["ports"] == [{"name": "gunicorn", "containerPort": int(port)}]
     assert (container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]) == (
-        {"path": "/live", "port": "http"}, {"path": "/ready", "port": "http"},
+        {"path": "/live", "port": "gunicorn"}, {"path": "/ready", "port": "gunicorn"},
     )  # fmt: skip
-    assert found["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+    assert annotations["prometheus.io/port"] == port
+
+
+def test_the_service_sends_clients_to_the_front_door_sidecar() -> None:
+    found = resources()
+    containers = containers_by_name(found["Deployment"])
+    front, app = containers["front-door"], containers["payment-service"]
+    environment = {variable["name"]: variable["value"] for variable in front["env"]}
+    [service_port] = found["Service"]["spec"]["ports"]
+
+    assert front["ports"] == [{"name": service_port["targetPort"], "containerPort": 8080}]
+    assert environment["FRONT_DOOR_PORT"] == "8080"
+    assert environment["FRONT_DOOR_UPSTREAM"] == f"127.0.0.1:{app['ports'][0]['containerPort']}"
+    assert "command" not in front  # the image's entrypoint must run: it renders the template
+
+
+def test_the_sidecar_runs_the_shipped_front_door_template() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    [generator] = kustomization["configMapGenerator"]
+    [template] = generator["files"]
+    deployment = resources()["Deployment"]["spec"]["template"]["spec"]
+    front = containers_by_name(resources()["Deployment"])["front-door"]
+    environment = {variable["name"]: variable["value"] for variable in front["env"]}
+    volumes = {volume["name"]: volume for volume in deployment["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in front["volumeMounts"]}
+
+    assert (K8S / template).resolve() == FRONT_DOOR_TEMPLATE
+    assert volumes[mounts["/etc/nginx/templates"]]["configMap"]["name"] == generator["name"]
+    rendered = str(Path(environment["NGINX_ENVSUBST_OUTPUT_DIR"]) / template.removesuffix(".template"))
+    assert front["args"][front["args"].index("-c") + 1] == rendered
+    assert environment["NGINX_ENVSUBST_OUTPUT_DIR"] in mounts and "emptyDir" in volumes[mounts["/tmp"]]
+    assert environment["NGINX_ENVSUBST_FILTER"] == "^FRONT_DOOR_"
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason=f"nginx is not installed ({NGINX})")
+def test_the_sidecar_s_rendered_config_passes_nginx_s_own_check(tmp_path: Path) -> None:
+    front = containers_by_name(resources()["Deployment"])["front-door"]
+    environment = {variable["name"]: variable["value"] for variable in front["env"]}
+    config = tmp_path / "front-door.conf"
+    config.write_text(render_front_door(environment))
+
+    result = subprocess.run(
+        [NGINX, "-t", "-q", "-p", f"{tmp_path}/", "-e", "stderr", "-c", str(config)], capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_service_trusts_the_ingress_and_the_sidecar_as_two_proxies() -> None:
+    # ingress controller -> front-door sidecar -> gunicorn: each appends one address to X-Forwarded-For.
+    assert resources()["ConfigMap"]["data"]["TRUSTED_PROXY_COUNT"] == "2"
 
 
 def test_the_migration_job_runs_database_setup_without_seeding_and_the_pods_do_not_migrate() -> None:
     found = resources()
     [job] = pod_containers(found["Job"])
-    [api] = pod_containers(found["Deployment"])
+    api = containers_by_name(found["Deployment"])["payment-service"]
 
     assert job["command"][:2] == ["python", "database_setup.py"]
     assert "--no-seed" in job["command"] and "--reset" not in job["command"]
