@@ -23,7 +23,15 @@ done
 source_dir=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/payments-readme-path-XXXXXX)
 chmod 755 "$work"
-trap 'rm -rf "$work"' EXIT
+# The clone's reports (the fault scenarios' table) are kept in this checkout, one folder per run.
+keep_reports() {
+    if [ -d "$work/clone/.ci/artifacts" ]; then
+        mkdir -p "$source_dir/.ci/artifacts/readme-path-${user:-root}"
+        cp -r "$work/clone/.ci/artifacts/." "$source_dir/.ci/artifacts/readme-path-${user:-root}/" || true
+    fi
+    rm -rf "$work"
+}
+trap keep_reports EXIT
 git clone --quiet --no-hardlinks "$source_dir" "$work/clone"
 mkdir -p "$work/home"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

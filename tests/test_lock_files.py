@@ -119,9 +119,25 @@ def test_ci_installs_through_make_and_fails_on_a_stale_lock() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
-    assert "make lock-check" in commands and "make test" in commands
-    assert commands.index("make lock-check") < commands.index("make test")
+    first_test = next(i for i, line in enumerate(commands) if "make test" in line or "readme_path.sh" in line)
+    assert "make lock-check" in commands
+    assert commands.index("make lock-check") < first_test
     assert not [line for line in commands if "pip install" in line], "CI installs only through make (the locks)"
+
+
+def test_ci_runs_the_readme_s_two_commands_on_a_fresh_clone_as_root_and_as_an_ordinary_user() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    readme_path = (ROOT / "scripts" / "readme_path.sh").read_text()
+
+    # No database settings are left in the environment when the README's path runs.
+    unset = next(i for i, line in enumerate(commands) if line.startswith("unset DB_HOST"))
+    as_root = commands.index("bash scripts/readme_path.sh")
+    as_user = commands.index("bash scripts/readme_path.sh --user payments-ci")
+    exported = next(i for i, line in enumerate(commands) if line.startswith("export DB_HOST"))
+    assert unset < as_root < as_user < exported
+    assert "git clone" in readme_path and "env -i" in readme_path
+    assert 'make -C "$work/clone" run' in readme_path and 'make -C "$work/clone" test' in readme_path
 
 
 def test_the_readme_says_how_to_add_a_dependency_and_update_the_lock() -> None:
