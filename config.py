@@ -490,6 +490,14 @@ class Config:
         " connecting; set `false` behind PgBouncer in transaction mode, which refuses them: its `connect_query`"
         " must set them instead (see *Behind PgBouncer*)",
     )
+    DB_MIGRATION_LOCK_TIMEOUT: float = setting(
+        NUMBER,
+        60.0,
+        "seconds a statement of a migration run outside a transaction (`CREATE INDEX CONCURRENTLY`) waits for a"
+        " lock, or for older transactions to end, before `database_setup.py` fails naming the oldest; `0` waits"
+        " forever",
+        bounds=(0.0, 86400.0),
+    )
 
     TRIP_SERVICE_URL: str = setting(HTTP_URL, "http://localhost:8081", "trip service base URL")
     TRIP_SERVICE_MOCK: bool = setting(

@@ -88,7 +88,7 @@ def setup(config: Config, csv_path: Path | None, reset: bool = False, wait_secon
         if reset:
             drop_everything(conn)
             print("reset: dropped all payment-service tables")
-        applied = apply_migrations(conn)
+        applied = apply_migrations(conn, lock_timeout=config.DB_MIGRATION_LOCK_TIMEOUT)
         print(f"migrations applied now: {', '.join(applied) if applied else 'none (schema up to date)'}")
         if csv_path is not None:
             result = load_csv(conn, csv_path, seed_currency(config, csv_path))

@@ -87,6 +87,43 @@ def test_seed_csv_can_come_from_the_environment_and_no_seed_skips_it(target: Con
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
+def test_an_index_build_behind_a_long_transaction_fails_naming_it_and_the_next_run_finishes(target: Config) -> None:
+    assert run_setup(target, "--no-seed").returncode == 0
+    conn = psycopg2.connect(target.get_database_uri())
+    report = psycopg2.connect(target.get_database_uri(), application_name="nightly-report")
+    try:
+        with conn.cursor() as cur:  # the database as it was before 0010
+            cur.execute("DROP INDEX notification_outbox_delivered_idx")
+            cur.execute("DELETE FROM schema_migrations WHERE version = '0010'")
+        conn.commit()
+        report.set_session(isolation_level="REPEATABLE READ")
+        with report.cursor() as cur:  # a snapshot the concurrent build must wait for
+            cur.execute("SELECT count(*) FROM payment_receipts")
+
+        stuck = run_setup(target, "--no-seed", DB_MIGRATION_LOCK_TIMEOUT="0.5")
+        report.rollback()
+        finished = run_setup(target, "--no-seed", DB_MIGRATION_LOCK_TIMEOUT="0.5")
+
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'notification_outbox_delivered_idx'::regclass"
+            )
+            valid = cur.fetchone()[0]
+    finally:
+        report.close()
+        conn.close()
+
+    assert stuck.returncode == 1
+    assert (
+        "database set-up failed: migration 0010_outbox_retention, statement 1 of 1: waited more than 0.5 s"
+    ) in stuck.stderr
+    assert "nightly-report" in stuck.stderr
+    assert finished.returncode == 0, finished.stderr
+    assert "migrations applied now: 0010" in finished.stdout
+    assert valid is True
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="creating the database needs DB_* settings")
 def test_only_reset_destroys_data(target: Config, tmp_path: Path) -> None:
     assert run_setup(target).returncode == 0
 
