@@ -107,6 +107,7 @@ def on_starting(server: Any) -> None:
     would exit, and the master would boot another in its place, forever.
     """
     check_settings()
+    follow_threads(server)
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         # Our own directory for this master; removed again in on_exit.
@@ -118,6 +119,18 @@ def on_starting(server: Any) -> None:
     for leftover in glob.glob(os.path.join(path, "*.db")):
         os.remove(leftover)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def follow_threads(server: Any) -> None:
+    """Keep worker_connections at twice the threads when `--threads` on the command line changed them.
+
+    The value above is computed from GUNICORN_THREADS when this file is read; a `--threads 24` given
+    on the command line then left each worker 8 connections for 24 threads, so a burst of new
+    connections waited in the listen queue behind busy kept-alive ones (seen in fault scenario 5: a
+    read held 6 s, the whole lock, instead of getting its 503 after the pool timeout).
+    """
+    if "GUNICORN_WORKER_CONNECTIONS" not in os.environ and server is not None:
+        server.cfg.set("worker_connections", 2 * server.cfg.threads)
 
 
 def check_settings() -> None:

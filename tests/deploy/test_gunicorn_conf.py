@@ -169,3 +169,29 @@ def test_without_the_config_file_a_worker_that_cannot_configure_stops_the_master
     assert result.returncode == 3
     assert "API_KEYS gives 'trips' and 'rides' the same key" in result.stderr
     assert result.stderr.count("Booting worker") <= 2  # the first workers, never a stream of new ones
+
+
+def test_threads_given_on_the_command_line_get_twice_as_many_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.config import Config as GunicornConfig
+
+    conf = load_conf(monkeypatch)
+    cfg = GunicornConfig()
+    cfg.set("threads", 24)  # what `--threads 24` does after gunicorn.conf.py was read (threads 4)
+    cfg.set("worker_connections", conf.worker_connections)
+
+    conf.follow_threads(SimpleNamespace(cfg=cfg))
+
+    assert (conf.worker_connections, cfg.worker_connections) == (8, 48)
+
+
+def test_an_explicit_worker_connections_is_kept_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.config import Config as GunicornConfig
+
+    conf = load_conf(monkeypatch, GUNICORN_WORKER_CONNECTIONS="50")
+    cfg = GunicornConfig()
+    cfg.set("threads", 24)
+    cfg.set("worker_connections", conf.worker_connections)
+
+    conf.follow_threads(SimpleNamespace(cfg=cfg))
+
+    assert cfg.worker_connections == 50
