@@ -186,6 +186,11 @@ def main(argv: list[str]) -> int:
     try:
         with PgBouncer(host, port, os.environ.get("DB_USER", "postgres")) as bouncer:
             env = {**os.environ, "DB_HOST": "127.0.0.1", "DB_PORT": str(bouncer.listen), **SERVICE_SETTINGS}
+            # The tests create and drop their databases on the server itself: through PgBouncer every
+            # session gets the service's 5 s statement timeout, which a DROP DATABASE on a busy
+            # machine outlasted (make test failed in teardown).
+            env["TEST_ADMIN_DB_HOST"] = os.environ.get("DB_HOST", "127.0.0.1")
+            env["TEST_ADMIN_DB_PORT"] = os.environ.get("DB_PORT", "5432")
             print(f"with_pgbouncer: PgBouncer (transaction mode) on 127.0.0.1:{bouncer.listen}", flush=True)
             return subprocess.call(command, env=env)
     except PgBouncerError as exc:

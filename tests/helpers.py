@@ -56,7 +56,14 @@ def config_for_database(base: Config, name: str) -> Config:
 
 
 def admin_connect(base: Config) -> psycopg2.extensions.connection:
-    """Connect to the server's maintenance database in autocommit mode (CREATE/DROP DATABASE)."""
+    """Connect to the server's maintenance database in autocommit mode (CREATE/DROP DATABASE).
+
+    Behind a pooler (scripts/with_pgbouncer.py) TEST_ADMIN_DB_HOST/PORT name the server itself:
+    the pooler would give these statements the service's statement timeout.
+    """
+    host, port = os.environ.get("TEST_ADMIN_DB_HOST"), os.environ.get("TEST_ADMIN_DB_PORT")
+    if host and port and not base.DATABASE_URL:
+        base = base.with_overrides({"DB_HOST": host, "DB_PORT": int(port)})
     conn = psycopg2.connect(config_for_database(base, "postgres").get_database_uri(), connect_timeout=5)
     conn.autocommit = True
     return conn

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -134,10 +135,13 @@ def test_a_worker_freezes_what_it_built_at_start_so_full_collections_skip_it(mon
 
 def run_gunicorn(env: dict[str, str], config_file: str = "gunicorn.conf.py") -> subprocess.CompletedProcess[str]:
     """Start gunicorn as an operator would and wait for it to exit (a run that never exits fails the test)."""
+    # A metrics directory of its own: without gunicorn.conf.py nothing sets one, and prometheus_client
+    # would write its counter files into the checkout.
+    metrics = tempfile.mkdtemp(prefix="payment-metrics-")
     return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", config_file, "app:app", "-b", f"127.0.0.1:{closed_port()}"],
         cwd=ROOT,
-        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": "", **env},
+        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": metrics, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -195,3 +199,9 @@ def test_an_explicit_worker_connections_is_kept_whatever_the_threads(monkeypatch
     conf.follow_threads(SimpleNamespace(cfg=cfg))
 
     assert cfg.worker_connections == 50
+
+
+def test_no_test_leaves_prometheus_files_in_the_checkout() -> None:
+    tracked = subprocess.run(["git", "ls-files", "*.db"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+
+    assert tracked == []
