@@ -135,6 +135,17 @@ class IdsExhaustedError(DatabaseUnavailableError):
         )
 
 
+# A database that is reachable but not migrated yet (make run serves before database_setup.py has
+# run; a pod starts before the migration Job ends): background loops say so once, not every pass.
+UNMIGRATED_ERRORS = (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn)
+
+
+def unmigrated_reason(exc: psycopg2.Error) -> str:
+    """One line for the log: what is missing, and what to run."""
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return f"not migrated ({first.strip()}): run python database_setup.py"
+
+
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 
 

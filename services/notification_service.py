@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from config import Config
-from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.pool import UNMIGRATED_ERRORS, ConnectionPool, DatabaseUnavailableError, unmigrated_reason
 from database.prepared import Prepared
 from services.clients.http import internal_session
 from utils.helpers import dump_json
@@ -238,6 +238,7 @@ class Dispatcher:
         self._outage_since: float | None = None  # time.monotonic() when the current database outage began
         # The receiver going down is logged once, and coming back once with the count (not every retry).
         self.receiver = DependencyWatch("notification service", logger)
+        self.schema = DependencyWatch("database schema", logger)
 
     def run_once(self) -> int:
         """Claim and attempt one batch of due notifications; return how many were attempted."""
@@ -297,11 +298,15 @@ class Dispatcher:
             except DatabaseUnavailableError as exc:
                 self._database_down(exc)
                 attempted = 0
+            except UNMIGRATED_ERRORS as exc:
+                self.schema.failed(unmigrated_reason(exc), task="notification dispatcher")
+                attempted = 0
             except Exception:
                 logger.exception("notification dispatcher pass failed")
                 attempted = 0
             else:
                 self._database_up()
+                self.schema.succeeded()
             finally:
                 _POOL_QUIETER.local.quiet = False
             if attempted < self.batch_size:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from database.pool import DatabaseUnavailableError
+from database.pool import UNMIGRATED_ERRORS, DatabaseUnavailableError, unmigrated_reason
 from utils.logger import get_logger
+from utils.outage import DependencyWatch
 
 logger = get_logger(__name__)
 
@@ -21,6 +22,7 @@ class PeriodicTask:
         self._run_pass = run_pass
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.schema = DependencyWatch("database schema", logger)
 
     def start(self) -> None:
         """Start the thread (once; not at all when the interval is 0)."""
@@ -37,8 +39,12 @@ class PeriodicTask:
                 self._run_pass()
             except DatabaseUnavailableError:
                 logger.warning("background pass skipped: database unavailable", extra={"task": self.name})
+            except UNMIGRATED_ERRORS as exc:
+                self.schema.failed(unmigrated_reason(exc), task=self.name)
             except Exception:
                 logger.exception("background pass failed", extra={"task": self.name})
+            else:
+                self.schema.succeeded()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the pass in progress."""

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -17,12 +18,14 @@ import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 
+from api.services import services
+from app import close_app, create_app
 from config import Config
 from database.pool import ConnectionPool
 from services.metrics_service import MetricsService
 from services.notification_service import Dispatcher, NotificationAdmin, RetryPolicy
 from tests.fakes import FakeNotificationService, FakeTripService
-from tests.helpers import closed_port, database_env, wait_until
+from tests.helpers import closed_port, config_for_database, create_database, database_env, drop_database, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -303,3 +306,25 @@ def test_a_notification_service_that_is_down_is_one_warning_and_its_return_one_l
     (back,) = [r for r in caplog.records if r.getMessage() == "notification service available again"]
     assert back.failed_calls == 15  # five notifications, three passes each
     assert not [message for level, message in said if level >= logging.WARNING and "will retry" in message]
+
+
+def test_an_unmigrated_database_is_one_warning_naming_the_fix_not_a_traceback_per_poll(
+    base_config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.notification_service")
+    name = create_database(base_config, "payments_unmigrated")
+    app = create_app(config=config_for_database(base_config, name).with_overrides({"NOTIFY_POLL_INTERVAL": 0.02}))
+    try:
+        dispatcher = services(app).dispatcher
+        assert wait_until(lambda: dispatcher.schema.down, timeout=5)
+        time.sleep(0.5)  # some twenty more polls of the unmigrated database
+    finally:
+        close_app(app)
+        drop_database(base_config, name)
+
+    mine = [r for r in caplog.records if r.name == "services.notification_service" and r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in mine if "schema" in r.getMessage()] == [
+        "database schema unavailable; further failures are counted until it answers again"
+    ]
+    assert "run python database_setup.py" in next(r.reason for r in mine if "schema" in r.getMessage())
+    assert not [r for r in mine if r.levelno >= logging.ERROR]
