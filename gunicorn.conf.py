@@ -15,24 +15,43 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+# Problems with the GUNICORN_* variables below: reported together, one line each, exit 2, as the
+# service's own settings are (gunicorn would otherwise print a traceback, or start with 0 workers).
+_problems: list[str] = []
+
+
+def _number(name: str, default: str, low: float, kind: type = int) -> Any:
+    """The variable `name` read as `kind` (int or float), at least `low`; the default when unset or blank."""
+    text = os.environ.get(name, "").strip() or default
+    try:
+        value = kind(text)
+    except ValueError:
+        _problems.append(f"{name} must be a {'whole number' if kind is int else 'number'}, got {text!r}")
+        return kind(default)
+    if not low <= value < float("inf"):  # also refuses NaN
+        _problems.append(f"{name} must be at least {low:g}, got {text}")
+        return kind(default)
+    return value
+
+
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('SERVICE_PORT', '8082')}"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+workers = _number("GUNICORN_WORKERS", "2", 1)
 # Threads let a worker overlap waits on the database and the trip service.
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _number("GUNICORN_THREADS", "4", 1)
 # gunicorn's sync worker for one thread, gthread for more, both answering the requests gunicorn refuses
 # itself (request line or headers too long, malformed request) with the JSON error body rather than
 # an HTML page. The class picks sync or gthread from the final `threads`, --threads included.
 worker_class = "api.server_errors.JsonErrorWorker"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+timeout = _number("GUNICORN_TIMEOUT", "30", 1)
+graceful_timeout = _number("GUNICORN_GRACEFUL_TIMEOUT", "20", 0)
+keepalive = _number("GUNICORN_KEEPALIVE", "5", 0)
 # Connections a gthread worker holds at once (keep-alive included). gunicorn's default, 1000, lets
 # whichever worker wakes first take every connection of a burst: 16 keep-alive clients were seen
 # split 16/0 or 12/4 between 2 workers, halving throughput behind one worker's GIL. Twice the
 # threads keeps each worker's queue short and sends further connections to the other worker; a
 # worker keeps at most (connections - threads) idle keep-alive connections and closes the rest
 # after their response, so a waiting client gets a slot within one request's time.
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(2 * threads)))
+worker_connections = _number("GUNICORN_WORKER_CONNECTIONS", str(2 * threads), 1)
 # Seconds a client has to send a request's headers and body, counted from its first byte (for a
 # kept-alive connection, from the first byte of each request). gunicorn's threads read requests
 # with blocking reads and no deadline of their own: a client that sends part of a request and
@@ -40,10 +59,11 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(2 * t
 # every thread. Past this deadline the client gets a 408 and its connection is closed, so a slow
 # client holds a thread for at most this long. Behind the front door (deploy/k8s/front-door.conf.template), which
 # buffers whole requests first, no request comes near it.
-request_read_timeout = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT", "5"))
-if not 0 < request_read_timeout < float("inf"):
-    # 0 would answer every request 408 before reading it; there is no "off" (a large value is one).
-    raise ValueError(f"GUNICORN_REQUEST_READ_TIMEOUT must be a positive number of seconds, not {request_read_timeout}")
+# 0 would answer every request 408 before reading it; there is no "off" (a large value is one).
+request_read_timeout = _number("GUNICORN_REQUEST_READ_TIMEOUT", "5", 0.001, float)
+if _problems:
+    sys.stderr.write("".join(f"configuration error: {problem}\n" for problem in _problems))
+    raise SystemExit(2)
 # The app writes its own JSON access line per request; gunicorn's would repeat it in another format.
 accesslog = None
 

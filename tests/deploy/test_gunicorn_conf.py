@@ -62,8 +62,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_request_read_deadline_that_is_not_a_positive_number_is_refused(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    with pytest.raises(ValueError, match="GUNICORN_REQUEST_READ_TIMEOUT"):
+    with pytest.raises(SystemExit) as stopped:
         load_conf(monkeypatch, GUNICORN_REQUEST_READ_TIMEOUT=value)
+
+    assert stopped.value.code == 2
 
 
 def test_each_worker_gets_the_request_read_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,3 +207,14 @@ def test_no_test_leaves_prometheus_files_in_the_checkout() -> None:
     tracked = subprocess.run(["git", "ls-files", "*.db"], cwd=ROOT, capture_output=True, text=True).stdout.split()
 
     assert tracked == []
+
+
+def test_bad_gunicorn_variables_stop_it_with_one_line_each_and_no_traceback() -> None:
+    result = run_gunicorn({"GUNICORN_WORKERS": "0", "GUNICORN_TIMEOUT": "abc", "GUNICORN_REQUEST_READ_TIMEOUT": "x"})
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "configuration error: GUNICORN_WORKERS must be at least 1, got 0",
+        "configuration error: GUNICORN_TIMEOUT must be a whole number, got 'abc'",
+        "configuration error: GUNICORN_REQUEST_READ_TIMEOUT must be a number, got 'x'",
+    ]
