@@ -782,10 +782,16 @@ class Config:
                 "STRIPE_API_KEY must be a secret (sk_...) or restricted (rk_...) key; a publishable pk_ key cannot"
                 " charge"
             )
-        if self.GATEWAY == "simulator" and self.STRIPE_API_KEY:
+        if self.GATEWAY == "simulator":
+            for name in ("STRIPE_API_KEY", "STRIPE_API_BASE"):
+                if getattr(self, name):
+                    problems.append(
+                        f"{name} is set but GATEWAY is simulator (its default): no card would reach Stripe; set"
+                        f" GATEWAY=stripe, or unset {name}"
+                    )
+        if self.BASE_FARE == 0 and self.RATE_PER_KM == 0:
             problems.append(
-                "STRIPE_API_KEY is set but GATEWAY is simulator (its default): no card would reach Stripe; set"
-                " GATEWAY=stripe, or unset STRIPE_API_KEY"
+                "BASE_FARE and RATE_PER_KM are both 0: every trip would price at 0 and no charge could succeed"
             )
         if self.RECONCILE_NO_RECORD_AFTER < self.RECONCILE_MIN_AGE:
             problems.append(
@@ -828,6 +834,20 @@ class Config:
             findings.append(
                 "NOTIFY_SIGNING_SECRET is not set: notifications would go out unsigned, so receivers cannot tell"
                 " them from forgeries"
+            )
+        if (
+            self.GATEWAY == "stripe"
+            and self.STRIPE_API_KEY
+            and self.STRIPE_API_KEY.startswith(("sk_test_", "rk_test_"))
+        ):
+            findings.append(
+                "STRIPE_API_KEY is a test-mode key (sk_test_/rk_test_): Stripe moves no real money with it; use the"
+                " live key"
+            )
+        if self.GATEWAY == "stripe" and self.STRIPE_API_BASE:
+            findings.append(
+                f"STRIPE_API_BASE is set ({self.STRIPE_API_BASE}): payments would go to that server, not Stripe;"
+                " unset it"
             )
         if self.GATEWAY == "stripe" and not self.STRIPE_WEBHOOK_SECRETS:
             findings.append(

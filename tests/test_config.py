@@ -523,3 +523,22 @@ def test_a_zero_decimal_currency_s_largest_fare_is_whole_units() -> None:
                 "HOLD_MULTIPLIER": "1",
             }
         )
+
+
+def test_production_refuses_a_stripe_that_moves_no_real_money() -> None:
+    for change, finding in (
+        ({"STRIPE_API_KEY": "sk_test_x"}, "STRIPE_API_KEY is a test-mode key"),
+        ({"STRIPE_API_BASE": "http://localhost:8420"}, "STRIPE_API_BASE is set (http://localhost:8420)"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            Config.from_env({**PRODUCTION, **change})
+        assert len(refused.value.problems) == 1
+        assert refused.value.problems[0].startswith(finding)
+
+
+def test_settings_that_cannot_work_together_are_refused_in_any_mode() -> None:
+    with pytest.raises(ConfigError, match="STRIPE_API_BASE is set but GATEWAY is simulator"):
+        Config.from_env({"STRIPE_API_BASE": "http://localhost:8420"})
+    with pytest.raises(ConfigError, match="BASE_FARE and RATE_PER_KM are both 0"):
+        Config.from_env({"BASE_FARE": "0", "RATE_PER_KM": "0"})
+    assert Config.from_env({"BASE_FARE": "0"}).RATE_PER_KM > 0
