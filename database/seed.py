@@ -25,6 +25,7 @@ EXPECTED_HEADER = ["payment_id", "trip_id", "amount", "method", "status", "refer
 # The project's own file adds the refunded amount, which the reference format cannot express.
 EXTENDED_HEADER = [*EXPECTED_HEADER, "amount_refunded"]
 _INT_RE = re.compile(r"^[0-9]{1,19}$")
+_MONEY_RE = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,2})?$")
 # The id sequence continues after the largest loaded id, so an id near the top of BIGINT would leave
 # it no room (one at 9223372036854775807 made every later charge fail). Up to 10^15 leaves room for
 # over 9 * 10^18 new payments, and every id stays exact in JavaScript clients (below 2^53).
@@ -101,6 +102,10 @@ def _parse_int(value: str, column: str, line: int) -> int:
 
 def _parse_money(value: str, column: str, line: int, currency: str) -> Decimal:
     """Parse a non-negative amount of money with at most two decimals, and no more than `currency` has."""
+    # Plain digits with an optional point, as the reference file writes them: Decimal alone would also
+    # take 1e2, NaN or a full-width digit.
+    if not _MONEY_RE.match(value):
+        raise SeedError(f"line {line}: {column} must be a decimal number such as 31.25, got {value!r}")
     try:
         amount = Decimal(value)
     except InvalidOperation:

@@ -141,6 +141,8 @@ def test_loading_never_moves_the_id_sequence_backwards(
         ("6,105,0.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount must be greater than 0"),
         ("6,105,9.00,CARD,PARTIALLY_REFUNDED,PAY-6,2025-10-03 10:00:00", "PARTIALLY_REFUNDED payment needs its"),
         ("6,105,NaN,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount"),
+        ("6,105,1e2,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount must be a decimal number such as 31.25"),
+        ("6,105,+5.00,CARD,SUCCESS,PAY-6,2025-10-03 10:00:00", "amount must be a decimal number such as 31.25"),
         ("6,105,1.00,CHEQUE,SUCCESS,PAY-6,2025-10-03 10:00:00", "method"),
         ("6,105,1.00,CARD,PAID,PAY-6,2025-10-03 10:00:00", "status"),
         # A hold needs a gateway that holds it; a loaded row has none.
