@@ -67,6 +67,11 @@ def max_amount(currency: str) -> Decimal:
     return MAX_AMOUNT.quantize(minor_unit(currency), rounding=ROUND_DOWN)
 
 
+def plain_amount(value: Decimal, currency: str) -> str:
+    """An amount as a message quotes it, in the currency's decimals when it has no more (1519 JPY, 31.25 INR)."""
+    return str(value.quantize(minor_unit(currency)) if fits_currency(value, currency) else value)
+
+
 def format_money(value: Decimal | float, currency: str) -> str:
     """An amount as people read it on a receipt, in the currency's decimals: 1,234.50 INR, 2,429 JPY.
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from database.pool import ConnectionPool, Cursor
 from database.prepared import Prepared
+from models.money import plain_amount
 from models.payment import Payment
 from services.gateways import (
     FAILED,
@@ -170,10 +171,12 @@ class RefundExceedsRemainingError(DomainError):
 
     code = "refund_exceeds_remaining"
 
-    def __init__(self, payment_id: int, requested: Decimal, remaining: Decimal) -> None:
-        """Say so with the remaining amount."""
+    def __init__(self, payment_id: int, requested: Decimal, remaining: Decimal, currency: str) -> None:
+        """Say so with the remaining amount, in the payment's currency."""
+        asked, left = plain_amount(requested, currency), plain_amount(remaining, currency)
         super().__init__(
-            f"A refund of {requested} exceeds the {remaining} that remains refundable on payment {payment_id}.",
+            f"A refund of {asked} {currency} exceeds the {left} {currency} that remains refundable on payment"
+            f" {payment_id}.",
             payment_id=payment_id,
             requested_amount=requested,
             remaining_amount=remaining,
@@ -317,7 +320,7 @@ class RefundService:
                 raise PaymentNotRefundableError(payment.payment_id, payment.status)
             refund_amount = remaining if request.amount is None else request.amount
             if refund_amount > remaining:
-                raise RefundExceedsRemainingError(payment.payment_id, refund_amount, remaining)
+                raise RefundExceedsRemainingError(payment.payment_id, refund_amount, remaining, payment.currency)
             if payment.gateway is not None and payment.gateway != self.gateway.name:
                 raise RefundGatewayMismatchError(payment.payment_id, payment.gateway, self.gateway.name)
             if payment.gateway is not None and not self.gateway.can_carry(refund_amount, payment.currency):

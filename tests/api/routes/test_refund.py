@@ -73,8 +73,22 @@ def test_a_refund_over_what_remains_is_400_and_writes_nothing(
     assert response.status_code == 400
     body = response.get_json()
     assert (body["code"], body["remaining_amount"], body["requested_amount"]) == ("refund_exceeds_remaining", 3.0, 3.01)
+    assert (
+        body["error"] == f"A refund of 3.01 INR exceeds the 3.00 INR that remains refundable on payment {payment_id}."
+    )
     assert stored_payment(db, payment_id) == (Decimal("7.00"), "PARTIALLY_REFUNDED")
     assert row_counts(db)["payment_refunds"] == 1
+
+
+def test_a_refund_over_what_remains_of_a_yen_payment_says_so_in_whole_yen(
+    charge_client: FlaskClient, insert_payment: Callable[..., int]
+) -> None:
+    payment_id = insert_payment(amount=Decimal("1520.00"), currency="JPY")
+    refund(charge_client, payment_id, amount=1519)
+
+    body = refund(charge_client, payment_id, amount=1519).get_json()
+
+    assert body["error"] == f"A refund of 1519 JPY exceeds the 1 JPY that remains refundable on payment {payment_id}."
 
 
 @pytest.mark.parametrize("status", ["FAILED", "PENDING", "REFUNDED"])
