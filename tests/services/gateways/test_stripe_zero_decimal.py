@@ -217,7 +217,7 @@ def test_a_yen_receipt_reads_whole_yen_in_json_and_html(
     assert data["fare"]["amount"] == 2429
     assert "2,429" in page and "1,429" in page and "1,000" in page
     # Any money figure with decimals would be a yen amount shown in cents (timestamps hold ".00" too, so match amounts).
-    assert re.findall(r"\b\d[\d,]*\.\d{2}\b", page) == []
+    assert re.findall(r"\b\d{1,3}(?:,\d{3})*\.\d{2}\b", page) == []
 
 
 def test_yen_amounts_are_the_same_json_number_on_every_endpoint(
