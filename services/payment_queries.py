@@ -11,28 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from database.pool import ConnectionPool
-from database.prepared import Prepared
 from models.payment import Payment
+from services.payments.repository import PAYMENT_COLUMNS, SELECT_PAYMENT
 from utils.errors import PaymentNotFoundError
 from utils.helpers import MAX_BIGINT
-
-SELECT_PAYMENT = Prepared("""
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
-       hold_action, capture_amount
-FROM payments
-WHERE payment_id = %(payment_id)s
-""")
 
 # psycopg2 interpolates parameters on the client, so PostgreSQL plans this with literal values:
 # "NULL::bigint IS NULL" folds to true and drops out, leaving only the given filters, which the
 # (column, created_at DESC, payment_id DESC) indexes then serve without a sort. With a cursor the
 # row comparison starts the index scan right after the previous page's last row, so page 50 costs
 # what page 1 costs; OFFSET has to read and throw away every row before the page.
-LIST_PAYMENTS = """
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
-       hold_action, capture_amount
+LIST_PAYMENTS = (
+    "SELECT "
+    + PAYMENT_COLUMNS
+    + """
 FROM payments
 WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
   AND (%(rider_id)s::bigint IS NULL OR rider_id = %(rider_id)s)
@@ -44,6 +36,7 @@ WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
 ORDER BY created_at DESC, payment_id DESC
 LIMIT %(fetch)s OFFSET %(offset)s
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
