@@ -18,7 +18,7 @@ from services.charge import (
     TripPartyMismatchError,
 )
 from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
-from services.gateways import AmountNotPayableError
+from services.gateways import AmountNotPayableError, GatewayNotConfiguredError
 from services.holds import (
     CaptureAmountNotPayableError,
     CaptureExceedsAuthorizationError,
@@ -76,6 +76,8 @@ STATUS: dict[type[DomainError], int] = {
     GatewayHoldActionFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
+    # The payment's gateway is not configured in this process (any more): an operator must configure it.
+    GatewayNotConfiguredError: 503,
     # Not retryable by the client alone: an operator must make room in the id sequence (README).
     IdsExhaustedError: 503,
 }

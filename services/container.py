@@ -1,6 +1,6 @@
 """The service graph, built once per process from the configuration: who gets which collaborator.
 
-`build_services` is the one place that chooses implementations (which trip client, which gateway)
+`build_services` is the one place that chooses implementations (which trip client, which gateways)
 and shares what must be shared (one pool, one idempotency store, one outbox). Routes reach the
 result through `api.services.services()`; tests and tools through `Services` directly.
 """
@@ -17,8 +17,7 @@ from services.charge import ChargeService
 from services.clients.profiles import HttpProfileClient, ProfileClient
 from services.clients.trips import HttpTripClient, TripClient
 from services.gateways import PaymentGateway
-from services.gateways.simulator import SimulatedGateway
-from services.gateways.stripe_gateway import StripeGateway
+from services.gateways.registry import GatewayRegistry
 from services.health_service import DependencyMonitor, HealthService
 from services.holds import HoldService
 from services.housekeeping import Housekeeper
@@ -38,6 +37,8 @@ class Services:
     config: Config
     pool: ConnectionPool
     trips: TripClient
+    # Every configured gateway by name; `gateway` is its default, the one new payments use (GATEWAY).
+    gateways: GatewayRegistry
     gateway: PaymentGateway
     profiles: ProfileClient
     idempotency: IdempotencyService
@@ -56,16 +57,6 @@ class Services:
     metrics_registry: CollectorRegistry
 
 
-def build_gateway(config: Config, pool: ConnectionPool) -> PaymentGateway:
-    """The gateway the configuration names (GATEWAY)."""
-    if config.GATEWAY == "stripe":
-        # check_consistency() made sure the key is there.
-        return StripeGateway(config.STRIPE_API_KEY or "", config.STRIPE_API_BASE, config.GATEWAY_TIMEOUT)
-    return SimulatedGateway(
-        pool, config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE, config.GATEWAY_SETTLE_SECONDS
-    )
-
-
 def build_services(config: Config) -> Services:
     """Build the graph; nothing connects or starts a thread here (see `start_background`)."""
     # The pool connects lazily, so the service starts (and /live answers) with the database down.
@@ -79,7 +70,8 @@ def build_services(config: Config) -> Services:
         session_options=config.DB_SESSION_OPTIONS,
     )
     trips = HttpTripClient(config)
-    gateway = build_gateway(config, pool)
+    gateways = GatewayRegistry.build(config, pool)
+    gateway = gateways.default
     profiles = HttpProfileClient(config)
     # One idempotency store and one outbox, shared by every operation of the process.
     idempotency = IdempotencyService(pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT)
@@ -96,6 +88,7 @@ def build_services(config: Config) -> Services:
         config=config,
         pool=pool,
         trips=trips,
+        gateways=gateways,
         gateway=gateway,
         profiles=profiles,
         idempotency=idempotency,

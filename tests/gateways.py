@@ -10,7 +10,7 @@ from flask import Flask
 
 from api.services import services
 from services.gateways import ABSENT, GatewayCharge, GatewayRefund, GatewayResult
-from services.gateways.simulator import SimulatedGateway
+from services.gateways.simulator.gateway import SimulatedGateway
 
 
 def simulator(

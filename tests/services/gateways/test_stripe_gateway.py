@@ -12,7 +12,7 @@ from flask import Flask
 
 from api.services import services
 from services.gateways import GatewayCharge
-from services.gateways.stripe_gateway import StripeGateway, UnpayableAmountError, minor_units
+from services.gateways.stripe.gateway import StripeGateway, UnpayableAmountError, minor_units
 from tests.fakes import FakeTripService
 from tests.helpers import wait_until
 from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe
