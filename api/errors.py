@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from database.pool import DatabaseUnavailableError, IdsExhaustedError
 from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
-from services.gateways import AmountNotPayableError
+from services.gateways import AmountNotPayableError, GatewayNotConfiguredError
 from services.idempotency_service import IdempotencyKeyInUseError, IdempotencyKeyReusedError
 from services.payments.errors import (
     CaptureAmountNotPayableError,
@@ -68,6 +68,8 @@ STATUS: dict[type[DomainError], int] = {
     GatewayHoldActionFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
+    # The payment's gateway is not configured in this process (any more): an operator must configure it.
+    GatewayNotConfiguredError: 503,
     # Not retryable by the client alone: an operator must make room in the id sequence (README).
     IdsExhaustedError: 503,
 }

@@ -44,7 +44,7 @@ from config import Config  # noqa: E402
 from database.migrate import apply_migrations  # noqa: E402
 from database.pool import ASYNC_COMMIT  # noqa: E402
 from services import idempotency_service  # noqa: E402
-from services.gateways import simulator  # noqa: E402
+from services.gateways.simulator import gateway as simulator  # noqa: E402
 from services.payments import attempts  # noqa: E402
 
 LUA = ROOT / "bench" / "lua"

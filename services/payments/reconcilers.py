@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from config import Config
 from database.pool import ConnectionPool
 from models.payment import Payment
 from models.states import GatewayStatus, PaymentStatus, TransactionStatus, charge_outcome, refund_outcome
@@ -18,7 +17,7 @@ from services.payments.attempts import SETTLE_ATTEMPT, outcome_params
 from services.payments.charge import ChargeService
 from services.payments.events import payment_notification
 from services.payments.holds import EXPIRE, HoldService, action_result
-from services.payments.reconciliation import EXPIRED_HOLDS, PAYMENTS, REFUNDS, Decision, Pass, Queue
+from services.payments.reconciliation import EXPIRED_HOLDS, PAYMENTS, REFUNDS, Decide, Decision, Pass, Queue
 from services.payments.refunds import settle_refund
 from services.payments.repository import PaymentRepository
 from services.payments.skeleton import gateway_charge, gateway_refund
@@ -226,10 +225,9 @@ class RefundReconciler:
 
 
 def reconcilers(
-    pool: ConnectionPool, config: Config, outbox: Outbox, charges: ChargeService, holds: HoldService
-) -> list[tuple[Queue, Any]]:
+    pool: ConnectionPool, outbox: Outbox, charges: ChargeService, holds: HoldService
+) -> list[tuple[Queue, Decide]]:
     """Each queue with its reconciler, in pass order: expired holds first (a capture may still race them)."""
-    del config  # the pass reads the settings; kept for a reconciler that needs one
     actions = HoldActionReconciler(holds, outbox)
     return [
         (EXPIRED_HOLDS, actions.expired),

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg2
 from flask import Flask
-from services.payments.requests import RefundRequest
 
 from api.services import services
+from services.payments.requests import RefundRequest
 from tests.helpers import all_at_once
 
 ROUNDS = 50
