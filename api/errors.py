@@ -76,7 +76,7 @@ STATUS: dict[type[DomainError], int] = {
     GatewayHoldActionFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
-    # Not retryable by the client alone: an operator must make room in the id sequence (README).
+    # Not retryable by the client alone: an operator must make room in the id sequence (docs/operations.md).
     IdsExhaustedError: 503,
 }
 
