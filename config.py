@@ -2,7 +2,7 @@
 
 Each setting is declared once, as a field of `Config`: its type, default, bounds and meaning. The same
 declaration reads it from the environment (`Config.from_env`), checks an override given as a Python
-value (`Config.with_overrides`) and writes the README's configuration table (`python config.py`).
+value (`Config.with_overrides`) and writes the configuration table of docs/configuration.md (`python config.py`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Setting:
         return self.kind.check(self, value)
 
     def shown_default(self) -> str:
-        """The default as the README's table shows it."""
+        """The default as the table in docs/configuration.md shows it."""
         if self.secret:
             return "none"
         if self.default is None:
@@ -504,7 +504,7 @@ class Config:
         True,
         "send the session settings (UTC time zone, statement and idle-in-transaction timeouts, keepalives) when"
         " connecting; set `false` behind PgBouncer in transaction mode, which refuses them: its `connect_query`"
-        " must set them instead (see *Behind PgBouncer*)",
+        " must set them instead (see [operations.md](operations.md#behind-pgbouncer))",
     )
     DB_MIGRATION_LOCK_TIMEOUT: float = setting(
         NUMBER,
@@ -571,7 +571,7 @@ class Config:
     API_KEYS: dict[str, str] = setting(  # noqa: RUF009
         KEY_DIGESTS,
         {},
-        "`name:key` entries, comma-separated; a key may be `sha256:<hex digest>` (see *Access control*)",
+        "`name:key` entries, comma-separated; a key may be `sha256:<hex digest>` (see [api.md](api.md#access-control))",
         secret=True,
     )
     RATE_LIMIT_ENABLED: bool = setting(BOOLEAN, True, "apply the per-client rate limits below")
@@ -725,8 +725,8 @@ class Config:
     NOTIFY_SIGNING_SECRET: str | None = setting(
         TEXT,
         None,
-        "signs every notification (`Payment-Signature` header, see *Notifications*); no default; unset: sent"
-        " unsigned, with a warning at start",
+        "signs every notification (`Payment-Signature` header, see [api.md](api.md#notifications)); no default;"
+        " unset: sent unsigned, with a warning at start",
         secret=True,
     )
 
@@ -945,7 +945,7 @@ _BY_NAME = {spec.name: spec for spec in SETTINGS}
 
 
 def markdown_table() -> str:
-    """The README's configuration table: one row per environment variable, in declaration order."""
+    """The configuration table of docs/configuration.md: one row per environment variable, in declaration order."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for spec in SETTINGS:
         if spec.from_env:

@@ -70,7 +70,7 @@ STATUS: dict[type[DomainError], int] = {
     DatabaseUnavailableError: 503,
     # The payment's gateway is not configured in this process (any more): an operator must configure it.
     GatewayNotConfiguredError: 503,
-    # Not retryable by the client alone: an operator must make room in the id sequence (README).
+    # Not retryable by the client alone: an operator must make room in the id sequence (docs/operations.md).
     IdsExhaustedError: 503,
 }
 
