@@ -14,15 +14,12 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from config import Config
-from database.pool import ConnectionPool, DatabaseUnavailableError
+from database.pool import DatabaseUnavailableError
 from models.payment import Payment
 from models.states import GatewayStatus, PaymentStatus, TransactionKind, charge_outcome
-from services.clients.trips import Trip, TripClient
+from services.clients.trips import Trip
 from services.gateways import GatewayCharge, GatewayRefusedError, GatewayResult, PaymentGateway
-from services.gateways.registry import GatewayRegistry
-from services.idempotency_service import Claim, IdempotencyKeyInUseError, IdempotencyService, Outcome, StoredResponse
-from services.notification_service import Outbox
+from services.idempotency_service import Claim, IdempotencyKeyInUseError, Outcome, StoredResponse
 from services.payments.attempts import (
     INSERT_ATTEMPT,
     INSERT_ATTEMPT_FOR_CLAIM,
@@ -47,7 +44,7 @@ from services.payments.errors import (
 from services.payments.events import payment_notification
 from services.payments.repository import ATTEMPT_KINDS, SELECT_PAYMENT
 from services.payments.requests import ChargeRequest
-from services.payments.skeleton import Keyed, call_gateway
+from services.payments.skeleton import Operation, call_gateway
 from services.pricing import Fare, calculate_fare, calculate_hold
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -88,26 +85,8 @@ def parties_of(
     return parties[0], parties[1]
 
 
-class ChargeService:
+class ChargeService(Operation):
     """Charges trips: the trip service prices them, the default gateway takes the money, the database remembers."""
-
-    def __init__(
-        self,
-        pool: ConnectionPool,
-        config: Config,
-        trips: TripClient,
-        gateways: GatewayRegistry,
-        outbox: Outbox,
-        idempotency: IdempotencyService,
-    ) -> None:
-        """Keep the pool, configuration and collaborators."""
-        self.pool = pool
-        self.config = config
-        self.trips = trips
-        self.gateways = gateways
-        self.outbox = outbox
-        self.idempotency = idempotency
-        self.keyed = Keyed(idempotency)
 
     def charge(self, request: ChargeRequest, scope: str) -> Outcome:
         """Charge a trip at most once per idempotency key and per trip."""

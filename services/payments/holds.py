@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from config import Config
-from database.pool import ConnectionPool, Cursor
+from database.pool import Cursor
 from database.prepared import Prepared
 from models.payment import Payment
 from models.states import (
@@ -30,11 +29,8 @@ from models.states import (
     hold_action_outcome,
     hold_action_transaction_status,
 )
-from services.clients.trips import TripClient
 from services.gateways import GatewayResult, PaymentGateway
-from services.gateways.registry import GatewayRegistry
-from services.idempotency_service import Claim, IdempotencyKeyInUseError, IdempotencyService, Outcome, StoredResponse
-from services.notification_service import Outbox
+from services.idempotency_service import Claim, IdempotencyKeyInUseError, Outcome, StoredResponse
 from services.payments.charge import ENDED_TRIP_STATUSES, parties_of
 from services.payments.errors import (
     CaptureAmountNotPayableError,
@@ -47,7 +43,7 @@ from services.payments.errors import (
 from services.payments.events import hold_action_notification
 from services.payments.repository import HOLD_ACTION_KINDS, PAYMENT_COLUMNS, PaymentRepository
 from services.payments.requests import CaptureRequest, VoidRequest
-from services.payments.skeleton import Keyed, call_gateway, gateway_charge
+from services.payments.skeleton import Operation, call_gateway, gateway_charge
 from services.pricing import Fare, FareOutOfRangeError, NoCancellationFeeError, calculate_fare
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -135,27 +131,8 @@ def raise_if_refused(answer: Outcome | GatewayHoldActionFailedError) -> Outcome:
     return answer
 
 
-class HoldService:
+class HoldService(Operation):
     """Captures and voids AUTHORIZED payments; also finishes, for reconciliation, actions left PENDING."""
-
-    def __init__(
-        self,
-        pool: ConnectionPool,
-        config: Config,
-        trips: TripClient,
-        gateways: GatewayRegistry,
-        outbox: Outbox,
-        idempotency: IdempotencyService,
-    ) -> None:
-        """Keep the pool, settings and collaborators."""
-        self.pool = pool
-        self.config = config
-        self.trips = trips
-        self.gateways = gateways
-        self.outbox = outbox
-        self.idempotency = idempotency
-        self.keyed = Keyed(idempotency)
-        self.payments = PaymentRepository(pool)
 
     # --- requests ------------------------------------------------------------------------------
 

@@ -18,10 +18,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from database.pool import Cursor
+from config import Config
+from database.pool import ConnectionPool, Cursor
 from models.payment import Payment
 from models.states import GatewayStatus
+from services.clients.trips import TripClient
 from services.gateways import GatewayCharge, GatewayRefund, GatewayResult, GatewayUnavailableError
+from services.gateways.registry import GatewayRegistry
 from services.idempotency_service import (
     Claim,
     IdempotencyKeyInUseError,
@@ -30,6 +33,8 @@ from services.idempotency_service import (
     StoredResponse,
     fingerprint,
 )
+from services.notification_service import Outbox
+from services.payments.repository import PaymentRepository
 from utils.logger import get_logger
 from utils.metrics import IDEMPOTENT_REPLAYS
 
@@ -72,6 +77,29 @@ class Keyed:
             # Taken over after the lock timeout: the taker answers from the record; undo ours.
             raise IdempotencyKeyInUseError()
         return Outcome(stored.status, stored.body)
+
+
+class Operation:
+    """What an operation on trips' payments works with: shared, injected once by the container."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        config: Config,
+        trips: TripClient,
+        gateways: GatewayRegistry,
+        outbox: Outbox,
+        idempotency: IdempotencyService,
+    ) -> None:
+        """Keep the pool, settings and collaborators."""
+        self.pool = pool
+        self.config = config
+        self.trips = trips
+        self.gateways = gateways
+        self.outbox = outbox
+        self.idempotency = idempotency
+        self.keyed = Keyed(idempotency)
+        self.payments = PaymentRepository(pool)
 
 
 def call_gateway(what: str, ids: dict[str, Any], call: Callable[[], GatewayResult]) -> GatewayResult:
