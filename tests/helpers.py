@@ -180,9 +180,9 @@ def ledger_problems(target: psycopg2.extensions.connection | str) -> list[str]:
                         f" of payment {t_pid} ({t_status}, {t_amount})"
                     )
             cur.execute(LEDGER_IN_FLIGHT, params)
+            pending = PaymentStatus.PENDING
             problems += [
-                f"payment {pid} ({status}) has {in_flight} operations PENDING"
-                f" (expected {1 if status == PaymentStatus.PENDING else 0})"
+                f"payment {pid} ({status}): PENDING operations {in_flight}, expected {int(status == pending)}"
                 for pid, status, in_flight in cur.fetchall()
             ]
             cur.execute(LEDGER_OPENED)

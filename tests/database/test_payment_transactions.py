@@ -121,12 +121,12 @@ def test_a_consistent_ledger_has_no_problems(db: psycopg2.extensions.connection)
         ),
         (
             "UPDATE payment_transactions SET status = 'SUCCEEDED' WHERE payment_id = 4",
-            "payment 4 (PENDING) has 0 operations PENDING (expected 1)",
+            "payment 4 (PENDING): PENDING operations 0, expected 1",
         ),
         (
             "INSERT INTO payment_transactions (payment_id, kind, status, amount, currency)"
             " VALUES (6, 'PURCHASE', 'PENDING', 9.00, 'INR')",
-            "payment 6 (SUCCESS) has 1 operations PENDING (expected 0)",
+            "payment 6 (SUCCESS): PENDING operations 1, expected 0",
         ),
         (
             "DELETE FROM payment_transactions WHERE payment_id = 3",
