@@ -39,6 +39,8 @@ REQUESTS = {request["name"]: request for request in RECORD["requests"]}
 LOADED_ROWS = 320  # rhfd_payments.csv, loaded by the release before any request
 # The keys are as fresh as when the release answered them: the upgrade runs right after, not when this test does.
 REFRESH_KEYS = "UPDATE idempotency_keys SET expires_at = expires_at + (now() - %(dumped_at)s::timestamptz)"
+# And what the simulator had still to decide is due by then, however soon after making the fixture this runs.
+SIMULATOR_DUE = "UPDATE simulator_transactions SET settles_at = now() WHERE settles_at > now()"
 COUNTS = """
 SELECT (SELECT count(*) FROM payments), (SELECT count(*) FROM payment_refunds),
        (SELECT count(*) FROM simulator_transactions)
@@ -93,6 +95,7 @@ def upgraded(base_config: Config) -> Iterator[Upgraded]:
         try:
             with conn.cursor() as cur:
                 cur.execute(REFRESH_KEYS, {"dumped_at": RECORD["dumped_at"]})
+                cur.execute(SIMULATOR_DUE)
             conn.commit()
             applied = apply_migrations(conn)
         finally:
@@ -115,6 +118,7 @@ def current_app(
             "DRIVER_SERVICE_URL": profiles.url,
             "GATEWAY_SUCCESS_RATE": 1.0,
             "RECONCILE_INTERVAL": 0,
+            "RECONCILE_MIN_AGE": 0,
             "HOUSEKEEPING_INTERVAL": 0,
             "NOTIFY_DISPATCHER_ENABLED": False,
         },
