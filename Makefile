@@ -1,7 +1,7 @@
 # Two commands on a fresh machine with Python 3.11: `make run` and `make test`.
 # Both create .venv, install what they need, and use the database configured in the environment
 # or .env (DB_HOST / DATABASE_URL), else an embedded PostgreSQL kept in .pgdata/.
-# What they install is locked with hashes (README, "Dependencies and the lock"): `make run` the
+# What they install is locked with hashes (docs/development.md, "Dependencies and the lock"): `make run` the
 # runtime set plus the embedded PostgreSQL (requirements-run.txt), `make test` and the other targets
 # the development set (requirements-dev.txt). `make lock` regenerates the locks from pyproject.toml.
 

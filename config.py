@@ -2,7 +2,7 @@
 
 Each setting is declared once, as a field of `Config`: its type, default, bounds and meaning. The same
 declaration reads it from the environment (`Config.from_env`), checks an override given as a Python
-value (`Config.with_overrides`) and writes the README's configuration table (`python config.py`).
+value (`Config.with_overrides`) and writes the configuration table of docs/configuration.md (`python config.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import limits
 from dotenv import dotenv_values
 
 from models.money import CurrencyError, fits_currency, max_amount, minor_unit_exponent, to_minor_unit
-from services.gateways.stripe_units import stripe_decimals
+from services.gateways.registry import GATEWAYS
+from services.gateways.stripe.units import stripe_decimals
 
 _API_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -83,7 +84,7 @@ class Setting:
         return self.kind.check(self, value)
 
     def shown_default(self) -> str:
-        """The default as the README's table shows it."""
+        """The default as the table in docs/configuration.md shows it."""
         if self.secret:
             return "none"
         if self.default is None:
@@ -213,6 +214,20 @@ def _read_choice(setting: Setting, text: str) -> str:
         if text.upper() == choice.upper():
             return choice
     raise ConfigError(f"{setting.name} must be one of {', '.join(setting.choices)}, got {text!r}")
+
+
+def _read_gateway(setting: Setting, text: str) -> str:
+    """The name of a gateway of the registry's table, read when asked so that one registered later counts."""
+    return _read_choice(dataclasses.replace(setting, choices=tuple(GATEWAYS)), text)
+
+
+def _gateway_meaning() -> str:
+    """GATEWAY's documentation, from the registry's table: each gateway with what it is."""
+    named = [f"`{name}` ({kind.about})" for name, kind in GATEWAYS.items()]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
+    return (
+        f"the gateway new payments use (each payment keeps the one that made it): {listed}; CASH never calls a gateway"
+    )
 
 
 def _read_rate_limit(setting: Setting, text: str) -> str:
@@ -383,6 +398,7 @@ BOOLEAN = Kind(_read_bool, _check_bool, lambda value: "true" if value else "fals
 TEXT = Kind(_read_text, _checked_text(_read_text))
 HTTP_URL = Kind(_read_http_url, _checked_text(_read_http_url))
 CHOICE = Kind(_read_choice, _checked_text(_read_choice))
+GATEWAY_NAME = Kind(_read_gateway, _checked_text(_read_gateway))  # a CHOICE among services/gateways/registry.py's
 RATE_LIMIT = Kind(_read_rate_limit, _checked_text(_read_rate_limit))
 STORAGE_URI = Kind(_read_storage_uri, _checked_text(_read_storage_uri))
 CURRENCY_CODE = Kind(_read_currency, _checked_text(_read_currency))
@@ -488,7 +504,7 @@ class Config:
         True,
         "send the session settings (UTC time zone, statement and idle-in-transaction timeouts, keepalives) when"
         " connecting; set `false` behind PgBouncer in transaction mode, which refuses them: its `connect_query`"
-        " must set them instead (see *Behind PgBouncer*)",
+        " must set them instead (see [operations.md](operations.md#behind-pgbouncer))",
     )
     DB_MIGRATION_LOCK_TIMEOUT: float = setting(
         NUMBER,
@@ -555,7 +571,7 @@ class Config:
     API_KEYS: dict[str, str] = setting(  # noqa: RUF009
         KEY_DIGESTS,
         {},
-        "`name:key` entries, comma-separated; a key may be `sha256:<hex digest>` (see *Access control*)",
+        "`name:key` entries, comma-separated; a key may be `sha256:<hex digest>` (see [api.md](api.md#access-control))",
         secret=True,
     )
     RATE_LIMIT_ENABLED: bool = setting(BOOLEAN, True, "apply the per-client rate limits below")
@@ -635,13 +651,7 @@ class Config:
     GATEWAY_PENDING_RATE: float = setting(
         NUMBER, 0.0, "simulated gateway: share of charges left undecided (`PENDING`)", bounds=(0.0, 1.0)
     )
-    GATEWAY: str = setting(
-        CHOICE,
-        "simulator",
-        "`simulator` (embedded, its ledger in the service's database) or `stripe` (PaymentIntents, needs"
-        " `STRIPE_API_KEY`); CASH never calls a gateway",
-        choices=("simulator", "stripe"),
-    )
+    GATEWAY: str = setting(GATEWAY_NAME, "simulator", _gateway_meaning())
     GATEWAY_SETTLE_SECONDS: float = setting(
         NUMBER,
         30.0,
@@ -715,8 +725,8 @@ class Config:
     NOTIFY_SIGNING_SECRET: str | None = setting(
         TEXT,
         None,
-        "signs every notification (`Payment-Signature` header, see *Notifications*); no default; unset: sent"
-        " unsigned, with a warning at start",
+        "signs every notification (`Payment-Signature` header, see [api.md](api.md#notifications)); no default;"
+        " unset: sent unsigned, with a warning at start",
         secret=True,
     )
 
@@ -935,7 +945,7 @@ _BY_NAME = {spec.name: spec for spec in SETTINGS}
 
 
 def markdown_table() -> str:
-    """The README's configuration table: one row per environment variable, in declaration order."""
+    """The configuration table of docs/configuration.md: one row per environment variable, in declaration order."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for spec in SETTINGS:
         if spec.from_env:

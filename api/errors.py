@@ -7,36 +7,30 @@ header) of each, and turns them into the `AppError` every error response is rend
 from __future__ import annotations
 
 from database.pool import DatabaseUnavailableError, IdsExhaustedError
-from services.charge import (
+from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
+from services.gateways import AmountNotPayableError, GatewayNotConfiguredError
+from services.idempotency_service import IdempotencyKeyInUseError, IdempotencyKeyReusedError
+from services.payments.errors import (
+    CaptureAmountNotPayableError,
+    CaptureExceedsAuthorizationError,
     ChargeAmountNotPayableError,
+    GatewayHoldActionFailedError,
+    GatewayRefundFailedError,
     HoldAmountNotPayableError,
     HoldNotSupportedError,
     PaymentMethodRequiredError,
+    PaymentNotCapturableError,
+    PaymentNotRefundableError,
+    PaymentNotVoidableError,
+    RefundAmountNotPayableError,
+    RefundExceedsRemainingError,
     TripAlreadyPaidError,
     TripNotCompletedError,
     TripNotHoldableError,
     TripPartyMismatchError,
 )
-from services.clients.trips import TripNotFoundError, TripServiceBadResponseError, TripServiceUnavailableError
-from services.gateways import AmountNotPayableError
-from services.holds import (
-    CaptureAmountNotPayableError,
-    CaptureExceedsAuthorizationError,
-    GatewayHoldActionFailedError,
-    HoldGatewayMismatchError,
-    PaymentNotCapturableError,
-    PaymentNotVoidableError,
-)
-from services.idempotency_service import IdempotencyKeyInUseError, IdempotencyKeyReusedError
 from services.pricing import FareOutOfRangeError, InvalidFareError, NoCancellationFeeError
 from services.receipt_service import ReceiptUnavailableError
-from services.refund_service import (
-    GatewayRefundFailedError,
-    PaymentNotRefundableError,
-    RefundAmountNotPayableError,
-    RefundExceedsRemainingError,
-    RefundGatewayMismatchError,
-)
 from utils.errors import AppError, DomainError, PaymentNotFoundError
 
 STATUS: dict[type[DomainError], int] = {
@@ -63,9 +57,7 @@ STATUS: dict[type[DomainError], int] = {
     PaymentNotVoidableError: 400,
     # The final fare does not fit the hold: a conflict with the payment's state, resolved by the client.
     CaptureExceedsAuthorizationError: 409,
-    HoldGatewayMismatchError: 409,
     TripAlreadyPaidError: 409,
-    RefundGatewayMismatchError: 409,
     IdempotencyKeyInUseError: 409,
     ReceiptUnavailableError: 409,
     IdempotencyKeyReusedError: 422,
@@ -76,7 +68,9 @@ STATUS: dict[type[DomainError], int] = {
     GatewayHoldActionFailedError: 502,
     TripServiceUnavailableError: 503,
     DatabaseUnavailableError: 503,
-    # Not retryable by the client alone: an operator must make room in the id sequence (README).
+    # The payment's gateway is not configured in this process (any more): an operator must configure it.
+    GatewayNotConfiguredError: 503,
+    # Not retryable by the client alone: an operator must make room in the id sequence (docs/operations.md).
     IdsExhaustedError: 503,
 }
 

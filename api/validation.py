@@ -19,10 +19,8 @@ from api.openapi import (
     validate_request_body,
 )
 from models.money import CENT
-from services.charge import ChargeRequest
-from services.holds import CaptureRequest, VoidRequest
 from services.payment_queries import PageCursor, PaymentFilters
-from services.refund_service import RefundRequest
+from services.payments.requests import CaptureRequest, ChargeRequest, RefundRequest, VoidRequest
 from utils.errors import ValidationError
 from utils.helpers import parse_positive_id
 

@@ -43,8 +43,9 @@ from psycopg2 import sql  # noqa: E402
 from config import Config  # noqa: E402
 from database.migrate import apply_migrations  # noqa: E402
 from database.pool import ASYNC_COMMIT  # noqa: E402
-from services import charge, idempotency_service  # noqa: E402
-from services.gateways import simulator  # noqa: E402
+from services import idempotency_service  # noqa: E402
+from services.gateways.simulator import gateway as simulator  # noqa: E402
+from services.payments import attempts  # noqa: E402
 
 LUA = ROOT / "bench" / "lua"
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
@@ -351,6 +352,11 @@ def pgbench_script() -> str:
         "payload": "json_build_object('pad', repeat('y', 300))",
         "updated_at": "clock_timestamp()",
         "response_status": "201",
+        # The attempt's transaction.
+        "kind": "'PURCHASE'",
+        "kinds": "ARRAY['PURCHASE', 'AUTHORIZE']",
+        "transaction_status": "'SUCCEEDED'",
+        "transaction_error": "NULL",
         # The simulator's ledger row.
         "key": "'payment-' || :payment_id",
         "captured": "31.25",
@@ -362,7 +368,7 @@ def pgbench_script() -> str:
         body = re.sub(r"%\((\w+)\)s", lambda m: values[m.group(1)], " ".join(text.split()))
         return body + (" \\gset" if gset else ";")
 
-    # The four transactions of a charge on the simulator, as services.charge sends them (there, each
+    # The four transactions of a charge on the simulator, as services.payments.charge sends them (there, each
     # is one message; pgbench sends each statement of a transaction on its own).
     lines = [
         "\\set k random(1, 9000000000000000000)",
@@ -372,14 +378,14 @@ def pgbench_script() -> str:
         statement(idempotency_service.CLAIM_KEY),
         "COMMIT;",
         "BEGIN;",
-        statement(charge.LOCK_TRIP),
-        statement(charge.INSERT_ATTEMPT_FOR_CLAIM, gset=True),
+        statement(attempts.LOCK_TRIP),
+        statement(attempts.INSERT_ATTEMPT_FOR_CLAIM, gset=True),
         "COMMIT;",
         "BEGIN;",
         f"{ASYNC_COMMIT};",
         statement(simulator.INSERT_PAYMENT.replace("%(status)s", "'SUCCEEDED'")),
         "COMMIT;",
-        statement(charge.RECORD_OUTCOME_AND_ANSWER),
+        statement(attempts.SETTLE_ATTEMPT_AND_ANSWER),
     ]
     return "\n".join(lines) + "\n"
 

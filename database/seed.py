@@ -19,7 +19,8 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from models.money import MAX_AMOUNT, decimals_of, fits_currency
-from models.payment import LOADABLE_STATUSES, PAYMENT_METHODS
+from models.payment import PAYMENT_METHODS
+from models.states import LOADABLE
 from utils.helpers import MAX_BIGINT
 
 EXPECTED_HEADER = ["payment_id", "trip_id", "amount", "method", "status", "reference", "created_at"]
@@ -238,8 +239,8 @@ def _parse_row(
     if method not in PAYMENT_METHODS:
         raise SeedError(f"line {line}: method must be one of {', '.join(PAYMENT_METHODS)}, got {raw_method!r}")
     status = raw_status.upper()
-    if status not in LOADABLE_STATUSES:
-        raise SeedError(f"line {line}: status must be one of {', '.join(LOADABLE_STATUSES)}, got {raw_status!r}")
+    if status not in LOADABLE:
+        raise SeedError(f"line {line}: status must be one of {', '.join(LOADABLE)}, got {raw_status!r}")
     if not _REFERENCE_RE.match(reference):
         raise SeedError(f"line {line}: reference must be 1-100 printable characters without spaces")
     created_at = _parse_timestamp(raw_created, line)

@@ -8,12 +8,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from models.states import HoldAction, PaymentStatus
+
 PAYMENT_METHODS = ("CARD", "WALLET", "UPI", "CASH")
-# The reference's statuses: the ones a CSV may load (a loaded row has no gateway, so it cannot be a hold).
-LOADABLE_STATUSES = ("SUCCESS", "PENDING", "FAILED", "REFUNDED", "PARTIALLY_REFUNDED")
-# Holds (contract section 9) add AUTHORIZED (money held) and VOIDED (hold released).
-PAYMENT_STATUSES = (*LOADABLE_STATUSES, "AUTHORIZED", "VOIDED")
-REFUND_STATUSES = ("SUCCEEDED", "PENDING", "FAILED")
 
 # Columns of `payments` that make up the public payment object, in contract order.
 PUBLIC_FIELDS = (
@@ -87,9 +84,10 @@ class Payment:
     def to_json(self) -> dict[str, Any]:
         """The contract's payment object (Decimal and datetime kept for the JSON layer)."""
         body = {name: getattr(self, name) for name in PUBLIC_FIELDS}
-        if self.status == "FAILED":
+        if self.status == PaymentStatus.FAILED:
             body["error_code"] = self.error_code
-        if self.status == "PENDING" and self.hold_action == "capture" and self.capture_amount is not None:
+        capturing = self.status == PaymentStatus.PENDING and self.hold_action == HoldAction.CAPTURE
+        if capturing and self.capture_amount is not None:
             # Until the capture settles `amount` is still the hold; say what is being captured.
             body["capture_amount"] = self.capture_amount
         return body

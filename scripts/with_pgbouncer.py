@@ -32,7 +32,7 @@ from database.pool import session_settings  # noqa: E402
 
 # What decides how long PgBouncer holds a client while the database is away and how soon it serves
 # again once the database is back. docker-compose.yml sets the same values (a test checks) and the
-# README's "Behind PgBouncer" section says why each; all of them exist in 1.18 (Debian) and 1.23.
+# docs/operations.md, "Behind PgBouncer", says why each; all of them exist in 1.18 (Debian) and 1.23.
 OUTAGE_SETTINGS: dict[str, str] = {
     # After a failed server login (refused, or "the database system is starting up") PgBouncer
     # tries again only this much later, and meanwhile fails every client that finds no server
@@ -80,7 +80,7 @@ CONNECT_QUERY = "; ".join(
     f"SET {name} = {value}" for name, value in session_settings(Config.DB_STATEMENT_TIMEOUT_MS).items()
 )
 
-# The service's settings behind a pooler in transaction mode (see the README's "Behind PgBouncer").
+# The service's settings behind a pooler in transaction mode (see docs/operations.md, "Behind PgBouncer").
 SERVICE_SETTINGS = {"DB_PREPARED_STATEMENTS": "false", "DB_SESSION_OPTIONS": "false"}
 
 

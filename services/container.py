@@ -1,6 +1,6 @@
 """The service graph, built once per process from the configuration: who gets which collaborator.
 
-`build_services` is the one place that chooses implementations (which trip client, which gateway)
+`build_services` is the one place that chooses implementations (which trip client, which gateways)
 and shares what must be shared (one pool, one idempotency store, one outbox). Routes reach the
 result through `api.services.services()`; tests and tools through `Services` directly.
 """
@@ -13,22 +13,21 @@ from prometheus_client import CollectorRegistry
 
 from config import Config
 from database.pool import ConnectionPool
-from services.charge import ChargeService
 from services.clients.profiles import HttpProfileClient, ProfileClient
 from services.clients.trips import HttpTripClient, TripClient
-from services.gateways import PaymentGateway
-from services.gateways.simulator import SimulatedGateway
-from services.gateways.stripe_gateway import StripeGateway
+from services.gateways.registry import GatewayRegistry
 from services.health_service import DependencyMonitor, HealthService
-from services.holds import HoldService
 from services.housekeeping import Housekeeper
 from services.idempotency_service import IdempotencyService
 from services.metrics_service import MetricsService, build_registry
 from services.notification_service import Dispatcher, HttpNotificationSender, NotificationAdmin, Outbox
 from services.payment_queries import PaymentQueries
+from services.payments.charge import ChargeService
+from services.payments.holds import HoldService
+from services.payments.reconcilers import reconcilers
+from services.payments.reconciliation import Reconciler
+from services.payments.refunds import RefundService
 from services.receipt_service import ReceiptService
-from services.reconciliation import Reconciler
-from services.refund_service import RefundService
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,8 @@ class Services:
     config: Config
     pool: ConnectionPool
     trips: TripClient
-    gateway: PaymentGateway
+    # Every configured gateway by name, and the default one new payments use (GATEWAY).
+    gateways: GatewayRegistry
     profiles: ProfileClient
     idempotency: IdempotencyService
     outbox: Outbox
@@ -56,16 +56,6 @@ class Services:
     metrics_registry: CollectorRegistry
 
 
-def build_gateway(config: Config, pool: ConnectionPool) -> PaymentGateway:
-    """The gateway the configuration names (GATEWAY)."""
-    if config.GATEWAY == "stripe":
-        # check_consistency() made sure the key is there.
-        return StripeGateway(config.STRIPE_API_KEY or "", config.STRIPE_API_BASE, config.GATEWAY_TIMEOUT)
-    return SimulatedGateway(
-        pool, config.GATEWAY_SUCCESS_RATE, config.GATEWAY_PENDING_RATE, config.GATEWAY_SETTLE_SECONDS
-    )
-
-
 def build_services(config: Config) -> Services:
     """Build the graph; nothing connects or starts a thread here (see `start_background`)."""
     # The pool connects lazily, so the service starts (and /live answers) with the database down.
@@ -79,7 +69,7 @@ def build_services(config: Config) -> Services:
         session_options=config.DB_SESSION_OPTIONS,
     )
     trips = HttpTripClient(config)
-    gateway = build_gateway(config, pool)
+    gateways = GatewayRegistry.build(config, pool)
     profiles = HttpProfileClient(config)
     # One idempotency store and one outbox, shared by every operation of the process.
     idempotency = IdempotencyService(pool, config.IDEMPOTENCY_KEY_TTL, config.IDEMPOTENCY_LOCK_TIMEOUT)
@@ -90,21 +80,21 @@ def build_services(config: Config) -> Services:
         cache_seconds=config.HEALTH_CHECK_CACHE_SECONDS,
     )
     metrics = MetricsService(pool, config.CURRENCY)
-    charges = ChargeService(pool, config, trips, gateway, outbox, idempotency)
-    holds = HoldService(pool, config, trips, gateway, outbox, idempotency)
+    charges = ChargeService(pool, config, trips, gateways, outbox, idempotency)
+    holds = HoldService(pool, config, trips, gateways, outbox, idempotency)
     return Services(
         config=config,
         pool=pool,
         trips=trips,
-        gateway=gateway,
+        gateways=gateways,
         profiles=profiles,
         idempotency=idempotency,
         outbox=outbox,
         payments=PaymentQueries(pool),
         charges=charges,
         holds=holds,
-        refunds=RefundService(pool, idempotency, outbox, gateway),
-        reconciler=Reconciler(pool, config, gateway, charges, holds, outbox),
+        refunds=RefundService(pool, idempotency, outbox, gateways),
+        reconciler=Reconciler(pool, config, gateways, outbox, reconcilers(pool, outbox, charges, holds)),
         housekeeper=Housekeeper(pool, config),
         receipts=ReceiptService(pool, profiles, outbox),
         notifications=NotificationAdmin(pool),

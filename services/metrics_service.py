@@ -19,13 +19,13 @@ from prometheus_client.registry import Collector
 
 from database.pool import ConnectionPool, DatabaseUnavailableError
 from models.money import to_minor_unit
-from models.payment import PAYMENT_METHODS, PAYMENT_STATUSES
+from models.payment import PAYMENT_METHODS
+from models.states import REVENUE, PaymentStatus
 from utils.logger import get_logger
 
 logger = get_logger(__name__)
 
 # Payments whose money was collected (refunds are reported separately), as the reference counts revenue.
-REVENUE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
 
 COUNT_OUTBOX = """
 SELECT status, count(*) AS n FROM notification_outbox WHERE status IN ('PENDING', 'DEAD') GROUP BY status
@@ -58,7 +58,7 @@ class MetricsService:
         with self.pool.cursor(single_statement=True) as cur:
             cur.execute(SELECT_STATS)
             rows = cur.fetchall()
-        by_status = dict.fromkeys(PAYMENT_STATUSES, 0)
+        by_status = dict.fromkeys([status.value for status in PaymentStatus], 0)
         by_method = dict.fromkeys(PAYMENT_METHODS, 0)
         revenue, collected, refunded = Decimal(0), 0, Decimal(0)
         for row in rows:
@@ -66,7 +66,7 @@ class MetricsService:
             by_status[row["status"]] = by_status.get(row["status"], 0) + count
             by_method[row["method"]] = by_method.get(row["method"], 0) + count
             refunded += row["refunded_sum"]
-            if row["status"] in REVENUE_STATUSES:
+            if row["status"] in REVENUE:
                 revenue += row["amount_sum"]
                 collected += count
         average = to_minor_unit(revenue / collected, self.currency) if collected else Decimal(0)

@@ -15,16 +15,9 @@ from database.prepared import Prepared
 from models.payment import Payment
 from models.refund import RefundRecord
 from models.transaction import Transaction
+from services.payments.repository import PAYMENT_COLUMNS, SELECT_PAYMENT
 from utils.errors import PaymentNotFoundError
 from utils.helpers import MAX_BIGINT
-
-SELECT_PAYMENT = Prepared("""
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
-       hold_action, capture_amount
-FROM payments
-WHERE payment_id = %(payment_id)s
-""")
 
 # A payment's transactions, oldest first, in one statement (one snapshot): no row at all means no such
 # payment, one row of NULLs a payment without transactions (a 0.00 row of an early version). All of
@@ -52,10 +45,10 @@ ORDER BY r.refund_id
 # (column, created_at DESC, payment_id DESC) indexes then serve without a sort. With a cursor the
 # row comparison starts the index scan right after the previous page's last row, so page 50 costs
 # what page 1 costs; OFFSET has to read and throw away every row before the page.
-LIST_PAYMENTS = """
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at,
-       hold_action, capture_amount
+LIST_PAYMENTS = (
+    "SELECT "
+    + PAYMENT_COLUMNS
+    + """
 FROM payments
 WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
   AND (%(rider_id)s::bigint IS NULL OR rider_id = %(rider_id)s)
@@ -67,6 +60,7 @@ WHERE (%(trip_id)s::bigint IS NULL OR trip_id = %(trip_id)s)
 ORDER BY created_at DESC, payment_id DESC
 LIMIT %(fetch)s OFFSET %(offset)s
 """
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ from database.prepared import Prepared
 from models.payment import Payment
 from models.receipt import Receipt
 from models.refund import Refund
+from models.states import RECEIPTABLE
 from services.clients.profiles import ProfileClient
 from services.notification_service import Outbox
+from services.payments.repository import SELECT_PAYMENT
 from utils.errors import DomainError, PaymentNotFoundError
 from utils.helpers import dump_json
 from utils.logger import get_logger
@@ -20,15 +22,6 @@ from utils.metrics import RECEIPTS
 
 logger = get_logger(__name__)
 
-RECEIPTABLE_STATUSES = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
-
-SELECT_PAYMENT = Prepared("""
-SELECT payment_id, trip_id, rider_id, driver_id, amount, currency, method, status, reference,
-       amount_refunded, gateway, gateway_reference, authorized_amount, error_code, created_at, updated_at, fare,
-       captured_at
-FROM payments
-WHERE payment_id = %(payment_id)s
-""")
 # The payment row, its receipt and its refunds must be read from one snapshot: under READ COMMITTED
 # each statement sees the latest commit, so a refund landing in between would list a refund that
 # the payment's totals do not count yet (found by trying receipts during concurrent refunds).
@@ -128,7 +121,7 @@ class ReceiptService:
             row = cur.fetchone()
         if row is None:
             raise PaymentNotFoundError(payment_id)
-        if row["status"] not in RECEIPTABLE_STATUSES:
+        if row["status"] not in RECEIPTABLE:
             raise ReceiptUnavailableError(payment_id, row["status"])
 
     def _read(self, payment_id: int) -> tuple[Payment, Receipt | None, list[Refund]]:
@@ -140,7 +133,7 @@ class ReceiptService:
             if row is None:
                 raise PaymentNotFoundError(payment_id)
             payment = Payment.from_row(row)
-            if payment.status not in RECEIPTABLE_STATUSES:
+            if payment.status not in RECEIPTABLE:
                 raise ReceiptUnavailableError(payment.payment_id, payment.status)
             cur.execute(SELECT_RECEIPT, {"payment_id": payment_id})
             stored = cur.fetchone()

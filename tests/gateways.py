@@ -10,7 +10,7 @@ from flask import Flask
 
 from api.services import services
 from services.gateways import ABSENT, GatewayCharge, GatewayRefund, GatewayResult
-from services.gateways.simulator import SimulatedGateway
+from services.gateways.simulator.gateway import SimulatedGateway
 
 
 def simulator(
@@ -21,12 +21,8 @@ def simulator(
 
 
 def use_gateway(app: Flask, gateway: Any) -> Any:
-    """Swap the gateway of every service of the app that talks to one (collaborators are injected)."""
-    graph = services(app)
-    graph.charges.gateway = gateway
-    graph.refunds.gateway = gateway
-    graph.holds.gateway = gateway
-    graph.reconciler.gateway = gateway
+    """Put `gateway` in the app's registry, in place of the one of its name (and as the default for new payments)."""
+    services(app).gateways.install(gateway, default=True)
     return gateway
 
 

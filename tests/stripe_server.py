@@ -110,6 +110,11 @@ class GatewayProxy:
     sends it on and answers 200 with an HTML page instead of Stripe's answer; `slow_answer`
     sends it on and answers `hang_seconds` later. `only` limits the failure to paths containing it
     (e.g. "/confirm"); other requests pass. `forwarded` lists what reached the gateway.
+
+    localstripe ignores the Idempotency-Key header that Stripe honours; with `replay_idempotent`, a
+    POST repeating a key is answered what the first one was, without reaching localstripe, as Stripe
+    answers it (requests with one key are expected one after another: Stripe's 409 for two at once
+    is not imitated).
     """
 
     target: str
@@ -117,6 +122,8 @@ class GatewayProxy:
     mode: str = "pass"
     only: str | None = None
     hang_seconds: float = 30.0
+    replay_idempotent: bool = False
+    answered: dict[str, tuple[int, list[tuple[str, str]], bytes]] = field(default_factory=dict)
     seen: list[tuple[str, str]] = field(default_factory=list)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -149,10 +156,19 @@ def gateway_proxy(target: str) -> Iterator[GatewayProxy]:
                 time.sleep(proxy.hang_seconds)
                 self.close_connection = True
                 return
+            key = self.headers.get("Idempotency-Key") if proxy.replay_idempotent and self.command == "POST" else None
+            with proxy.lock:
+                first = proxy.answered.get(key) if key else None
+            if first is not None:
+                self._answer(*first)
+                return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
             answer = requests.request(self.command, proxy.target + self.path, data=body, headers=headers, timeout=30)
             with proxy.lock:
                 proxy.forwarded.append((self.command, self.path))
+                if key and answer.status_code < 500:
+                    # Stripe keeps the first result of a key unless the server failed.
+                    proxy.answered[key] = (answer.status_code, list(answer.headers.items()), answer.content)
             if mode == "slow_answer":
                 time.sleep(proxy.hang_seconds)
             if mode == "lose_answer":
@@ -166,13 +182,16 @@ def gateway_proxy(target: str) -> Iterator[GatewayProxy]:
                 self.end_headers()
                 self.wfile.write(garbage)
                 return
-            self.send_response(answer.status_code)
-            for name, value in answer.headers.items():
+            self._answer(answer.status_code, list(answer.headers.items()), answer.content)
+
+        def _answer(self, status: int, headers: list[tuple[str, str]], content: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
                 if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
                     self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.content)))
+            self.send_header("Content-Length", str(len(content)))
             self.end_headers()
-            self.wfile.write(answer.content)
+            self.wfile.write(content)
 
         def do_GET(self) -> None:
             self._forward()

@@ -1,30 +1,62 @@
-"""The README's configuration table is the one `config.py` generates from its declarations."""
+"""The configuration table of docs/configuration.md is the one `config.py` generates from its declarations."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import config
+from scripts import readme_config_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-REGENERATE = "regenerate it with `python config.py` and paste the output into README.md's ## Configuration"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
+REGENERATE = (
+    "regenerate it with `python scripts/readme_config_table.py` (it rewrites docs/configuration.md's ## Settings)"
+)
 
 
-def readme_configuration_table() -> str:
-    """The table (the lines starting with `|`) of the README's ## Configuration section."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Configuration") : text.index("## Endpoints")]
-    lines = section[section.index("| Variable |") :].splitlines()
+def settings_section(text: str) -> str:
+    """The text of the ## Settings section of a page."""
+    section = text[text.index("\n## Settings\n") + 1 :]
+    following = section.find("\n## ", 1)
+    return section if following == -1 else section[:following]
+
+
+def configuration_table(text: str) -> str:
+    """The table (the lines starting with `|`) of the ## Settings section of a page."""
+    lines = settings_section(text)
     table = []
-    for line in lines:
+    for line in lines[lines.index("| Variable |") :].splitlines():
         if not line.startswith("|"):
             break
         table.append(line)
     return "\n".join(table)
 
 
-def test_the_readme_configuration_table_is_the_generated_one() -> None:
-    assert readme_configuration_table() == config.markdown_table(), f"README configuration table is stale: {REGENERATE}"
+def test_the_documented_configuration_table_is_the_generated_one() -> None:
+    text = CONFIGURATION_PAGE.read_text(encoding="utf-8")
+
+    assert configuration_table(text) == config.markdown_table(), f"configuration table is stale: {REGENERATE}"
+
+
+def test_the_script_rewrites_a_stale_table_in_place_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "configuration.md"
+    before = "# Configuration\n\nIntro.\n\n## Settings\n\nGenerated.\n\n"
+    after = "\nA note after the table.\n\n## Later\n\nMore.\n"
+    stale = (
+        "| Variable | Default | Meaning |\n| --- | --- | --- |\n| `GONE` | `1` | a setting that no longer exists |\n"
+    )
+    page.write_text(before + stale + after, encoding="utf-8")
+    monkeypatch.setattr(readme_config_table, "CONFIGURATION_PAGE", page)
+
+    assert readme_config_table.main() == 0
+
+    text = page.read_text(encoding="utf-8")
+    assert text == before + config.markdown_table() + "\n" + after
+    assert configuration_table(text) == config.markdown_table()
 
 
 def test_the_table_has_one_row_per_environment_variable() -> None:

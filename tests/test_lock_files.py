@@ -140,9 +140,9 @@ def test_ci_runs_the_readme_s_two_commands_on_a_fresh_clone_as_root_and_as_an_or
     assert 'make -C "$work/clone" run' in readme_path and 'make -C "$work/clone" test' in readme_path
 
 
-def test_the_readme_says_how_to_add_a_dependency_and_update_the_lock() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Dependencies and the lock") :]
+def test_the_development_page_says_how_to_add_a_dependency_and_update_the_lock() -> None:
+    page = (ROOT / "docs" / "development.md").read_text()
+    section = page[page.index("## Dependencies and the lock") :]
     section = section[: section.index("\n## ", 1)]
 
     for needed in ("pyproject.toml", "make lock", "make lock-check", *(path.name for path in LOCKS)):

@@ -1,8 +1,10 @@
 """Payment gateways: the one interface every money movement goes through, and what a gateway answers.
 
-The implementation is chosen at start-up (`services.container.build_gateway`): the embedded
-simulator (`simulator.py`) or Stripe (`stripe_gateway.py`). Every call carries an idempotency key of
-the gateway's own, derived from the payment or refund id, so a repeated call never moves money twice.
+Each gateway is a package of its own (`simulator/`, `stripe/`) exposing a `GatewayKind`: how to build
+it from the settings. `registry.py` lists the kinds in one table and builds, once per process, every
+gateway whose settings are present; `GATEWAY` names the one new payments use. Every call carries an
+idempotency key of the gateway's own, derived from the payment or refund id, so a repeated call never
+moves money twice.
 
 Outcomes are reported, not raised: a card that is refused is a `GatewayResult` with status FAILED.
 Only "the gateway did not answer" (timeout, 5xx, dropped connection) is raised, as
@@ -12,11 +14,16 @@ PENDING for reconciliation; it must never be read as a refusal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from utils.errors import DomainError
+
+if TYPE_CHECKING:
+    from config import Config
+    from database.pool import ConnectionPool
 
 GATEWAY_ERROR_CODES = ("INSUFFICIENT_FUNDS", "CARD_DECLINED", "GATEWAY_ERROR")
 # The error code of a PENDING payment the gateway has never heard of, settled as FAILED.
@@ -94,6 +101,16 @@ class AmountNotPayableError(DomainError):
         )
 
 
+class GatewayNotConfiguredError(DomainError):
+    """A payment's gateway is not configured in this process (any more): nothing was written."""
+
+    code = "gateway_not_configured"
+
+    def __init__(self, gateway: str, remedy: str) -> None:
+        """Name the gateway and say what would configure it (`remedy`, e.g. "set STRIPE_API_KEY")."""
+        super().__init__(f"The {gateway} gateway is not configured in this service: {remedy}.", gateway=gateway)
+
+
 class GatewayUnavailableError(Exception):
     """The gateway did not answer (timeout, 5xx, dropped connection): the outcome is unknown."""
 
@@ -148,3 +165,15 @@ class PaymentGateway(Protocol):
     def retrieve_refund(self, refund: GatewayRefund) -> GatewayResult:
         """What the gateway knows of the refund now."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKind:
+    """One kind of gateway the service can use: what builds it, and what configures it (for messages and docs)."""
+
+    # The gateway built from the settings, or None when they do not configure it (e.g. no API key).
+    build: Callable[[Config, ConnectionPool], PaymentGateway | None]
+    # What configures it, as advice to whoever finds it missing: "set STRIPE_API_KEY".
+    configured_by: str
+    # One phrase for GATEWAY's documentation: "embedded, its ledger in the service's database".
+    about: str

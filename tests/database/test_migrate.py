@@ -12,6 +12,7 @@ import pytest
 
 from config import Config
 from database.migrate import MigrationError, apply_migrations, discover, pending_migrations
+from services.gateways.registry import NAME_RE
 from tests.helpers import config_for_database, create_database, drop_database
 
 
@@ -156,3 +157,92 @@ def test_0006_records_the_refunds_the_old_seed_loader_left_out(
         rows = cur.fetchall()
     assert rows[0] == (1, Decimal("40.00"), "imported", datetime(2025, 10, 2, 9, tzinfo=UTC))
     assert [row[:3] for row in rows[1:]] == [(2, Decimal("10.00"), "api")]
+
+
+@pytest.mark.parametrize("name", ["paypal", "adyen_v2", "a" * 32])
+def test_any_gateway_name_in_the_format_is_stored_without_a_migration(
+    db: psycopg2.extensions.connection, name: str
+) -> None:
+    assert NAME_RE.match(name)
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference, gateway)"
+            " VALUES (1, 10, 'CARD', 'SUCCESS', 'x', %(name)s) RETURNING payment_id",
+            {"name": name},
+        )
+        payment_id = cur.fetchone()[0]
+        cur.execute(
+            "INSERT INTO payment_refunds (payment_id, refund_amount, reason, gateway)"
+            " VALUES (%(id)s, 1, 'r', %(name)s)",
+            {"id": payment_id, "name": name},
+        )
+
+
+@pytest.mark.parametrize("name", ["Stripe", "pay-pal", "2checkout", "", "a" * 33, "stripe\n"])
+@pytest.mark.parametrize("table", ["payments", "payment_refunds"])
+def test_a_gateway_name_out_of_the_format_is_refused_by_the_schema(
+    db: psycopg2.extensions.connection, table: str, name: str
+) -> None:
+    assert not NAME_RE.match(name)
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (trip_id, amount, method, status, reference)"
+            " VALUES (1, 10, 'CARD', 'SUCCESS', 'x') RETURNING payment_id"
+        )
+        payment_id = cur.fetchone()[0]
+        with pytest.raises(psycopg2.errors.CheckViolation, match=f"{table}_gateway_check"):
+            if table == "payments":
+                cur.execute(
+                    "UPDATE payments SET gateway = %(name)s WHERE payment_id = %(id)s", {"name": name, "id": payment_id}
+                )
+            else:
+                cur.execute(
+                    "INSERT INTO payment_refunds (payment_id, refund_amount, reason, gateway)"
+                    " VALUES (%(id)s, 1, 'r', %(name)s)",
+                    {"id": payment_id, "name": name},
+                )
+
+
+def test_0012_keeps_the_gateways_of_existing_rows_and_can_run_again(
+    scratch: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    by_version = {migration.version: migration for migration in discover()}
+    for migration in by_version.values():
+        if migration.version < "0012":
+            (tmp_path / f"{migration.name}.sql").write_text(migration.sql)
+    apply_migrations(scratch, tmp_path)
+    with scratch.cursor() as cur:
+        cur.execute(
+            "INSERT INTO payments (payment_id, trip_id, amount, method, status, reference, gateway)"
+            " VALUES (1, 7, 40.00, 'CARD', 'SUCCESS', 'a', 'simulator'),"
+            "        (2, 8, 30.00, 'CARD', 'SUCCESS', 'b', 'stripe')"
+        )
+        cur.execute(
+            "INSERT INTO payment_refunds (payment_id, refund_amount, reason, gateway) VALUES (2, 5, 'r', 'stripe')"
+        )
+    scratch.commit()
+    # Before 0012 a name outside the list is refused.
+    with scratch.cursor() as cur, pytest.raises(psycopg2.errors.CheckViolation):
+        cur.execute("UPDATE payments SET gateway = 'paypal' WHERE payment_id = 1")
+    scratch.rollback()
+    (tmp_path / f"{by_version['0012'].name}.sql").write_text(by_version["0012"].sql)
+
+    assert apply_migrations(scratch, tmp_path) == ["0012"]
+    scratch.autocommit = True
+    with scratch.cursor() as cur:
+        # A run that failed half-way repeats every statement: each is safe to repeat.
+        for statement in by_version["0012"].statements():
+            cur.execute(statement)
+        cur.execute("UPDATE payments SET gateway = 'paypal' WHERE payment_id = 1")
+        cur.execute("SELECT payment_id, gateway FROM payments ORDER BY 1")
+        assert cur.fetchall() == [(1, "paypal"), (2, "stripe")]
+        cur.execute(
+            "SELECT conname, convalidated, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conname IN ('payments_gateway_check', 'payment_refunds_gateway_check') ORDER BY 1"
+        )
+        checks = cur.fetchall()
+    assert [(name, valid) for name, valid, _ in checks] == [
+        ("payment_refunds_gateway_check", True),
+        ("payments_gateway_check", True),
+    ]
+    assert all("simulator" not in definition for _, _, definition in checks)

@@ -10,7 +10,8 @@ import pytest
 from config import Config
 from database.pool import ConnectionPool, Cursor
 from database.prepared import Prepared
-from services import charge, idempotency_service, notification_service, payment_queries, receipt_service, refund_service
+from services import idempotency_service, notification_service, payment_queries, receipt_service
+from services.payments import attempts, charge, holds, refunds, repository
 
 DOUBLE = Prepared("SELECT %(n)s::int * 2 AS doubled, %(n)s::int + %(m)s::int AS total, '100%%' AS pct")
 
@@ -67,7 +68,8 @@ def test_with_prepared_statements_off_the_same_sql_runs_unprepared(test_config: 
 
 
 def _service_statements() -> list[Prepared]:
-    modules = (charge, idempotency_service, notification_service, payment_queries, receipt_service, refund_service)
+    modules = (attempts, charge, holds, refunds, repository, idempotency_service, notification_service, payment_queries,
+               receipt_service)  # fmt: skip
     found = {id(v): v for m in modules for v in vars(m).values() if isinstance(v, Prepared)}
     return list(found.values())
 

@@ -73,7 +73,7 @@ def fault_dsn(own_postgres: OwnPostgres) -> str:
 
 @pytest.fixture
 def pgbouncer(own_postgres: OwnPostgres) -> Iterator[PgBouncer]:
-    """PgBouncer in front of the fault database, configured as scripts/with_pgbouncer.py (and the README) say."""
+    """PgBouncer in front of the fault database, configured as scripts/with_pgbouncer.py and docs/operations.md say."""
     if binary() is None:
         pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
     with PgBouncer("127.0.0.1", own_postgres.port, "postgres") as bouncer:
@@ -82,7 +82,7 @@ def pgbouncer(own_postgres: OwnPostgres) -> Iterator[PgBouncer]:
 
 # The only settings every scenario changes: a gateway that always approves, so each scenario's
 # outcomes are exact, and quieter logs. Timeouts and the lock timeout stay at their defaults; a
-# scenario that needs another value passes it and says why (see the README's fault suite section).
+# scenario that needs another value passes it and says why (see docs/testing.md, "Fault scenarios").
 TEST_SETTINGS = {"GATEWAY_SUCCESS_RATE": "1.0", "LOG_LEVEL": "WARNING"}
 
 
@@ -96,7 +96,7 @@ def fault_server(
     (`trips.answers.delay` slows or hangs it), and to the `notifications` fake, unless the
     environment given names other URLs. `defaults=True` leaves out TEST_SETTINGS and the test
     servers' quiet logs, so every setting is the default except rate limiting, which the helper
-    turns off unless asked (a test's clients all come from one address; see the README).
+    turns off unless asked (a test's clients all come from one address; see docs/testing.md).
     """
     trips.answers = EveryTripCompleted()
     servers: list[Gunicorn] = []

@@ -118,7 +118,7 @@ class Route:
 
 ROUTES = [
     Route("direct", "7. database stopped 5 s, defaults", False, OUTAGE_SECONDS, "fast"),
-    # Behind PgBouncer as the README configures it; a crash for 16 s, as in the report that found
+    # Behind PgBouncer as docs/operations.md configures it; a crash for 16 s, as in the report that found
     # PgBouncer's defaults holding the request in flight 30 s and refusing clients for 9-13 s after
     # the database was back (longer than the default server_login_retry of 15 s, so a retry fails).
     Route("pgbouncer", "7b. database crashed 16 s, PgBouncer, defaults", True, 16, "immediate"),

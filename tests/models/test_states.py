@@ -13,7 +13,7 @@ import psycopg2.errors
 import pytest
 
 from api.openapi import document
-from models import payment, states
+from models import states
 from models.states import (
     HOLD_ACTION_DONE,
     HOLD_ACTION_KIND,
@@ -173,12 +173,6 @@ def test_the_list_filter_missing_a_status_is_caught() -> None:
         "/paths/~1v1~1payments/get/parameters/status: "
         + f"{sorted(PAYMENT_STATUSES - {'VOIDED'})} is not {sorted(PAYMENT_STATUSES)}"
     ]
-
-
-def test_the_older_status_tuples_agree_with_the_states() -> None:
-    assert set(payment.PAYMENT_STATUSES) == PAYMENT_STATUSES
-    assert set(payment.LOADABLE_STATUSES) == {str(status) for status in LOADABLE}
-    assert set(payment.REFUND_STATUSES) == TRANSACTION_STATUSES
 
 
 @pytest.mark.parametrize(("before", "after"), [(b, a) for b in P for a in P if a != b])

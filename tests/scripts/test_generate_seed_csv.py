@@ -10,8 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from database.seed import EXTENDED_HEADER, parse_csv
-from models.payment import LOADABLE_STATUSES as PAYMENT_STATUSES
 from models.payment import PAYMENT_METHODS
+from models.states import LOADABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "rhfd_payments.csv"
@@ -38,7 +38,7 @@ def test_the_seed_covers_every_method_and_status_and_parses_cleanly() -> None:
     rows = parse_csv(SEED, "INR")
 
     assert {row["method"] for row in rows} == set(PAYMENT_METHODS)
-    assert {row["status"] for row in rows} == set(PAYMENT_STATUSES)
+    assert {row["status"] for row in rows} == set(LOADABLE)
     assert all(Decimal("3.00") <= row["amount"] < Decimal("500") for row in rows)
     assert all(row["method"] != "CASH" or row["status"] in ("SUCCESS", "REFUNDED") for row in rows)
 

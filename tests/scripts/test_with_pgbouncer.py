@@ -1,4 +1,4 @@
-"""scripts/with_pgbouncer.py: the PgBouncer configuration of `make test`, the fault scenarios and the README."""
+"""scripts/with_pgbouncer.py: the PgBouncer configuration of `make test`, the fault scenarios and docs/operations.md."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from tests.helpers import ROOT
 needs_pgbouncer = pytest.mark.skipif(binary() is None, reason="pgbouncer is not installed (Debian package pgbouncer)")
 
 
-def readme_section(title: str) -> str:
-    """The text of one `## title` section of the README."""
-    text = (ROOT / "README.md").read_text()
-    return re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+def operations_section(title: str) -> str:
+    """The text of one `## title` section of docs/operations.md."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    return re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def one_value(pool: ConnectionPool, statement: str) -> object:
 
 
 def service_pool(dsn: str, behind_pooler: bool) -> ConnectionPool:
-    """A pool as the service builds it, with the settings the README gives for a pooler when behind one."""
+    """A pool as the service builds it, with the settings docs/operations.md gives for a pooler when behind one."""
     return ConnectionPool(
         dsn, size=1, wait_timeout=1, connect_timeout=Config.DB_CONNECT_TIMEOUT,
         statement_timeout_ms=Config.DB_STATEMENT_TIMEOUT_MS, prepare_statements=not behind_pooler,
@@ -50,8 +50,8 @@ def service_pool(dsn: str, behind_pooler: bool) -> ConnectionPool:
     )  # fmt: skip
 
 
-def test_the_readme_gives_each_outage_setting_and_the_connect_query_the_script_writes() -> None:
-    section = readme_section("Behind PgBouncer")
+def test_the_operations_page_gives_each_outage_setting_and_the_connect_query_the_script_writes() -> None:
+    section = operations_section("Behind PgBouncer")
 
     for name, value in OUTAGE_SETTINGS.items():
         assert f"`{name} = {value}`" in section, name

@@ -1,4 +1,4 @@
-"""Signed notifications: the README's receiver snippet, run against real deliveries to the fake service."""
+"""Signed notifications: the receiver snippet of docs/api.md, run against real deliveries to the fake service."""
 
 from __future__ import annotations
 
@@ -25,21 +25,22 @@ HEADER_RE = re.compile(r"^t=(\d+),v1=([0-9a-f]{64})$")
 Verify = Callable[..., bool]
 
 
-def readme_verify() -> Verify:
-    """The `verify` function exactly as README.md's Notifications section shows it."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### Notifications") :]
-    section = section[: section.index("\n## ")]
+def documented_verify() -> Verify:
+    """The `verify` function exactly as the Notifications section of docs/api.md shows it."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Notifications\n") :]
+    following = section.find("\n## ", 1)
+    section = section if following == -1 else section[:following]
     snippets = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert len(snippets) == 1, "the Notifications section should show one Python receiver snippet"
     namespace: dict[str, Any] = {}
-    exec(compile(snippets[0], "README.md#notifications", "exec"), namespace)  # the snippet from our own README
+    exec(compile(snippets[0], "docs/api.md#notifications", "exec"), namespace)  # the snippet from our own docs
     return namespace["verify"]
 
 
 @pytest.fixture
 def verify() -> Verify:
-    return readme_verify()
+    return documented_verify()
 
 
 def charge(app: Flask, trips: FakeTripService, trip_id: int = 101) -> None:
@@ -50,7 +51,7 @@ def charge(app: Flask, trips: FakeTripService, trip_id: int = 101) -> None:
     assert answer.status_code == 201
 
 
-def test_every_delivery_is_signed_and_the_readme_receiver_accepts_it(
+def test_every_delivery_is_signed_and_the_documented_receiver_accepts_it(
     quiet_app: Flask,
     trips: FakeTripService,
     notifications: FakeNotificationService,

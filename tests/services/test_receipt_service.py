@@ -10,7 +10,7 @@ import psycopg2
 from flask import Flask
 
 from api.services import services
-from services.refund_service import RefundRequest
+from services.payments.requests import RefundRequest
 from tests.helpers import all_at_once
 
 ROUNDS = 50

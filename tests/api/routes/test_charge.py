@@ -467,8 +467,8 @@ def test_only_the_hash_of_the_key_is_stored(
 
 def _claim_row(db: psycopg2.extensions.connection, key: str, body: dict, age_seconds: int, payment_id: Any = None):
     """Insert an unfinished claim as a request that is running (or died) would leave it."""
-    from services.charge import ChargeRequest
     from services.idempotency_service import fingerprint
+    from services.payments.requests import ChargeRequest
 
     request = ChargeRequest(idempotency_key=key, **body)
     with db.cursor() as cur:

@@ -249,7 +249,7 @@ def test_the_status_badge_has_a_colour_of_its_own_per_status(
 def test_a_long_unbroken_reason_wraps_inside_the_item_column_and_names_keep_their_direction(
     charge_client: FlaskClient, insert_payment: Callable[..., int], profiles: FakeProfileService
 ) -> None:
-    # How it looks at 360 px and on A4 is checked with screenshots (see the README); here: the page
+    # How it looks at 360 px and on A4 is checked with screenshots (docs/screenshots/); here: the page
     # asks for what makes that work, a fixed table layout with an amount column of its own width,
     # wrapping anywhere, and names isolated for right-to-left scripts.
     profiles.riders[7] = {"name": "सुरेश कुमार"}

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from services.gateways.registry import register_gateway, unregister_gateway
 from tests.fakes import FakeNotificationService, FakeTripService
+from tests.gateways_extra import memory
 from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe, gateway_proxy, local_stripe
 
 
@@ -66,3 +68,11 @@ def stripe_app_with(
 def stripe_app(stripe_app_with: Callable[..., Flask]) -> Flask:
     """An app of `stripe_app_with` without overrides."""
     return stripe_app_with()
+
+
+@pytest.fixture
+def memory_gateway() -> Iterator[str]:
+    """The tests' own third gateway (tests/gateways_extra/memory), registered for one test; its name."""
+    register_gateway(memory.NAME, memory.KIND)
+    yield memory.NAME
+    unregister_gateway(memory.NAME)

@@ -27,7 +27,7 @@ from services.gateways import (
     GatewayResult,
     GatewayUnavailableError,
 )
-from services.gateways.simulator import SimulatedGateway
+from services.gateways.simulator.gateway import SimulatedGateway
 from tests.helpers import all_at_once, closed_port
 
 AMOUNT = Decimal("31.25")

@@ -12,7 +12,7 @@ from flask import Flask
 
 from api.services import services
 from services.gateways import GatewayCharge
-from services.gateways.stripe_gateway import StripeGateway, UnpayableAmountError, minor_units
+from services.gateways.stripe.gateway import UnpayableAmountError, minor_units
 from tests.fakes import FakeTripService
 from tests.helpers import wait_until
 from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe
@@ -248,31 +248,6 @@ def test_a_refund_without_an_answer_is_pending_and_reconciliation_finds_it_at_st
         cur.execute("SELECT status FROM payment_refunds")
         assert cur.fetchall() == [("SUCCEEDED",)]
     assert f"refund-{pending.get_json()['refund_id']}-succeeded" in outbox_ids(db)
-
-
-def test_the_gateway_registers_without_moving_money_and_only_authorize_confirms(localstripe: LocalStripe) -> None:
-    gateway = StripeGateway(API_KEY, localstripe.url, timeout=5)
-    charge_ = GatewayCharge(7, 70, Decimal("31.25"), "INR", "CARD", "pm_card_visa")
-
-    reference = gateway.register(charge_)
-    registered = gateway.retrieve(GatewayCharge(7, 70, Decimal("31.25"), "INR", "CARD", reference=reference))
-    authorized = gateway.authorize(GatewayCharge(7, 70, Decimal("31.25"), "INR", "CARD", reference=reference))
-
-    assert registered.status == "ABSENT"
-    assert (authorized.status, authorized.reference) == ("SUCCESS", reference)
-
-
-def test_a_hold_is_captured_for_less_and_voids_release_holds(localstripe: LocalStripe) -> None:
-    gateway = StripeGateway(API_KEY, localstripe.url, timeout=5)
-    hold = GatewayCharge(8, 80, Decimal("39.06"), "INR", "CARD", "pm_card_visa", capture=False)
-    held = GatewayCharge(8, 80, Decimal("39.06"), "INR", "CARD", reference=gateway.register(hold), capture=False)
-    other = GatewayCharge(9, 90, Decimal("10"), "INR", "CARD", "pm_card_visa", capture=False)
-    other_held = GatewayCharge(9, 90, Decimal("10"), "INR", "CARD", reference=gateway.register(other), capture=False)
-
-    assert gateway.authorize(held).status == "AUTHORIZED"
-    assert gateway.capture(held, Decimal("25.00")).status == "SUCCESS"
-    assert gateway.authorize(other_held).status == "AUTHORIZED"
-    assert gateway.void(other_held).status == "VOIDED"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from flask import Flask
 
 from api.services import services
 from services.gateways import AUTHORIZED, SUCCESS, GatewayCharge
-from services.gateways.stripe_gateway import StripeGateway
+from services.gateways.stripe.gateway import StripeGateway
 from tests.fakes import FakeTripService
 from tests.stripe_server import API_KEY, GatewayProxy, LocalStripe
 

@@ -29,7 +29,7 @@ from services.gateways import (
     GatewayResult,
     GatewayUnavailableError,
 )
-from services.gateways.stripe_units import stripe_decimals
+from services.gateways.stripe.units import stripe_decimals
 from utils.logger import get_logger
 
 logger = get_logger(__name__)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import psycopg2
 import pytest
 from flask import Flask
 
 from api.services import services
-from services.charge import ChargeRequest, TripAlreadyPaidError, trip_parties
 from services.clients.trips import Trip
 from services.gateways import SUCCESS, GatewayResult
 from services.idempotency_service import Claim, IdempotencyKeyInUseError, fingerprint
+from services.payments.charge import parties_of
+from services.payments.errors import TripAlreadyPaidError
+from services.payments.requests import ChargeRequest
 from services.pricing import calculate_fare
 
 
@@ -28,11 +31,21 @@ def _setup(app: Flask, trip_id: int = 7) -> tuple[object, Claim, ChargeRequest, 
     return service, claim, request, trip
 
 
+def _attempt_args(service: Any, trip: Trip) -> tuple[Any, ...]:
+    """The trip's parties, its fare, not a hold, on the default gateway: what a card charge records."""
+    return parties_of(trip, None, None), calculate_fare(trip, service.config), False, service.gateways.default
+
+
 def test_an_attempt_is_written_with_its_recovery_point(charge_app: Flask, db: psycopg2.extensions.connection) -> None:
     service, claim, request, trip = _setup(charge_app)
 
     payment_id = service._record_attempt(
-        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+        claim,
+        request,
+        parties_of(trip, None, None),
+        calculate_fare(trip, service.config),
+        False,
+        service.gateways.default,
     ).payment_id
 
     with db.cursor() as cur:
@@ -52,7 +65,12 @@ def test_a_request_whose_claim_was_taken_over_writes_no_payment(
 
     with pytest.raises(IdempotencyKeyInUseError):
         service._record_attempt(
-            claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+            claim,
+            request,
+            parties_of(trip, None, None),
+            calculate_fare(trip, service.config),
+            False,
+            service.gateways.default,
         )
 
     with db.cursor() as cur:
@@ -67,13 +85,23 @@ def test_a_second_attempt_for_a_paid_trip_names_the_live_payment_and_writes_noth
 ) -> None:
     service, first_claim, first, trip = _setup(charge_app)
     paid = service._record_attempt(
-        first_claim, first, trip_parties(first, trip), calculate_fare(trip, service.config), hold=False
+        first_claim,
+        first,
+        parties_of(trip, None, None),
+        calculate_fare(trip, service.config),
+        False,
+        service.gateways.default,
     ).payment_id
     _, claim, request, _ = _setup(charge_app)
 
     with pytest.raises(TripAlreadyPaidError) as raised:
         service._record_attempt(
-            claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+            claim,
+            request,
+            parties_of(trip, None, None),
+            calculate_fare(trip, service.config),
+            False,
+            service.gateways.default,
         )
 
     assert raised.value.details["payment_id"] == paid
@@ -89,7 +117,12 @@ def test_the_stored_answer_of_a_charge_is_the_payment_as_recorded(
 ) -> None:
     service, claim, request, trip = _setup(charge_app)
     attempt = service._record_attempt(
-        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+        claim,
+        request,
+        parties_of(trip, None, None),
+        calculate_fare(trip, service.config),
+        False,
+        service.gateways.default,
     )
 
     outcome, payment = service._record_outcome(
@@ -115,7 +148,12 @@ def test_an_outcome_for_a_payment_settled_meanwhile_answers_the_payment_as_it_is
 ) -> None:
     service, claim, request, trip = _setup(charge_app)
     attempt = service._record_attempt(
-        claim, request, trip_parties(request, trip), calculate_fare(trip, service.config), hold=False
+        claim,
+        request,
+        parties_of(trip, None, None),
+        calculate_fare(trip, service.config),
+        False,
+        service.gateways.default,
     )
     with db.cursor() as cur:  # reconciliation settled it first
         cur.execute("UPDATE payments SET status = 'FAILED', error_code = 'CARD_DECLINED' WHERE payment_id = %s",

@@ -1,0 +1,1 @@
+"""Gateways that exist only in the tests, registered from them: what adding a gateway takes, shown."""
