@@ -102,7 +102,7 @@ LIMIT 3
 # Drops only what migrations create, so --reset never touches unrelated tables.
 DROP_ALL = """
 DROP TABLE IF EXISTS notification_outbox, payment_stats, idempotency_keys, payment_receipts, payment_transactions,
-                     payment_refunds, payments, payment_status_transitions, simulator_transactions, schema_migrations
+                     payment_status_transitions, payment_refunds, payments, simulator_transactions, schema_migrations
                      CASCADE;
 DROP FUNCTION IF EXISTS payment_stats_track, payment_stats_reset, payment_stats_add, payments_check_transition CASCADE
 """

@@ -86,7 +86,7 @@ UPDATE simulator_transactions SET amount_refunded = amount_refunded + %(amount)s
  WHERE idempotency_key = %(payment_key)s
 """)
 
-PAYMENT_STATUSES = {
+SIMULATOR_STATUSES = {
     "SUCCEEDED": SUCCESS,
     "REQUIRES_CAPTURE": AUTHORIZED,
     "FAILED": FAILED,
@@ -99,7 +99,7 @@ def _result(row: dict[str, Any] | None) -> GatewayResult:
     """The simulator's row as a gateway answer."""
     if row is None:
         return GatewayResult(ABSENT)
-    status = PAYMENT_STATUSES[row["status"]]
+    status = SIMULATOR_STATUSES[row["status"]]
     captured = row["amount_captured"] if status == SUCCESS and row.get("amount_captured") else None
     return GatewayResult(status, row["error_code"], row["reference"], captured=captured)
 

@@ -43,7 +43,7 @@ INTENT_STATUSES = {
     "requires_confirmation": ABSENT,
 }
 # Failed and canceled refunds gave nothing back; any status not known here is read as undecided.
-REFUND_STATUSES = {"succeeded": SUCCESS, "failed": FAILED, "canceled": FAILED}
+STRIPE_REFUND_STATUSES = {"succeeded": SUCCESS, "failed": FAILED, "canceled": FAILED}
 # Errors by which Stripe says no (nothing moved); every other error leaves the outcome unknown.
 REFUSALS = (stripe.CardError, stripe.InvalidRequestError, stripe.AuthenticationError, stripe.PermissionError)
 
@@ -100,7 +100,7 @@ def _intent_result(intent: Any) -> GatewayResult:
 
 def _refund_result(refund: Any) -> GatewayResult:
     """A Stripe refund as a gateway answer: failed and canceled refunds gave nothing back."""
-    return GatewayResult(REFUND_STATUSES.get(refund.get("status"), PENDING), reference=refund["id"])
+    return GatewayResult(STRIPE_REFUND_STATUSES.get(refund.get("status"), PENDING), reference=refund["id"])
 
 
 class StripeGateway:

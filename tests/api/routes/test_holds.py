@@ -770,7 +770,7 @@ def test_metrics_count_holds_by_status_and_not_as_revenue(hold_client: FlaskClie
 
 
 @pytest.mark.parametrize("path", ["capture", "void"])
-def test_a_hold_another_gateway_placed_is_409_hold_gateway_unavailable_and_changes_nothing(
+def test_a_hold_on_a_gateway_not_configured_is_503_gateway_not_configured_and_changes_nothing(
     hold_client: FlaskClient, db: psycopg2.extensions.connection, path: str
 ) -> None:
     with db.cursor() as cur:
@@ -783,8 +783,8 @@ def test_a_hold_another_gateway_placed_is_409_hold_gateway_unavailable_and_chang
 
     response = hold_client.post(f"/v1/payments/{payment_id}/{path}")
 
-    assert (response.status_code, response.get_json()["code"]) == (409, "hold_gateway_unavailable")
-    assert "GATEWAY=stripe" in response.get_json()["error"]
+    assert (response.status_code, response.get_json()["code"]) == (503, "gateway_not_configured")
+    assert (response.get_json()["gateway"], "STRIPE_API_KEY" in response.get_json()["error"]) == ("stripe", True)
     assert stored(db, payment_id)[0] == "AUTHORIZED"
 
 
@@ -970,7 +970,7 @@ def test_refused_hold_operations_are_counted_as_refused(
     assert 'payment_hold_operations_total{operation="capture",status="refused"}' in text
 
 
-def test_expired_holds_of_another_gateway_are_left_alone_and_logged(
+def test_expired_holds_of_a_gateway_not_configured_are_left_alone_and_logged(
     hold_app_with: Callable[..., Flask], db: psycopg2.extensions.connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = hold_app_with(HOLD_TTL=60)
@@ -987,5 +987,5 @@ def test_expired_holds_of_another_gateway_are_left_alone_and_logged(
 
     assert report.counts() == {}
     assert stored(db, payment_id)[0] == "AUTHORIZED"
-    [warning] = [r for r in caplog.records if "expired holds of another gateway" in r.getMessage()]
+    [warning] = [r for r in caplog.records if "expired holds of a gateway not configured here" in r.getMessage()]
     assert (warning.gateway, warning.holds) == ("stripe", 1)

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from api.services import services
 from services.gateways import GatewayRefund, GatewayResult, GatewayUnavailableError
+from services.gateways.registry import GatewayRegistry
 from tests.fakes import FakeNotificationService, FakeProfileService, FakeTripService
 from tests.gateways import CountingGateway, StubGateway, simulator, use_gateway
 from tests.helpers import all_at_once, row_counts
@@ -398,7 +399,7 @@ def test_a_payment_loaded_from_a_csv_is_refunded_in_the_ledger_alone(
     assert f"refund-{response.get_json()['refund_id']}-succeeded" in outbox_ids(db)
 
 
-def test_a_payment_another_gateway_took_is_409_refund_gateway_unavailable_and_writes_nothing(
+def test_a_payment_whose_gateway_is_not_configured_is_503_gateway_not_configured_and_writes_nothing(
     charge_app: Flask, insert_payment: Callable[..., int], db: psycopg2.extensions.connection
 ) -> None:
     payment_id = insert_payment()
@@ -411,7 +412,8 @@ def test_a_payment_another_gateway_took_is_409_refund_gateway_unavailable_and_wr
 
     response = refund(charge_app.test_client(), payment_id, key="elsewhere", amount=10)
 
-    assert (response.status_code, response.get_json()["code"]) == (409, "refund_gateway_unavailable")
+    assert (response.status_code, response.get_json()["code"]) == (503, "gateway_not_configured")
+    assert response.get_json()["gateway"] == "stripe"
     assert row_counts(db) == before
     assert gateway.refunds == 0
     assert stored_payment(db, payment_id) == (Decimal("0.00"), "SUCCESS")
@@ -469,7 +471,8 @@ def test_a_refund_reconciliation_settles_while_the_request_waits_for_the_gateway
     client = reconciling_app.test_client()
     payment_id = paid_by_card(client, trips)
     held = HeldRefunds(simulator(reconciling_app, 1.0))
-    services(reconciling_app).refunds.gateway = held  # the reconciler keeps the plain simulator
+    # Only the refund requests meet the held gateway; the reconciler keeps the plain simulator.
+    services(reconciling_app).refunds.gateways = GatewayRegistry({"simulator": held}, "simulator")
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         in_flight = pool.submit(refund, client, payment_id, "slow", amount=10)

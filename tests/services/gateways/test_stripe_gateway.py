@@ -278,8 +278,9 @@ def test_an_attempt_on_a_payment_settled_meanwhile_moves_no_money(
     with db.cursor() as cur:  # settled by someone else (e.g. another reconciler) in the meantime
         cur.execute("UPDATE payments SET status = 'FAILED', error_code = 'GATEWAY_NO_RECORD'")
 
-    result = services(stripe_app).charges.attempt(
-        GatewayCharge(payment_id, 101, Decimal("31.25"), "INR", "CARD", "pm_card_visa")
+    graph = services(stripe_app)
+    result = graph.charges.attempt(
+        GatewayCharge(payment_id, 101, Decimal("31.25"), "INR", "CARD", "pm_card_visa"), graph.gateways.get("stripe")
     )
 
     assert result.status == "PENDING"

@@ -75,9 +75,9 @@ def test_many_reconcilers_on_one_database_settle_every_payment_once(
     charge_trips(app, trips, 60)
     config = services(app).config.with_overrides({"RECONCILE_BATCH_SIZE": 5})
     graphs = [build_services(config) for _ in range(4)]  # as four instances would: own pools, own gateways
-    counted = [CountingGateway(graph.gateway) for graph in graphs]
+    counted = [CountingGateway(graph.gateways.default) for graph in graphs]
     for graph, gateway in zip(graphs, counted, strict=True):
-        graph.reconciler.gateway = gateway
+        graph.gateways.install(gateway)
     reports: list[Any] = []
     start = threading.Barrier(len(graphs))
 
@@ -153,7 +153,7 @@ def test_a_payment_the_gateway_never_received_is_sent_again_under_the_same_key_a
         TRIP_SERVICE_URL=trips.url, RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0,
         **{**PENDING_APP, "GATEWAY_PENDING_RATE": 0.0},
     )  # fmt: skip
-    real = services(app).gateway
+    real = services(app).gateways.default
     use_gateway(app, Unreachable())
     [answer] = charge_trips(app, trips, 1)
     gateway = use_gateway(app, CountingGateway(real))
@@ -270,7 +270,7 @@ def test_a_young_pending_payment_from_before_the_gateways_is_left_unknown_and_ne
         assert cur.fetchone()[0] == 0
 
 
-def test_a_payment_and_refund_of_another_gateway_are_passed_over_saying_why_without_counting_an_attempt(
+def test_a_payment_and_refund_of_a_gateway_not_configured_are_passed_over_saying_why_without_counting_an_attempt(
     make_app: Callable[..., Flask], insert_payment: Callable[..., int], db: psycopg2.extensions.connection
 ) -> None:
     app = make_app(RECONCILE_INTERVAL=0, RECONCILE_MIN_AGE=0, **PENDING_APP)
@@ -286,8 +286,8 @@ def test_a_payment_and_refund_of_another_gateway_are_passed_over_saying_why_with
 
     for _ in range(2):
         report = services(app).reconciler.run_once()
-        assert {d.result for d in report.decisions} == {"other_gateway"}
-        assert all("made on the stripe gateway; this process uses simulator" in d.describe() for d in report.decisions)
+        assert {d.result for d in report.decisions} == {"gateway_not_configured"}
+        assert all("The stripe gateway is not configured" in d.describe() for d in report.decisions)
         with db.cursor() as cur:
             cur.execute("UPDATE payments SET reconcile_after = NULL; UPDATE payment_refunds SET reconcile_after = NULL")
     with db.cursor() as cur:
