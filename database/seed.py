@@ -2,7 +2,8 @@
 
 The reference header may be followed by an `amount_refunded` column. Every refunded amount becomes a
 refund record (reason `imported`), so the ledger invariant holds for loaded rows too: a payment's
-amount_refunded is the sum of its refund records and never exceeds its amount.
+amount_refunded is the sum of its refund records and never exceeds its amount. Each loaded payment gets
+its history as migration 0011 gave the rows before it: a PURCHASE, and a REFUND per refund record.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ ON CONFLICT (payment_id) DO UPDATE
    AND p.amount_refunded = 0
    AND (p.trip_id, p.amount, p.reference) = (EXCLUDED.trip_id, EXCLUDED.amount, EXCLUDED.reference)
    AND NOT EXISTS (SELECT 1 FROM payment_refunds AS r WHERE r.payment_id = p.payment_id)
-RETURNING (p.xmax = 0) AS inserted
+RETURNING p.payment_id, (p.xmax = 0) AS inserted
 """
 INSERT_TEMPLATE = (
     "(%(payment_id)s, %(trip_id)s, %(amount)s, %(amount_refunded)s, %(currency)s, %(method)s, %(status)s,"
@@ -69,6 +70,30 @@ LEFT JOIN (SELECT payment_id, sum(refund_amount) AS recorded
 WHERE p.payment_id = ANY(%(payment_ids)s::bigint[])
   AND p.amount_refunded > COALESCE(r.recorded, 0)
 ORDER BY p.payment_id
+"""
+# The history of the loaded payments (contract section 13), as migration 0011 gave the rows that existed
+# before it: a PURCHASE for each row this load inserted, settled as its status says (no gateway took it),
+# and a REFUND for each refund record of the file's refunded rows that has none yet (a repaired row's new
+# record), so a second load adds nothing.
+INSERT_LOADED_PURCHASES = """
+INSERT INTO payment_transactions (payment_id, kind, status, amount, currency, created_at, updated_at)
+SELECT p.payment_id, 'PURCHASE',
+       CASE p.status WHEN 'FAILED' THEN 'FAILED' WHEN 'PENDING' THEN 'PENDING' ELSE 'SUCCEEDED' END,
+       p.amount, p.currency, p.created_at, p.updated_at
+FROM payments AS p
+WHERE p.payment_id = ANY(%(payment_ids)s::bigint[])
+ORDER BY p.payment_id
+"""
+INSERT_LOADED_REFUNDS = """
+INSERT INTO payment_transactions (payment_id, kind, status, amount, currency, gateway, gateway_reference, error_code,
+                                  refund_id, created_at, updated_at)
+SELECT r.payment_id, 'REFUND', r.status, r.refund_amount, p.currency, r.gateway, r.gateway_reference,
+       CASE WHEN r.status = 'FAILED' THEN r.error_code END, r.refund_id, r.created_at, r.updated_at
+FROM payment_refunds AS r
+JOIN payments AS p ON p.payment_id = r.payment_id
+WHERE r.payment_id = ANY(%(payment_ids)s::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM payment_transactions AS t WHERE t.refund_id = r.refund_id)
+ORDER BY r.refund_id
 """
 # Keeps concurrent payment inserts out while ids are loaded and the sequence is moved past them.
 LOCK_PAYMENTS = "LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE"
@@ -249,19 +274,24 @@ def load_payments(conn: psycopg2.extensions.connection, rows: list[dict[str, obj
     """Insert the rows and their imported refunds in the caller's transaction; return (inserted, repaired)."""
     with conn.cursor() as cur:
         cur.execute(LOCK_PAYMENTS)
-        inserted = repaired = 0
+        inserted_ids: list[int] = []
+        repaired = 0
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
             outcomes = psycopg2.extras.execute_values(
                 cur, INSERT_PAYMENTS, chunk, template=INSERT_TEMPLATE, page_size=1000, fetch=True
             )
-            inserted += sum(1 for (was_inserted,) in outcomes if was_inserted)
-            repaired += sum(1 for (was_inserted,) in outcomes if not was_inserted)
+            inserted_ids += [payment_id for payment_id, was_inserted in outcomes if was_inserted]
+            repaired += sum(1 for _, was_inserted in outcomes if not was_inserted)
         refunded = [row["payment_id"] for row in rows if row["amount_refunded"] > 0]
         if refunded:
             cur.execute(INSERT_IMPORTED_REFUNDS, {"payment_ids": refunded})
+        if inserted_ids:
+            cur.execute(INSERT_LOADED_PURCHASES, {"payment_ids": inserted_ids})
+        if refunded:
+            cur.execute(INSERT_LOADED_REFUNDS, {"payment_ids": refunded})
         cur.execute(ADVANCE_SEQUENCE)
-    return inserted, repaired
+    return len(inserted_ids), repaired
 
 
 def load_csv(conn: psycopg2.extensions.connection, path: Path, currency: str) -> LoadResult:

@@ -1,4 +1,4 @@
-"""Reading payments: one by id, and pages of the list, newest first, by offset or keyset cursor."""
+"""Reading payments: one by id, pages of the list (newest first, by offset or keyset cursor), a payment's history."""
 
 from __future__ import annotations
 
@@ -11,10 +11,34 @@ from datetime import datetime
 from typing import Any
 
 from database.pool import ConnectionPool
+from database.prepared import Prepared
 from models.payment import Payment
+from models.refund import RefundRecord
+from models.transaction import Transaction
 from services.payments.repository import PAYMENT_COLUMNS, SELECT_PAYMENT
 from utils.errors import PaymentNotFoundError
 from utils.helpers import MAX_BIGINT
+
+# A payment's transactions, oldest first, in one statement (one snapshot): no row at all means no such
+# payment, one row of NULLs a payment without transactions (a 0.00 row of an early version). All of
+# them: a payment has a handful (a charge, its retries, a hold's two steps, each refund).
+SELECT_TRANSACTIONS = Prepared("""
+SELECT t.transaction_id, t.payment_id, t.kind, t.status, t.amount, t.currency, t.gateway, t.gateway_reference,
+       t.error_code, t.refund_id, t.created_at, t.updated_at
+FROM payments AS p
+LEFT JOIN payment_transactions AS t ON t.payment_id = p.payment_id
+WHERE p.payment_id = %(payment_id)s
+ORDER BY t.transaction_id
+""")
+# A payment's refund records, every status, in the order they were recorded; read like SELECT_TRANSACTIONS.
+SELECT_REFUND_RECORDS = Prepared("""
+SELECT r.refund_id, r.payment_id, r.refund_amount, p.currency, r.status AS refund_status, r.reason, r.gateway,
+       r.gateway_reference, r.error_code, r.created_at, r.updated_at
+FROM payments AS p
+LEFT JOIN payment_refunds AS r ON r.payment_id = p.payment_id
+WHERE p.payment_id = %(payment_id)s
+ORDER BY r.refund_id
+""")
 
 # psycopg2 interpolates parameters on the client, so PostgreSQL plans this with literal values:
 # "NULL::bigint IS NULL" folds to true and drops out, leaving only the given filters, which the
@@ -122,6 +146,30 @@ class PaymentPage:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TransactionList:
+    """A payment's transactions, oldest first."""
+
+    payment_id: int
+    transactions: list[Transaction]
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer of GET /v1/payments/<id>/transactions."""
+        return {"payment_id": self.payment_id, "transactions": [t.to_json() for t in self.transactions]}
+
+
+@dataclass(frozen=True, slots=True)
+class RefundList:
+    """A payment's refund records, oldest first."""
+
+    payment_id: int
+    refunds: list[RefundRecord]
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer of GET /v1/payments/<id>/refunds."""
+        return {"payment_id": self.payment_id, "refunds": [refund.to_json() for refund in self.refunds]}
+
+
 class PaymentQueries:
     """Reads payments; each read is one statement."""
 
@@ -137,6 +185,26 @@ class PaymentQueries:
         if row is None:
             raise PaymentNotFoundError(payment_id)
         return Payment.from_row(row)
+
+    def get_transactions(self, payment_id: int) -> TransactionList:
+        """Return every transaction of the payment, oldest first, or raise PaymentNotFoundError."""
+        rows = self._rows_of_payment(SELECT_TRANSACTIONS, payment_id)
+        found = [Transaction.from_row(row) for row in rows if row["transaction_id"] is not None]
+        return TransactionList(payment_id, found)
+
+    def get_refunds(self, payment_id: int) -> RefundList:
+        """Return every refund record of the payment (FAILED ones too), oldest first, or raise PaymentNotFoundError."""
+        rows = self._rows_of_payment(SELECT_REFUND_RECORDS, payment_id)
+        return RefundList(payment_id, [RefundRecord.from_row(row) for row in rows if row["refund_id"] is not None])
+
+    def _rows_of_payment(self, statement: Prepared, payment_id: int) -> list[dict[str, Any]]:
+        """Rows of a statement joining the payment to its records; raise PaymentNotFoundError when it has none."""
+        with self.pool.cursor(single_statement=True) as cur:
+            cur.execute(statement, {"payment_id": payment_id})
+            rows = cur.fetchall()
+        if not rows:
+            raise PaymentNotFoundError(payment_id)
+        return rows
 
     def list_payments(self, filters: PaymentFilters) -> PaymentPage:
         """Return one page of payments, newest first, whether more follow, and the cursor of the next page."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from tests.helpers import (
     INSERT_PAYMENT,
     TRUNCATE_DATA,
     Gunicorn,
+    assert_ledger_holds,
     closed_port,
     config_for_database,
     create_database,
@@ -79,6 +81,12 @@ def db(_admin_db: psycopg2.extensions.connection) -> Iterator[psycopg2.extension
     with _admin_db.cursor() as cur:
         cur.execute(TRUNCATE_DATA)
     yield _admin_db
+
+
+@pytest.fixture
+def assert_ledger_consistent(db: psycopg2.extensions.connection) -> Callable[[], None]:
+    """Call it (no arguments) where a test's writes are done: it fails listing every broken ledger invariant."""
+    return functools.partial(assert_ledger_holds, db)
 
 
 @pytest.fixture

@@ -27,16 +27,17 @@ import requests
 from psycopg2 import sql
 
 from config import Config
+from models.states import MONEY_IN, TAKEN, PaymentStatus, TransactionKind, TransactionStatus, transaction_status
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 DATA_TABLES = (
     "idempotency_keys", "payment_receipts", "payment_refunds", "payments", "notification_outbox",
-    "simulator_transactions",
+    "simulator_transactions", "payment_transactions",
 )  # fmt: skip
 TRUNCATE_DATA = (
-    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_refunds, payments,"
-    " simulator_transactions RESTART IDENTITY CASCADE"
+    "TRUNCATE notification_outbox, idempotency_keys, payment_receipts, payment_transactions, payment_refunds,"
+    " payments, simulator_transactions RESTART IDENTITY CASCADE"
 )
 INSERT_PAYMENT = """
 INSERT INTO payments (trip_id, rider_id, driver_id, amount, amount_refunded, currency, method, status,
@@ -45,6 +46,222 @@ VALUES (%(trip_id)s, %(rider_id)s, %(driver_id)s, %(amount)s, %(amount_refunded)
         %(status)s, %(reference)s, %(created_at)s, %(created_at)s, %(authorized_amount)s)
 RETURNING payment_id
 """
+
+
+# What a payment does at the gateway, at most one at a time (refunds and chargebacks run beside them).
+OPERATIONS = tuple(kind for kind in TransactionKind if kind not in (TransactionKind.REFUND, TransactionKind.CHARGEBACK))
+# The ledger's invariants (contract sections 2 and 13), one statement each; every row returned is a payment
+# (or refund, or transaction) that breaks it, with what `ledger_problems` says of it.
+# (a) A payment money was taken for has an amount equal to its SUCCEEDED PURCHASE/CAPTURE transactions; one
+#     that was not taken has none (0.00 rows of an early version have no transactions and are left out).
+LEDGER_MONEY_IN = """
+SELECT p.payment_id, p.status, p.amount, coalesce(t.taken, 0) AS taken
+FROM payments AS p
+LEFT JOIN (SELECT payment_id, sum(amount) AS taken
+           FROM payment_transactions
+           WHERE status = 'SUCCEEDED' AND kind = ANY(%(money_in)s)
+           GROUP BY payment_id) AS t ON t.payment_id = p.payment_id
+WHERE (p.status = ANY(%(taken)s) AND p.amount > 0 AND p.amount <> coalesce(t.taken, 0))
+   OR (p.status <> ALL(%(taken)s) AND coalesce(t.taken, 0) <> 0)
+ORDER BY p.payment_id
+"""
+# (b) amount_refunded equals its REFUND transactions that are not FAILED, and its refund records that are not
+#     FAILED, and never exceeds the amount.
+LEDGER_REFUNDED = """
+SELECT p.payment_id, p.amount, p.amount_refunded, coalesce(t.total, 0) AS in_transactions,
+       coalesce(r.total, 0) AS in_records
+FROM payments AS p
+LEFT JOIN (SELECT payment_id, sum(amount) AS total
+           FROM payment_transactions
+           WHERE kind = 'REFUND' AND status <> 'FAILED'
+           GROUP BY payment_id) AS t ON t.payment_id = p.payment_id
+LEFT JOIN (SELECT payment_id, sum(refund_amount) AS total
+           FROM payment_refunds
+           WHERE status <> 'FAILED'
+           GROUP BY payment_id) AS r ON r.payment_id = p.payment_id
+WHERE p.amount_refunded <> coalesce(t.total, 0)
+   OR p.amount_refunded <> coalesce(r.total, 0)
+   OR p.amount_refunded > p.amount
+ORDER BY p.payment_id
+"""
+# (c) Each refund record has its REFUND transaction (at most one: refund_id is unique there), of its payment,
+#     with its status and amount.
+LEDGER_REFUND_RECORDS = """
+SELECT r.refund_id, r.payment_id, r.status, r.refund_amount,
+       t.transaction_id, t.payment_id AS transaction_payment_id, t.status AS transaction_status, t.amount
+FROM payment_refunds AS r
+LEFT JOIN payment_transactions AS t ON t.refund_id = r.refund_id
+WHERE t.transaction_id IS NULL
+   OR t.payment_id <> r.payment_id
+   OR t.status <> r.status
+   OR t.amount <> r.refund_amount
+ORDER BY r.refund_id
+"""
+# (d) A PENDING payment has exactly one operation (anything but a refund or chargeback) in flight, and
+#     (e) a payment in any other status has none: the transaction settles with the payment's status.
+LEDGER_IN_FLIGHT = """
+SELECT p.payment_id, p.status,
+       count(t.transaction_id) FILTER (WHERE t.status = 'PENDING' AND t.kind = ANY(%(operations)s)) AS in_flight
+FROM payments AS p
+LEFT JOIN payment_transactions AS t ON t.payment_id = p.payment_id
+GROUP BY p.payment_id
+HAVING (p.status = %(pending)s AND p.amount > 0
+        AND count(t.transaction_id) FILTER (WHERE t.status = 'PENDING' AND t.kind = ANY(%(operations)s)) <> 1)
+    OR (p.status <> %(pending)s
+        AND count(t.transaction_id) FILTER (WHERE t.status = 'PENDING' AND t.kind = ANY(%(operations)s)) <> 0)
+ORDER BY p.payment_id
+"""
+# (f) Every payment of more than 0.00 opened with a PURCHASE (a charge) or an AUTHORIZE (a hold).
+LEDGER_OPENED = """
+SELECT p.payment_id, p.authorized_amount IS NOT NULL AS is_hold
+FROM payments AS p
+WHERE p.amount > 0
+  AND NOT EXISTS (SELECT 1 FROM payment_transactions AS t
+                  WHERE t.payment_id = p.payment_id
+                    AND t.kind = CASE WHEN p.authorized_amount IS NULL THEN 'PURCHASE' ELSE 'AUTHORIZE' END)
+ORDER BY p.payment_id
+"""
+# (g) A transaction is in its payment's currency.
+LEDGER_CURRENCY = """
+SELECT t.transaction_id, t.payment_id, t.currency, p.currency AS payment_currency
+FROM payment_transactions AS t
+JOIN payments AS p ON p.payment_id = t.payment_id
+WHERE t.currency <> p.currency
+ORDER BY t.transaction_id
+"""
+SELECT_TRANSACTIONS_OF = """
+SELECT transaction_id, payment_id, kind, status, amount, currency, gateway, gateway_reference, error_code,
+       refund_id, created_at, updated_at
+FROM payment_transactions
+WHERE payment_id = %(payment_id)s
+ORDER BY transaction_id
+"""
+
+
+def ledger_problems(target: psycopg2.extensions.connection | str) -> list[str]:
+    """Every break of the ledger's invariants in a database (a connection, or a DSN); empty when it holds.
+
+    For every payment: (a) taken (SUCCESS, PARTIALLY_REFUNDED, REFUNDED) and more than 0.00, its amount
+    is its SUCCEEDED PURCHASE/CAPTURE transactions, and not taken it has none; (b) amount_refunded is
+    its REFUND transactions that are not FAILED and its refund records that are not FAILED, and at most
+    the amount; (c) each refund record has one REFUND transaction of the same payment, status and
+    amount; (d) PENDING (over 0.00), exactly one operation other than a refund is PENDING, and (e) in any
+    other status none is; (f) over 0.00, it opened with a PURCHASE, or an AUTHORIZE for a hold; (g) its
+    transactions are in its currency. Reads in the connection's transaction, if it has one open.
+    """
+    conn = psycopg2.connect(target) if isinstance(target, str) else target
+    params = {
+        "money_in": [str(kind) for kind in MONEY_IN],
+        "taken": [str(status) for status in TAKEN],
+        "operations": [str(kind) for kind in OPERATIONS],
+        "pending": str(PaymentStatus.PENDING),
+    }
+    problems: list[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(LEDGER_MONEY_IN, params)
+            problems += [
+                f"payment {pid} ({status}, amount {amount}): its SUCCEEDED PURCHASE/CAPTURE transactions sum to {taken}"
+                for pid, status, amount, taken in cur.fetchall()
+            ]
+            cur.execute(LEDGER_REFUNDED)
+            problems += [
+                f"payment {pid} (amount {amount}): amount_refunded {refunded}, REFUND transactions not FAILED"
+                f" {in_transactions}, refund records not FAILED {in_records}"
+                for pid, amount, refunded, in_transactions, in_records in cur.fetchall()
+            ]
+            cur.execute(LEDGER_REFUND_RECORDS)
+            for refund_id, pid, status, amount, transaction_id, t_pid, t_status, t_amount in cur.fetchall():
+                if transaction_id is None:
+                    problems.append(f"refund {refund_id} of payment {pid} ({status}, {amount}): no REFUND transaction")
+                else:
+                    problems.append(
+                        f"refund {refund_id} of payment {pid} ({status}, {amount}) has transaction {transaction_id}"
+                        f" of payment {t_pid} ({t_status}, {t_amount})"
+                    )
+            cur.execute(LEDGER_IN_FLIGHT, params)
+            pending = PaymentStatus.PENDING
+            problems += [
+                f"payment {pid} ({status}): PENDING operations {in_flight}, expected {int(status == pending)}"
+                for pid, status, in_flight in cur.fetchall()
+            ]
+            cur.execute(LEDGER_OPENED)
+            problems += [
+                f"payment {pid} has no {'AUTHORIZE' if is_hold else 'PURCHASE'} transaction"
+                for pid, is_hold in cur.fetchall()
+            ]
+            cur.execute(LEDGER_CURRENCY)
+            problems += [
+                f"transaction {tid} of payment {pid} is in {currency}, the payment in {payment_currency}"
+                for tid, pid, currency, payment_currency in cur.fetchall()
+            ]
+    finally:
+        if conn is not target:
+            conn.close()
+    return problems
+
+
+def assert_ledger_holds(target: psycopg2.extensions.connection | str) -> None:
+    """Fail the test, listing every problem, when the ledger's invariants do not hold (see ledger_problems)."""
+    problems = ledger_problems(target)
+    assert not problems, "ledger invariants broken:\n" + "\n".join(problems)
+
+
+def transactions_of(target: psycopg2.extensions.connection | str, payment_id: int) -> list[dict[str, Any]]:
+    """A payment's transactions as rows (column name to value), oldest first."""
+    conn = psycopg2.connect(target) if isinstance(target, str) else target
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SELECT_TRANSACTIONS_OF, {"payment_id": payment_id})
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        if conn is not target:
+            conn.close()
+
+
+SELECT_PAYMENT_AND_REFUNDS = """
+SELECT p.payment_id, p.status, p.amount, p.currency, r.refund_id, r.refund_amount, r.status AS refund_status,
+       r.gateway, r.gateway_reference, r.error_code
+FROM payments AS p
+LEFT JOIN payment_refunds AS r ON r.payment_id = p.payment_id
+WHERE p.payment_id = %(payment_id)s
+ORDER BY r.refund_id
+"""
+HISTORY_FIELDS = ("kind", "status", "amount", "currency", "gateway", "gateway_reference", "error_code", "refund_id")
+
+
+def loaded_history_problems(target: psycopg2.extensions.connection | str, payment_ids: list[int]) -> list[str]:
+    """Where the history of payments no gateway took (CSV rows, CASH charges) is not what section 13 says.
+
+    Each has one PURCHASE of its amount, settled as its status says (SUCCEEDED, FAILED, PENDING) with
+    gateway, reference and error code null, then one REFUND per refund record, as that record, in order.
+    """
+    conn = psycopg2.connect(target) if isinstance(target, str) else target
+    problems = []
+    try:
+        for payment_id in payment_ids:
+            with conn.cursor() as cur:
+                cur.execute(SELECT_PAYMENT_AND_REFUNDS, {"payment_id": payment_id})
+                rows = cur.fetchall()
+            if not rows:
+                problems.append(f"payment {payment_id} does not exist")
+                continue
+            _, status, amount, currency = rows[0][:4]
+            expected = [("PURCHASE", str(transaction_status(status)), amount, currency, None, None, None, None)]
+            expected += [
+                ("REFUND", refund_status, refund_amount, currency, gateway, reference,
+                 error_code if refund_status == TransactionStatus.FAILED else None, refund_id)
+                for *_, refund_id, refund_amount, refund_status, gateway, reference, error_code in rows
+                if refund_id is not None
+            ]  # fmt: skip
+            found = [tuple(t[name] for name in HISTORY_FIELDS) for t in transactions_of(conn, payment_id)]
+            if found != expected:
+                problems.append(f"payment {payment_id} ({status}): transactions {found}, expected {expected}")
+    finally:
+        if conn is not target:
+            conn.close()
+    return problems
 
 
 def config_for_database(base: Config, name: str) -> Config:

@@ -51,6 +51,18 @@ def get_payment(payment_id: str) -> ResponseReturnValue:
     return jsonify(services().payments.get_payment(payment_id_or_404(payment_id)).to_json())
 
 
+@bp.get("/payments/<payment_id:payment_id>/transactions")
+def list_transactions(payment_id: str) -> ResponseReturnValue:
+    """The payment's history: every money operation on it, oldest first."""
+    return jsonify(services().payments.get_transactions(payment_id_or_404(payment_id)).to_json())
+
+
+@bp.get("/payments/<payment_id:payment_id>/refunds")
+def list_refunds(payment_id: str) -> ResponseReturnValue:
+    """The payment's refund records, refused ones included, oldest first."""
+    return jsonify(services().payments.get_refunds(payment_id_or_404(payment_id)).to_json())
+
+
 def payment_id_or_404(text: str) -> int:
     """The path's payment id; text that cannot be one (not a positive 64-bit integer) is simply not found."""
     payment_id = parse_positive_id(text)
