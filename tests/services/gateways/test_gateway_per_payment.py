@@ -73,7 +73,7 @@ def test_payments_made_on_the_simulator_stay_on_it_after_gateway_becomes_stripe(
     assert "simulator" in services(after).gateways
     trips.trip(102, status="COMPLETED")
     trips.trip(103, status="COMPLETED")
-    refunded = post(after, f"/v1/payments/{charged['payment_id']}/refund", "refund-101", amount="5.00")
+    refunded = post(after, f"/v1/payments/{charged['payment_id']}/refund", "refund-101", amount=5)
     capture = post(after, f"/v1/payments/{captured['payment_id']}/capture", "capture-102")
     void = post(after, f"/v1/payments/{voided['payment_id']}/void", "void-103")
     report = services(after).reconciler.run_once()
