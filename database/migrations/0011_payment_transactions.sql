@@ -21,18 +21,18 @@ CREATE TABLE payment_transactions (
     gateway           TEXT          CHECK (gateway ~ '^[a-z][a-z0-9_]{0,31}$'),
     gateway_reference TEXT          CHECK (char_length(gateway_reference) <= 255),
     error_code        TEXT,
-    refund_id         BIGINT        UNIQUE REFERENCES payment_refunds (refund_id),
+    refund_id         BIGINT        REFERENCES payment_refunds (refund_id),
     created_at        TIMESTAMPTZ   NOT NULL DEFAULT now(),
     updated_at        TIMESTAMPTZ   NOT NULL DEFAULT now(),
     CHECK ((kind = 'REFUND') = (refund_id IS NOT NULL)),
     CHECK (status = 'FAILED' OR error_code IS NULL)
-);
--- A payment's history, oldest first.
+) WITH (fillfactor = 90);  -- room on each page for the outcome's heap-only update
+-- A payment's history, oldest first. No index names `status`: an outcome's UPDATE then changes no
+-- indexed column and stays a heap-only update (on the charge's hot path, measured: indexing status
+-- cost about a tenth more database CPU per charge). Which operation may start is settled on the
+-- payment's row (its status guard), and one refund per refund record by the unique index below.
 CREATE INDEX payment_transactions_payment_idx ON payment_transactions (payment_id, transaction_id);
--- At most one operation other than refunds is in flight per payment: a second capture, void or
--- charge attempt recorded while one is PENDING fails on this index instead of racing it.
-CREATE UNIQUE INDEX payment_transactions_one_in_flight ON payment_transactions (payment_id)
-    WHERE status = 'PENDING' AND kind NOT IN ('REFUND', 'CHARGEBACK');
+CREATE UNIQUE INDEX payment_transactions_refund_idx ON payment_transactions (refund_id) WHERE refund_id IS NOT NULL;
 
 -- The history of the rows that exist. Payments of 0.00 an earlier version wrote (see 0007) get none:
 -- nothing moved, and their amount still equals the sum of their (no) transactions.

@@ -1,4 +1,4 @@
-"""Payments and their transactions in the database: the one column list, typed reads, locks, history rows.
+"""Payments in the database: the one column list, typed reads and locks, and what settling a transaction takes.
 
 Statements here are the ones more than one operation uses. A statement specific to one operation
 lives in that operation's module, but names its columns through `PAYMENT_COLUMNS` (or
@@ -50,38 +50,6 @@ SELECT_PAYMENT = Prepared("SELECT " + PAYMENT_COLUMNS + " FROM payments WHERE pa
 # Concurrent operations on one payment queue up here, so each sees what the others did.
 LOCK_PAYMENT = Prepared("SELECT " + PAYMENT_COLUMNS + " FROM payments WHERE payment_id = %(payment_id)s FOR UPDATE")
 
-# A transaction is recorded PENDING before the gateway is called (or SUCCEEDED when none is).
-INSERT_TRANSACTION = Prepared("""
-INSERT INTO payment_transactions (payment_id, kind, status, amount, currency, gateway, refund_id)
-VALUES (%(payment_id)s, %(kind)s, %(transaction_status)s, %(amount)s, %(currency)s, %(gateway)s, %(refund_id)s)
-""")
-# Settles the payment's operation in flight of these kinds (at most one: payment_transactions_one_in_flight).
-SETTLE_OPERATION = Prepared("""
-UPDATE payment_transactions
-   SET status = %(transaction_status)s, error_code = %(transaction_error)s,
-       amount = coalesce(%(transaction_amount)s, amount),
-       gateway_reference = coalesce(gateway_reference, %(gateway_reference)s), updated_at = now()
- WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND kind = ANY(%(kinds)s)
-""")
-SETTLE_REFUND_TRANSACTION = Prepared("""
-UPDATE payment_transactions
-   SET status = %(transaction_status)s, error_code = %(transaction_error)s,
-       gateway_reference = coalesce(gateway_reference, %(gateway_reference)s), updated_at = now()
- WHERE refund_id = %(refund_id)s AND status = 'PENDING'
-""")
-# The gateway's id of the operation, known before its outcome (registered before money moves).
-RECORD_OPERATION_REFERENCE = Prepared("""
-UPDATE payment_transactions SET gateway_reference = %(gateway_reference)s, updated_at = now()
- WHERE payment_id = %(payment_id)s AND status = 'PENDING' AND kind = ANY(%(kinds)s)
-""")
-SELECT_TRANSACTIONS = Prepared("""
-SELECT transaction_id, payment_id, kind, status, amount, currency, gateway, gateway_reference, error_code,
-       refund_id, created_at, updated_at
-FROM payment_transactions
-WHERE payment_id = %(payment_id)s
-ORDER BY transaction_id
-""")
-
 # The kinds a charge or authorization attempt is recorded as, and a hold action's.
 ATTEMPT_KINDS = [TransactionKind.PURCHASE.value, TransactionKind.AUTHORIZE.value]
 HOLD_ACTION_KINDS = [TransactionKind.CAPTURE.value, TransactionKind.VOID.value]
@@ -107,7 +75,7 @@ def settle_params(
 
 
 class PaymentRepository:
-    """Typed reads and locks of payments, and their transaction rows."""
+    """Typed reads and locks of payments."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         """Keep the pool."""
@@ -126,38 +94,3 @@ class PaymentRepository:
         if row is None:
             raise PaymentNotFoundError(payment_id)
         return Payment.from_row(row)
-
-    @staticmethod
-    def add_transaction(
-        cur: Cursor,
-        payment: Payment,
-        kind: TransactionKind,
-        status: TransactionStatus,
-        amount: Decimal,
-        refund_id: int | None = None,
-    ) -> None:
-        """Record one operation of the payment, on the payment's gateway."""
-        cur.execute(
-            INSERT_TRANSACTION,
-            {
-                "payment_id": payment.payment_id,
-                "kind": kind.value,
-                "transaction_status": status.value,
-                "amount": amount,
-                "currency": payment.currency,
-                "gateway": payment.gateway,
-                "refund_id": refund_id,
-            },
-        )
-
-    @staticmethod
-    def settle_operation(cur: Cursor, params: dict[str, Any]) -> None:
-        """Settle the payment's operation in flight (params from `settle_params`)."""
-        cur.execute(SETTLE_OPERATION, params)
-
-    def transactions(self, payment_id: int) -> list[dict[str, Any]]:
-        """The payment's transactions, oldest first (PaymentNotFoundError for an unknown payment)."""
-        with self.pool.cursor() as cur:
-            self.read(cur, payment_id)
-            cur.execute(SELECT_TRANSACTIONS, {"payment_id": payment_id})
-            return cur.fetchall()
