@@ -473,6 +473,21 @@ def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> G
     output goes to a file (a pipe nobody reads would block a server that logs a lot).
     Raises RuntimeError if the server exits or does not answer within 30 s.
     """
+    for _ in range(3):
+        try:
+            return _start_gunicorn_once(env, workers, threads)
+        except PortTakenError:
+            # Another process bound the free port first (a fake service, another test's server): take another.
+            continue
+    raise RuntimeError("gunicorn could not bind a free port three times in a row")
+
+
+class PortTakenError(RuntimeError):
+    """The port chosen for gunicorn was bound by another process before gunicorn could bind it."""
+
+
+def _start_gunicorn_once(env: dict[str, str], workers: int, threads: int) -> Gunicorn:
+    """One attempt of start_gunicorn on one free port; PortTakenError when another process holds it."""
     port = closed_port()
     metrics_dir = tempfile.mkdtemp(prefix="payment-metrics-")
     log_path = Path(metrics_dir) / "server.log"
@@ -494,9 +509,12 @@ def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> G
 
     def answers_or_exited() -> bool:
         try:
-            requests.get(f"{server.url}/live", timeout=0.5)
-            return True
-        except requests.RequestException:  # refused while binding, or a worker still booting
+            # Only this service's own answer counts: another process may hold the port (then gunicorn exits).
+            answer = requests.get(f"{server.url}/live", timeout=0.5)
+            if answer.status_code == 200 and answer.headers.get("Content-Type", "").startswith("application/json"):
+                return answer.json() == {"alive": True} or process.poll() is not None
+            return process.poll() is not None
+        except (requests.RequestException, ValueError):  # refused while binding, a worker still booting
             return process.poll() is not None
 
     if wait_until(answers_or_exited, timeout=30, interval=0.1) and process.poll() is None:
@@ -504,6 +522,8 @@ def start_gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> G
     if process.poll() is not None:
         output = server.log_text()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if "Connection in use" in output or "Address already in use" in output:
+            raise PortTakenError(output)
         raise RuntimeError(f"gunicorn exited: {output}")
     server.stop()
     raise RuntimeError("gunicorn did not start within 30 s")
