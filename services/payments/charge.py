@@ -101,8 +101,6 @@ class ChargeService(Operation):
     def _run(self, request: ChargeRequest, scope: str, hold: bool) -> Outcome:
         """Claim the key, then charge or authorize (or replay what the key already answered)."""
         gateway = self.gateways.default
-        if request.method != "CASH" and gateway.needs_payment_method and request.payment_method is None:
-            raise PaymentMethodRequiredError(request.method, gateway.name)
         return self.keyed.run(
             "authorize" if hold else "charge",
             scope,
@@ -126,6 +124,10 @@ class ChargeService(Operation):
             logger.warning("resuming an abandoned charge without calling the gateway", extra={"payment_id": payment_id})
             result = GatewayResult(GatewayStatus.PENDING)
         else:
+            # Checked after the key: a key that already answered replays that answer, even after GATEWAY
+            # changed to one that needs a payment method the original request did not send.
+            if request.method != "CASH" and gateway.needs_payment_method and request.payment_method is None:
+                raise PaymentMethodRequiredError(request.method, gateway.name)
             trip = self.trips.get_trip(request.trip_id)
             if hold and trip.status not in HOLDABLE_TRIP_STATUSES:
                 raise TripNotHoldableError(trip)

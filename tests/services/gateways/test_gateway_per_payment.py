@@ -137,3 +137,22 @@ def test_an_operation_on_a_payment_whose_gateway_is_gone_is_503_naming_it_and_wr
         assert [row[0] for row in cur.fetchall()] == ["SUCCESS", "AUTHORIZED"]
         cur.execute("SELECT count(*) FROM idempotency_keys")
         assert cur.fetchone()[0] == 2  # the two first requests' keys only: the refused ones were given back
+
+
+def test_a_charge_key_replays_its_answer_after_gateway_changes_to_one_that_needs_a_payment_method(
+    make_app: Callable[..., Flask], stripe_app_with: Callable[..., Flask], trips: FakeTripService
+) -> None:
+    before = make_app(GATEWAY_SUCCESS_RATE=1.0, TRIP_SERVICE_URL=trips.url, RATE_LIMIT_ENABLED=False)
+    trips.trip(101)
+    body = {"trip_id": 101, "method": "CARD"}
+    first = before.test_client().post("/v1/payments/charge", json=body, headers={"Idempotency-Key": "switch-1"})
+
+    after = stripe_app_with()
+    again = after.test_client().post("/v1/payments/charge", json=body, headers={"Idempotency-Key": "switch-1"})
+    fresh = after.test_client().post(
+        "/v1/payments/charge", json={"trip_id": 102, "method": "CARD"}, headers={"Idempotency-Key": "new-1"}
+    )
+
+    assert first.status_code == 201
+    assert (again.status_code, again.data, again.headers.get("Idempotent-Replayed")) == (201, first.data, "true")
+    assert (fresh.status_code, fresh.get_json()["code"]) == (400, "payment_method_required")
